@@ -1,0 +1,81 @@
+"""wgtlab: run untrusted compute in WebAssembly sandboxes from Jupyter, and prove its results.
+
+This module is only the public face: it re-exports the stable names (see ``__all__``) from the
+layer packages, importing each lazily on first use so ``import wgtlab`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from wgtlab.errors import *  # noqa: F403  (every error class is public at the top level)
+from wgtlab.errors import __all__ as _error_names
+
+__version__ = "0.1.0"
+
+# public name -> "module" (a submodule) or "module:attribute"
+_LAZY: dict[str, str] = {
+    # sandbox
+    "ResourceLimits": "wgtlab.sandbox.limits:ResourceLimits",
+    "WasmModule": "wgtlab.sandbox.module:WasmModule",
+    "Sandbox": "wgtlab.sandbox.runner:Sandbox",
+    "TaskResult": "wgtlab.sandbox.runner:TaskResult",
+    "kernels": "wgtlab.sandbox.kernels",
+    "udf": "wgtlab.sandbox.python:udf",
+    # CES
+    "ces": "wgtlab.ces",
+    "CESPipeline": "wgtlab.ces.pipeline:CESPipeline",
+    # verification and trust
+    "verify": "wgtlab.verify",
+    "trust": "wgtlab.trust",
+    "TrustLedger": "wgtlab.trust.ledger:TrustLedger",
+    # jobs
+    "Job": "wgtlab.jobs.job:Job",
+    "JobResult": "wgtlab.jobs.result:JobResult",
+    "input": "wgtlab.jobs.dsl:input",
+    "kernel": "wgtlab.jobs.dsl:kernel",
+    "limits": "wgtlab.jobs.dsl:limits",
+    "current_job": "wgtlab.jobs.dsl:current_job",
+    # clusters
+    "LocalCluster": "wgtlab.cluster.local:LocalCluster",
+    "DaskCluster": "wgtlab.cluster.dask:DaskCluster",
+    "faults": "wgtlab.cluster.faults",
+    "delegate_job": "wgtlab.cluster.manager:delegate_job",
+}
+
+__all__ = sorted([*_error_names, *_LAZY, "__version__", "load_ipython_extension"])
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'wgtlab' has no attribute {name!r}")
+    module_name, _, attribute = target.partition(":")
+    module = importlib.import_module(module_name)
+    value = getattr(module, attribute) if attribute else module
+    if name == "verify":
+        # ``wgt.verify`` is both the verification package (wgt.verify.merkle_root) and, inside a
+        # ``with wgt.Job(...)`` block, the DSL call ``wgt.verify("redundancy", replicas=3)``.
+        from wgtlab.jobs.dsl import make_verify_callable
+
+        make_verify_callable(value)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext wgtlab``: registers the ``%wgt`` / ``%%wgt`` magics."""
+    from wgtlab.notebook.magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from wgtlab.notebook.magics import unload_ipython_extension as _unload
+
+    _unload(ipython)

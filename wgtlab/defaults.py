@@ -1,0 +1,41 @@
+"""Every default wgtlab uses, defined once; constructors fall back to these.
+
+Change a default here and every layer sees it. Nothing in this module imports wgtlab.
+"""
+
+from __future__ import annotations
+
+# --- sandbox (ResourceLimits) -- the seed system's documented limits ---------------------------
+MAX_MEMORY_BYTES = 256 << 20  # 256 MiB of linear memory
+MAX_CPU_CYCLES = 1_000_000_000  # wasmtime fuel units
+MAX_EXECUTION_TIME_MS = 30_000  # wall clock
+MAX_STACK_BYTES = 1 << 20  # 1 MiB of wasm stack
+MAX_OUTPUT_BYTES = 64 << 20  # cap on what a kernel may return
+MAX_LOG_BYTES = 64 << 10  # cap on captured stdout / stderr, each
+EPOCH_TICK_MS = 5  # period of the per-engine epoch ticker thread
+
+# --- CES -------------------------------------------------------------------------------------
+CES_COMPRESSION_LEVEL = 3
+CES_DATA_SHARDS = 8  # any 8 of 12 shards rebuild the data, as in the seed system
+CES_PARITY_SHARDS = 4
+CES_SEGMENT_BYTES = 4 << 20  # pyeclib's fast range is 1-4 MiB segments
+CES_KEY_ENV = "CES_ENCRYPTION_KEY"
+
+# --- verification and trust ------------------------------------------------------------------
+TRUST_INITIAL_SCORE = 0.5
+TRUST_DECAY = 0.9  # score = DECAY * old + (1 - DECAY) * outcome
+QUARANTINE_THRESHOLD = 0.3
+PROBATION_SUCCESSES = 3  # agreed probation tasks a quarantined worker needs to return
+ADAPTIVE_RUN_LENGTH = 10  # consecutive agreed results before spot-checking with p = 1/N
+MAX_EXTRA_REPLICAS = 3  # replicas scheduled beyond the requested ones on disagreement
+
+# --- jobs and clusters -----------------------------------------------------------------------
+JOB_VERIFICATION = "hash"
+JOB_RETRIES = 3
+JOB_REPLICAS = 1
+CHUNK_MIN_BYTES = 64 << 10
+CHUNK_MAX_BYTES = 1 << 20
+LOCAL_WORKERS = 4
+WORKER_TASKS_PER_SECOND = 2_000.0  # token bucket refill rate per worker
+WORKER_BURST = 200  # token bucket capacity per worker
+WORKER_MAX_IN_FLIGHT = 4  # tasks in flight per worker

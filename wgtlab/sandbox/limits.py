@@ -1,0 +1,60 @@
+"""ResourceLimits: the four limits every sandboxed task runs under, plus output and log caps."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from wgtlab import defaults
+
+# Beyond these a value is a typo, not a plan: wasm32 memory tops out at 4 GiB, and a day of
+# wall clock or a stack larger than 512 MiB is never what an analyst meant.
+_CEILINGS = {
+    "max_memory_bytes": 4 << 30,
+    "max_cpu_cycles": 1 << 62,
+    "max_execution_time_ms": 24 * 3600 * 1000,
+    "max_stack_bytes": 512 << 20,
+    "max_output_bytes": 4 << 30,
+    "max_log_bytes": 64 << 20,
+}
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    """Limits for one task: memory, CPU fuel, wall clock, wasm stack, output and log sizes.
+
+    Defaults are the seed system's: 256 MiB, 1e9 fuel, 30 s, 1 MiB of stack.
+    """
+
+    max_memory_bytes: int = defaults.MAX_MEMORY_BYTES
+    max_cpu_cycles: int = defaults.MAX_CPU_CYCLES
+    max_execution_time_ms: int = defaults.MAX_EXECUTION_TIME_MS
+    max_stack_bytes: int = defaults.MAX_STACK_BYTES
+    max_output_bytes: int = defaults.MAX_OUTPUT_BYTES
+    max_log_bytes: int = field(default=defaults.MAX_LOG_BYTES)
+
+    def __post_init__(self) -> None:
+        for name, ceiling in _CEILINGS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(
+                    f"ResourceLimits.{name} must be an int, got {type(value).__name__} {value!r}"
+                )
+            if value <= 0:
+                raise ValueError(f"ResourceLimits.{name} must be positive, got {value}")
+            if value > ceiling:
+                raise ValueError(
+                    f"ResourceLimits.{name}={value} is absurdly large (ceiling {ceiling}); "
+                    "pass a realistic limit"
+                )
+
+    def replace(self, **changes: int) -> ResourceLimits:
+        """A copy with some limits changed (validated like the constructor)."""
+        unknown = set(changes) - set(_CEILINGS)
+        if unknown:
+            raise ValueError(
+                f"unknown ResourceLimits field(s) {sorted(unknown)}; known: {sorted(_CEILINGS)}"
+            )
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
