@@ -1,0 +1,97 @@
+"""Quorum over replicas: which output of one chunk, if any, a strict majority of workers agrees on.
+
+Stateless: call it again with every vote received so far; it says what to do next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from wgtlab.defaults import MAX_EXTRA_REPLICAS
+from wgtlab.errors import ConfigError
+
+Status = Literal["canonical", "need_more", "failed"]
+
+
+@dataclass(frozen=True)
+class QuorumDecision:
+    """The verdict for one chunk.
+
+    ``status``: "canonical" (``digest`` is the result, ``agreed`` / ``dissented`` say who was
+    right / wrong), "need_more" (``extra_needed`` more votes, counting replicas already in flight,
+    could decide it), or "failed" (no strict majority can form within ``max_replicas``).
+    ``groups`` lists every digest seen with its workers, largest group first: the disagreement.
+    """
+
+    status: Status
+    digest: str | None
+    agreed: tuple[str, ...]
+    dissented: tuple[str, ...]
+    extra_needed: int
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def decided(self) -> bool:
+        return self.status != "need_more"
+
+
+def _majority(count: int, round_size: int) -> bool:
+    return 2 * count > round_size
+
+
+def quorum(
+    votes: Sequence[tuple[str, Hashable]],
+    *,
+    replicas: int,
+    max_replicas: int | None = None,
+) -> QuorumDecision:
+    """Decide one chunk from ``votes``, the ``(worker, output digest)`` pairs received so far.
+
+    A digest is canonical once its voters are a strict majority of ``max(replicas, votes)``, so
+    it is decided as early as possible (2 equal votes of 3 requested) and extra replicas scheduled
+    after a disagreement raise the bar with them. ``max_replicas`` caps the total number of
+    replicas (default ``replicas + MAX_EXTRA_REPLICAS``); when even that many could not form a
+    strict majority, the chunk has failed. Each worker may vote once.
+    """
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise ConfigError(f"replicas must be an int >= 1, got {replicas!r}")
+    if max_replicas is None:
+        max_replicas = replicas + MAX_EXTRA_REPLICAS
+    if isinstance(max_replicas, bool) or not isinstance(max_replicas, int):
+        raise ConfigError(f"max_replicas must be an int, got {max_replicas!r}")
+    if max_replicas < replicas:
+        raise ConfigError(f"max_replicas ({max_replicas}) must be at least replicas ({replicas})")
+
+    by_digest: dict[Hashable, list[str]] = {}
+    seen: set[str] = set()
+    for worker, digest in votes:
+        if worker in seen:
+            raise ConfigError(
+                f"worker {worker!r} voted twice on one chunk: replicas must run on distinct "
+                "workers, pass each worker's vote once"
+            )
+        seen.add(worker)
+        by_digest.setdefault(digest, []).append(worker)
+    # Largest group first; among equals the digest seen first, so the order is reproducible.
+    ranked = sorted(by_digest.items(), key=lambda item: -len(item[1]))
+    groups = tuple((digest, tuple(workers)) for digest, workers in ranked)
+    n = len(seen)
+    top = len(ranked[0][1]) if ranked else 0
+
+    if ranked and _majority(top, max(replicas, n)):
+        digest, winners = ranked[0]
+        return QuorumDecision(
+            "canonical",
+            digest,  # type: ignore[arg-type]
+            tuple(winners),
+            tuple(w for w, d in votes if d != digest),
+            0,
+            groups,  # type: ignore[arg-type]
+        )
+    # The fewest further votes that could still make the leading digest a strict majority.
+    for extra in range(1, max_replicas - n + 1):
+        if _majority(top + extra, max(replicas, n + extra)):
+            return QuorumDecision("need_more", None, (), (), extra, groups)  # type: ignore[arg-type]
+    return QuorumDecision("failed", None, (), (), 0, groups)  # type: ignore[arg-type]
