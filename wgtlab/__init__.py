@@ -11,6 +11,7 @@ from typing import Any
 
 from wgtlab.errors import *  # noqa: F403  (every error class is public at the top level)
 from wgtlab.errors import __all__ as _error_names
+from wgtlab.jobs import runtime as _runtime
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,15 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = sorted([*_error_names, *_LAZY, "__version__", "load_ipython_extension"])
+
+
+def _default_cluster() -> Any:
+    from wgtlab.cluster.local import LocalCluster
+
+    return LocalCluster()
+
+
+_runtime.default_cluster_factory = _default_cluster
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,222 @@
+"""Jobs on the embedded LocalCluster: exact results, verification, faults, trust, proofs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import wgtlab as wgt
+from wgtlab.cluster.faults import Forger, Misdirect
+from wgtlab.jobs import events as ev
+
+RNG = np.random.default_rng(2026)
+VALUES = RNG.normal(50.0, 30.0, 10_007)  # a prime length: no chunk size divides it evenly
+
+
+@pytest.fixture
+def cluster():
+    with wgt.LocalCluster(workers=3) as c:
+        yield c
+
+
+def run(kernel, source, cluster, **input_options):
+    with wgt.Job("t") as job:
+        wgt.input(source, **input_options)
+        wgt.kernel(kernel)
+    return job.run(on=cluster)
+
+
+@pytest.mark.parametrize("chunk_rows", [1000, 1001, 10_007, 20_000])
+def test_builtin_kernels_equal_numpy(cluster, chunk_rows):
+    series = pd.Series(VALUES)
+    counts = run(wgt.kernels.histogram(bins=20, lo=0.0, hi=100.0), series, cluster,
+                 chunk_rows=chunk_rows).value
+    expected, _ = np.histogram(VALUES[(VALUES >= 0) & (VALUES <= 100)], bins=20, range=(0, 100))
+    np.testing.assert_array_equal(np.asarray(counts), expected)
+    total = run(wgt.kernels.sum(), series, cluster, chunk_rows=chunk_rows).value
+    assert total == pytest.approx(math.fsum(VALUES), rel=0, abs=1e-9)
+    lo, hi = run(wgt.kernels.min_max(), VALUES, cluster, chunk_rows=chunk_rows).value
+    assert (lo, hi) == (VALUES.min(), VALUES.max())
+    above = run(wgt.kernels.count_where(">", 75.0), series, cluster, chunk_rows=chunk_rows).value
+    assert above == int((VALUES > 75.0).sum())
+
+
+def test_missing_values_are_skipped_like_pandas(cluster):
+    flights = pd.read_csv(wgt_data("flights-2013-01.csv"))
+    delay = flights["arr_delay"]
+    assert delay.isna().sum() > 0
+    total = run(wgt.kernels.sum(), delay, cluster, chunk_rows=4000).value
+    assert total == pytest.approx(delay.sum(), abs=1e-6)
+
+
+def test_byte_and_text_kernels_on_bytes_and_files(cluster, tmp_path):
+    text = open(wgt_data("flights-2013-01.csv"), "rb").read()
+    path = tmp_path / "flights.csv"
+    path.write_bytes(text)
+    words = run(wgt.kernels.word_count(), path, cluster, chunk_bytes=50_000).value
+    assert words == len(text.split())
+    checksum = run(wgt.kernels.checksum(), text, cluster, chunk_bytes=65_536)
+    assert len(checksum.outcomes) == math.ceil(len(text) / 65_536)
+    assert checksum.ok
+
+
+def test_empty_input_is_a_valid_job_with_an_empty_result(cluster):
+    result = run(wgt.kernels.sum(), pd.Series([], dtype=float), cluster)
+    assert result.ok and result.outcomes == () and result.value == 0.0
+    assert result.merkle_root == wgt.verify.EMPTY_ROOT.hex()
+
+
+def test_every_chunk_has_a_merkle_proof_against_the_root(cluster):
+    result = run(wgt.kernels.sum(), VALUES, cluster, chunk_rows=999)
+    assert result.tree_size == 11
+    for i in range(result.tree_size):
+        p = result.proof(i)
+        assert wgt.verify.verify_proof(p.leaf, p.index, p.tree_size, list(p.path), result.merkle_root)
+        assert result.record(i).index == i
+    forged = result.proof(3)
+    assert not wgt.verify.verify_proof(forged.leaf, 4, forged.tree_size, list(forged.path),
+                                       result.merkle_root)
+    with pytest.raises(wgt.ProofError):
+        result.proof(11)
+
+
+def test_one_liar_among_five_is_caught_and_quarantined():
+    cluster = wgt.LocalCluster(workers=5, faults={"local-0": wgt.faults.Liar(rate=1.0, seed=7)})
+    series = pd.Series(VALUES)
+    with wgt.Job("liar") as job:
+        wgt.input(series, chunk_rows=250)
+        wgt.kernel(wgt.kernels.histogram(bins=10, lo=0.0, hi=100.0))
+        wgt.verify("redundancy", replicas=3)
+    with cluster:
+        result = job.run(on=cluster)
+    expected, _ = np.histogram(VALUES[(VALUES >= 0) & (VALUES <= 100)], bins=10, range=(0, 100))
+    np.testing.assert_array_equal(result.value, expected)
+    assert result.ok
+    liar_rows = result.verification[result.verification.worker == "local-0"]
+    assert set(liar_rows.outcome) <= {"dissented"}
+    assert len(liar_rows) >= 5  # it lied until quarantined (5 lies: 0.5 * 0.9**5 < 0.3)
+    assert cluster.policy.is_quarantined(cluster.fingerprint("local-0"))
+    scores = cluster.ledger.scores().set_index("label")["score"]
+    assert scores["local-0"] < 0.3
+    for honest in ("local-1", "local-2", "local-3", "local-4"):
+        assert scores[honest] > 0.5
+        assert not cluster.policy.is_quarantined(cluster.fingerprint(honest))
+
+
+def test_with_hash_only_a_lie_goes_unnoticed():
+    # Why redundancy exists: a single worker's signed lie passes every hash check.
+    cluster = wgt.LocalCluster(workers=1, faults={"local-0": wgt.faults.Liar(rate=1.0, seed=1)})
+    with cluster:
+        result = run(wgt.kernels.histogram(bins=10, lo=0, hi=100), VALUES, cluster,
+                     chunk_rows=5000)
+    expected, _ = np.histogram(VALUES[(VALUES >= 0) & (VALUES <= 100)], bins=10, range=(0, 100))
+    assert result.ok and result.disagreements == 0
+    assert not np.array_equal(result.value, expected)
+
+
+def test_crashes_and_stalls_lose_no_chunk():
+    faults = {
+        "local-0": wgt.faults.Crash(rate=0.5, seed=3),
+        "local-1": wgt.faults.Stall(rate=0.3, seconds=2.0, seed=4),
+    }
+    cluster = wgt.LocalCluster(workers=4, faults=faults)
+    seen: list[ev.Event] = []
+    with wgt.Job("faulty") as job:
+        wgt.input(VALUES, chunk_rows=500)
+        wgt.kernel(wgt.kernels.count_where("<", 50.0))
+        wgt.limits(max_execution_time_ms=300)
+        wgt.retries(6)
+    job.subscribe(seen.append)
+    with cluster:
+        result = job.run(on=cluster)
+    assert result.ok and len(result.outcomes) == 21
+    assert result.value == int((VALUES < 50.0).sum())
+    outcomes = result.verification.outcome.value_counts().to_dict()
+    assert outcomes.get("crashed", 0) > 0 and outcomes.get("stalled", 0) > 0
+    verified = [e.chunk for e in seen if e.kind == ev.CHUNK_VERIFIED]
+    assert sorted(verified) == list(range(21))  # each chunk verified exactly once
+    assert seen[0].kind == ev.JOB_STARTED and seen[-1].kind == ev.JOB_DONE
+
+
+@pytest.mark.parametrize("fault", [Forger(), Misdirect()])
+def test_forged_or_unassigned_results_are_rejected(fault):
+    cluster = wgt.LocalCluster(workers=3, faults={"local-0": fault})
+    with cluster:
+        result = run(wgt.kernels.sum(), VALUES, cluster, chunk_rows=2000)
+    assert result.ok
+    assert result.value == pytest.approx(math.fsum(VALUES), abs=1e-9)
+    rejected = result.verification[result.verification.outcome == "rejected"]
+    assert len(rejected) > 0 and set(rejected.worker) == {"local-0"}
+    assert "signature" in rejected.reason.iloc[0] or "never assigned" in rejected.reason.iloc[0]
+    assert cluster.ledger.score("local-0") < 0.5
+
+
+HOSTILE_LOOP = """
+(module (memory (export "memory") 1)
+  (func (export "wgt_alloc") (param i32) (result i32) (i32.const 16))
+  (func (export "wgt_run") (param i32 i32) (result i64) (loop (br 0)) (i64.const 0)))
+"""
+
+
+def test_a_sandbox_error_is_the_chunks_result(cluster):
+    looping = wgt.WasmModule.from_wat(HOSTILE_LOOP)
+    job = wgt.Job("loops").input(b"x" * 1000, chunk_bytes=100).kernel(looping)
+    job.limits(max_cpu_cycles=100_000)
+    with pytest.raises(wgt.ChunkFailed, match="10 of 10 chunks did not verify") as info:
+        job.run(on=cluster)
+    result = info.value.result
+    assert set(result.chunks.status) == {"error"}
+    assert result.chunks.error.str.startswith("OutOfFuel").all()
+    job.on_error("continue")
+    assert job.run(on=cluster).value == b""
+
+
+def test_ces_shards_as_input_with_two_missing(cluster):
+    data = open(wgt_data("flights-2013-01.csv"), "rb").read()
+    pipe = wgt.CESPipeline(key=bytes(range(32)), data_shards=4, parity_shards=2)
+    shards = pipe.process(data)
+    shards[0] = shards[3] = None
+    result = run(wgt.kernels.word_count(), shards, cluster, pipeline=pipe)
+    assert result.value == len(data.split())
+
+
+def test_decorator_form_with_a_wasm_execute(cluster):
+    identity = wgt.WasmModule.from_wat(
+        """(module (memory (export "memory") 2)
+          (func (export "wgt_alloc") (param i32) (result i32) (i32.const 1024))
+          (func (export "wgt_run") (param $p i32) (param $n i32) (result i64)
+            (i64.or (i64.shl (i64.extend_i32_u (local.get $p)) (i64.const 32))
+                    (i64.extend_i32_u (local.get $n)))))"""
+    )
+
+    @wgt.Job.define
+    def echo_job():
+        @wgt.Job.split
+        def split(data: bytes) -> list[bytes]:
+            return [data[i : i + 4] for i in range(0, len(data), 4)]
+
+        wgt.Job.execute(identity)
+
+        @wgt.Job.merge
+        def merge(parts: list[bytes]) -> bytes:
+            return b"|".join(parts)
+
+    result = echo_job.run(b"hello world!", on=cluster)
+    assert result.value == b"hell|o wo|rld!"
+    with pytest.raises(wgt.JobDefinitionError, match="no @wgt.Job.execute"):
+
+        @wgt.Job.define
+        def empty_job():
+            pass
+
+    with pytest.raises(wgt.JobDefinitionError, match="inside a function decorated"):
+        wgt.Job.split(lambda d: [d])
+
+
+def wgt_data(name: str) -> str:
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parents[1] / "data" / name)

@@ -1,0 +1,110 @@
+"""Simulated faulty workers for demos and tests: liars, crashes, stalls, forgers, misdirectors.
+
+Every fault is seeded and decides per (chunk, replica), so a run is reproducible whatever order
+the threads finish in. Faults wrap a worker's normal work; the manager sees only replies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from wgtlab.cluster.base import Task, WorkerReply
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by a worker with a ``Crash`` fault: to the manager it looks like a dead worker."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Base: with probability ``rate`` (per chunk and replica, seeded) the fault strikes."""
+
+    rate: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"{type(self).__name__}.rate must be in [0, 1], got {self.rate}")
+
+    def strikes(self, task: Task) -> bool:
+        if self.rate >= 1.0:
+            return True
+        rng = random.Random(f"{type(self).__name__}:{self.seed}:{task.chunk}:{task.replica}")
+        return rng.random() < self.rate
+
+    def before(self, task: Task) -> None:
+        """Called before the task runs; may raise or sleep."""
+
+    def tamper(self, task: Task, output: bytes) -> bytes:
+        """May alter the output before it is digested and signed."""
+        return output
+
+    def after(self, task: Task, reply: WorkerReply) -> WorkerReply:
+        """May alter the signed reply."""
+        return reply
+
+
+@dataclass(frozen=True)
+class Liar(Fault):
+    """Returns altered output with a valid signature of its own (caught only by redundancy)."""
+
+    def tamper(self, task: Task, output: bytes) -> bytes:
+        if not self.strikes(task):
+            return output
+        if not output:
+            return b"\x00"
+        altered = bytearray(output)
+        # Flip a bit inside a digit if there is one (keeps text outputs parseable), else byte 0.
+        digits = [i for i, b in enumerate(altered[:4096]) if 0x31 <= b <= 0x38]
+        position = digits[0] if digits else 0
+        altered[position] ^= 0x01 if digits else 0x80
+        return bytes(altered)
+
+
+@dataclass(frozen=True)
+class Crash(Fault):
+    """Dies instead of answering (the manager re-runs the chunk elsewhere)."""
+
+    def before(self, task: Task) -> None:
+        if self.strikes(task):
+            raise SimulatedCrash(f"simulated crash on chunk {task.chunk}")
+
+
+@dataclass(frozen=True)
+class Stall(Fault):
+    """Answers only after ``seconds`` (past the deadline, the manager gives up on it)."""
+
+    seconds: float = 5.0
+
+    def before(self, task: Task) -> None:
+        if self.strikes(task):
+            time.sleep(self.seconds)
+
+
+@dataclass(frozen=True)
+class Forger(Fault):
+    """Signs its replies with a key that is not its registered one."""
+
+    def after(self, task: Task, reply: WorkerReply) -> WorkerReply:
+        if not self.strikes(task):
+            return reply
+        forged = Ed25519PrivateKey.generate().sign(b"not the registered key")
+        return dataclasses.replace(reply, signature=forged)
+
+
+@dataclass(frozen=True)
+class Misdirect(Fault):
+    """Answers for a chunk it was never assigned (the next one)."""
+
+    def after(self, task: Task, reply: WorkerReply) -> WorkerReply:
+        if not self.strikes(task):
+            return reply
+        return dataclasses.replace(reply, chunk=reply.chunk + 1, task_id=reply.task_id + 10_000)
+
+
+__all__ = ["Crash", "Fault", "Forger", "Liar", "Misdirect", "SimulatedCrash", "Stall"]

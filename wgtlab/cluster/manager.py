@@ -1,0 +1,499 @@
+"""The manager: cuts a job into tasks, places them on trusted workers, checks every reply.
+
+``delegate_job`` owns all of a run's state on the calling thread; workers answer through
+futures whose completions are queued back to it, so there is one writer and no shared mutable
+state to race on. ``execute_chunk`` (in ``worker.py``) is what a worker runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from wgtlab.cluster.base import Task, WorkerReply, error_digest
+from wgtlab.cluster.identity import fingerprint, result_message, verify_signature
+from wgtlab.cluster.ratelimit import TokenBucket
+from wgtlab.cluster.worker import execute_chunk
+from wgtlab.errors import ChunkFailed, NoEligibleWorkers, SignatureError, WgtError
+from wgtlab.jobs import events as ev
+from wgtlab.jobs.events import Event, EventStream, Subscriber
+from wgtlab.jobs.result import ChunkOutcome, JobResult, TaskRecord
+from wgtlab.verify import chunk_record, quorum
+
+__all__ = ["delegate_job", "execute_chunk"]
+
+_NO_DIGEST = bytes(32)  # the Merkle leaf's output digest for a chunk without a verified outcome
+
+
+def delegate_job(job: Any, cluster: Any, *, subscribers: Iterable[Subscriber] = ()) -> JobResult:
+    """Run ``job`` on ``cluster``: chunks -> tasks -> trusted workers -> verified JobResult."""
+    job.validate(len(cluster.worker_names()))
+    return _JobRun(job, cluster, list(job.subscribers) + list(subscribers)).run()
+
+
+@dataclass
+class _Chunk:
+    index: int
+    payload: bytes
+    input_digest: bytes
+    requested: int = 0  # replicas whose votes the quorum waits for (adaptive)
+    planned: bool = False
+    votes: list[tuple[str, str]] = field(default_factory=list)
+    replies: dict[str, WorkerReply] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)  # workers ever given this chunk
+    in_flight: int = 0
+    failures: list[str] = field(default_factory=list)
+    status: str = "running"  # running | verified | error | failed
+    digest: str | None = None  # canonical outcome digest (hex)
+    agreed: tuple[str, ...] = ()
+    dissented: tuple[str, ...] = ()
+    reason: str | None = None
+
+    @property
+    def decided(self) -> bool:
+        return self.status != "running"
+
+
+@dataclass
+class _Assignment:
+    task: Task
+    worker: str
+    deadline: float
+    probation: bool = False
+
+
+class _JobRun:
+    def __init__(self, job: Any, cluster: Any, subscribers: list[Subscriber]) -> None:
+        self.job = job
+        self.cluster = cluster
+        self.kernel = job.kernel_obj
+        self.limits = job.resource_limits
+        self.mode = job.verification.mode
+        self.replicas = job.verification.replicas
+        self.max_replicas = job.verification.max_replicas
+        self.job_id = f"{job.name}-{uuid.uuid4().hex[:12]}"
+        self.events = EventStream(subscribers)
+        self.policy = cluster.policy
+        self.names = list(cluster.worker_names())
+        keys = cluster.identities()
+        self.keys = {name: keys[name] for name in self.names}
+        self.ids = {name: fingerprint(self.keys[name]) for name in self.names}
+        limit = cluster.rate_limit
+        self.max_in_flight = limit.max_in_flight
+        self.buckets = {n: TokenBucket(limit.tasks_per_second, limit.burst) for n in self.names}
+        self.in_flight = dict.fromkeys(self.names, 0)
+        self.deadline_s = cluster.task_deadline_seconds(self.limits)
+        self.window = max(4, 4 * len(self.names))
+        self.completions: queue.SimpleQueue[tuple[int, Future[WorkerReply]]] = queue.SimpleQueue()
+        self.assignments: dict[int, _Assignment] = {}
+        self.next_task_id = 0
+        self.chunks: dict[int, _Chunk] = {}
+        self.active: dict[int, _Chunk] = {}
+        self.pending: deque[_Chunk] = deque()  # one entry per replica still to place
+        self.records: list[TaskRecord] = []
+        self.quarantined = {n for n in self.names if self.policy.is_quarantined(self.ids[n])}
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> JobResult:
+        started = time.time()
+        trust_before = self.cluster.ledger.scores()
+        self._emit(ev.JOB_STARTED, data={"workers": len(self.names), "mode": self.mode})
+        source: Iterator[Any] = enumerate(self.job.chunks())
+        exhausted = False
+        while True:
+            while not exhausted and len(self.active) < self.window:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                    break
+                self._admit(*item)
+            self._dispatch()
+            if exhausted and not self.active:
+                break
+            self._wait()
+        finished = time.time()
+        result = self._result(started, finished, trust_before)
+        self._emit(ev.JOB_DONE, data={"ok": result.ok, "seconds": finished - started})
+        if not result.ok and self.job.error_policy == "fail":
+            bad = [c for c in result.outcomes if c.status != "verified"]
+            reasons = tuple(f"chunk {c.index}: {c.reason}" for c in bad)
+            error = ChunkFailed(
+                f"job {self.job.name!r}: {len(bad)} of {len(result.outcomes)} chunks did not "
+                f"verify ({'; '.join(reasons[:3])}{'; ...' if len(reasons) > 3 else ''}); "
+                "the JobResult is on this exception as .result; use job.on_error('continue') "
+                "to combine the chunks that did verify",
+                chunk=bad[0].index,
+                reasons=reasons,
+            )
+            error.result = result  # type: ignore[attr-defined]
+            raise error
+        return result
+
+    def _admit(self, index: int, chunk: Any) -> None:
+        payload = self.kernel.encode(chunk)
+        state = _Chunk(index, payload, hashlib.sha256(payload).digest())
+        self.chunks[index] = state
+        self.active[index] = state
+        self.pending.append(state)
+
+    def _dispatch(self) -> None:
+        for _ in range(len(self.pending)):
+            state = self.pending.popleft()
+            if state.decided:
+                continue
+            candidates = [
+                n for n in self.names if n not in state.used and n not in self.quarantined
+            ]
+            if not candidates:
+                if state.in_flight == 0:
+                    self._fail(state, self._no_workers_reason(state))
+                continue  # replicas in flight may still decide it
+            ready = [
+                n
+                for n in candidates
+                if self.in_flight[n] < self.max_in_flight and self.buckets[n].available()
+            ]
+            if not ready:
+                self.pending.append(state)
+                continue
+            worker = self._choose(ready)
+            if not state.planned:
+                state.planned = True
+                state.requested = self._replicas_for(worker)
+                self.pending.extend([state] * (state.requested - 1))
+                self._maybe_probation(state)
+            self._submit(state, worker)
+
+    def _choose(self, ready: list[str]) -> str:
+        by_id = {self.ids[n]: n for n in ready}
+        try:
+            return by_id[self.policy.choose(list(by_id), 1)[0]]
+        except NoEligibleWorkers:
+            return ready[0]
+
+    def _replicas_for(self, worker: str) -> int:
+        if self.mode != "redundancy":
+            return 1
+        return max(1, min(self.replicas, self.policy.replicas_for(self.ids[worker], self.replicas)))
+
+    def _maybe_probation(self, state: _Chunk) -> None:
+        """Give a quarantined worker a shadow copy: compared afterwards, never a vote."""
+        if self.mode != "redundancy" or not self.quarantined:
+            return
+        choose = getattr(self.policy, "choose_probation", None)
+        pick = choose([self.ids[n] for n in sorted(self.quarantined)]) if choose else None
+        if pick is None:
+            return
+        worker = next(n for n in self.names if self.ids[n] == pick)
+        if self.in_flight[worker] < self.max_in_flight and worker not in state.used:
+            self._submit(state, worker, probation=True)
+
+    def _submit(self, state: _Chunk, worker: str, *, probation: bool = False) -> None:
+        self.buckets[worker].try_take()
+        task = Task(
+            job_id=self.job_id,
+            task_id=self.next_task_id,
+            chunk=state.index,
+            replica=len(state.used),
+            kernel=self.kernel,
+            payload=state.payload,
+            limits=self.limits,
+        )
+        self.next_task_id += 1
+        state.used.add(worker)
+        if not probation:
+            state.in_flight += 1
+        self.in_flight[worker] += 1
+        self.assignments[task.task_id] = _Assignment(
+            task, worker, time.monotonic() + self.deadline_s, probation
+        )
+        self._emit(
+            ev.CHUNK_SCHEDULED, state.index, worker, {"task": task.task_id, "probation": probation}
+        )
+        try:
+            future = self.cluster.submit(worker, task)
+        except Exception as exc:  # the worker is gone before it took the task
+            future = Future()
+            future.set_exception(exc)
+        future.add_done_callback(lambda f, tid=task.task_id: self.completions.put((tid, f)))
+
+    def _wait(self) -> None:
+        now = time.monotonic()
+        timeout = 0.25
+        if self.assignments:
+            timeout = min(timeout, max(0.0, min(a.deadline for a in self.assignments.values()) - now))
+        if self.pending:
+            timeout = min(timeout, min(b.seconds_until_token() for b in self.buckets.values()))
+        try:
+            item = self.completions.get(timeout=max(timeout, 0.0005))
+        except queue.Empty:
+            item = None
+        while item is not None:
+            self._complete(*item)
+            try:
+                item = self.completions.get_nowait()
+            except queue.Empty:
+                item = None
+        self._expire(time.monotonic())
+
+    def _expire(self, now: float) -> None:
+        for task_id in [t for t, a in self.assignments.items() if a.deadline <= now]:
+            assignment = self.assignments.pop(task_id)
+            self._release(assignment)
+            self._worker_failed(
+                assignment,
+                f"stalled: no reply within {self.deadline_s:.1f} s",
+                outcome="stalled",
+            )
+
+    # --- replies ---------------------------------------------------------------------------------
+
+    def _release(self, assignment: _Assignment) -> None:
+        self.in_flight[assignment.worker] -= 1
+        if not assignment.probation:
+            self.chunks[assignment.task.chunk].in_flight -= 1
+
+    def _complete(self, task_id: int, future: Future[WorkerReply]) -> None:
+        assignment = self.assignments.pop(task_id, None)
+        if assignment is None:
+            return  # a late reply from a worker already counted as stalled
+        self._release(assignment)
+        exc = future.exception()
+        if exc is not None:
+            self._worker_failed(
+                assignment, f"crashed: {type(exc).__name__}: {exc}", outcome="crashed"
+            )
+            return
+        reply = future.result()
+        problem = self._check(assignment, reply)
+        if problem is not None:
+            self._emit(ev.CHUNK_REJECTED, assignment.task.chunk, assignment.worker, {"why": problem})
+            self._worker_failed(assignment, f"rejected: {problem}", outcome="rejected")
+            return
+        state = self.chunks[assignment.task.chunk]
+        digest = reply.outcome_digest.hex()
+        self._emit(
+            ev.CHUNK_DONE,
+            state.index,
+            assignment.worker,
+            {"digest": digest, "fuel": reply.fuel_used, "wall_ms": reply.wall_ms},
+        )
+        state.replies[assignment.worker] = reply
+        if assignment.probation or state.decided:
+            agreed = state.digest == digest
+            self._record_reply(
+                state.index,
+                assignment.worker,
+                reply,
+                "agreed" if agreed else "dissented",
+                assignment.probation,
+            )
+            if state.status in ("verified", "error"):
+                self._trust(assignment.worker, agreed, state.index, None if agreed else "disagreed")
+            return
+        state.votes.append((assignment.worker, digest))
+        self._decide(state)
+
+    def _check(self, assignment: _Assignment, reply: Any) -> str | None:
+        """Why ``reply`` cannot be accepted from ``assignment.worker``, or None."""
+        task = assignment.task
+        if not isinstance(reply, WorkerReply):
+            return f"reply is a {type(reply).__name__}, not a WorkerReply"
+        if (reply.job_id, reply.task_id, reply.chunk) != (task.job_id, task.task_id, task.chunk):
+            return (
+                f"result for a chunk never assigned (claimed job {reply.job_id!r} task "
+                f"{reply.task_id} chunk {reply.chunk}; assigned task {task.task_id} chunk "
+                f"{task.chunk})"
+            )
+        message = result_message(reply.job_id, reply.task_id, reply.chunk, reply.outcome_digest)
+        try:
+            verify_signature(self.keys[assignment.worker], reply.signature, message)
+        except SignatureError as exc:
+            return str(exc)
+        if reply.failed:
+            if reply.outcome_digest != error_digest(reply.error_type or ""):
+                return "error outcome digest does not match the error type"
+            return None
+        if len(reply.output) > task.limits.max_output_bytes:
+            return f"output of {len(reply.output)} bytes is over the output cap"
+        actual = hashlib.sha256(reply.output).digest()
+        if actual != reply.outcome_digest or actual.hex() != reply.output_sha256:
+            return "output does not match its digest"
+        return None
+
+    def _decide(self, state: _Chunk) -> None:
+        decision = quorum(state.votes, replicas=state.requested, max_replicas=self.max_replicas)
+        if decision.status == "canonical":
+            state.digest = decision.digest
+            state.agreed, state.dissented = decision.agreed, decision.dissented
+            reply = state.replies[decision.agreed[0]]
+            state.status = "error" if reply.failed else "verified"
+            if reply.failed:
+                state.reason = f"{reply.error_type}: {reply.error_message}"
+            self._finish(state)
+            for worker in decision.agreed:
+                self._record_reply(state.index, worker, state.replies[worker], "agreed")
+                self._trust(worker, True, state.index, None)
+            for worker in decision.dissented:
+                self._record_reply(state.index, worker, state.replies[worker], "dissented")
+                self._trust(worker, False, state.index, "disagreed with the quorum")
+            kind = ev.CHUNK_VERIFIED if state.status == "verified" else ev.CHUNK_FAILED
+            self._emit(
+                kind, state.index, None, {"digest": state.digest, "agreed": decision.agreed,
+                                          "dissented": decision.dissented, "error": state.reason}
+            )
+        elif decision.status == "need_more":
+            if len(decision.groups) > 1:
+                self._emit(
+                    ev.CHUNK_DISAGREED,
+                    state.index,
+                    None,
+                    {"groups": [(d, list(w)) for d, w in decision.groups]},
+                )
+            for _ in range(max(0, decision.extra_needed - state.in_flight)):
+                self.pending.append(state)
+        else:
+            for worker, _digest in state.votes:
+                self._record_reply(state.index, worker, state.replies[worker], "failed")
+            groups = "; ".join(f"{d[:12]} from {', '.join(w)}" for d, w in decision.groups)
+            self._fail(state, f"no strict majority among {len(state.votes)} replicas ({groups})")
+
+    def _worker_failed(self, assignment: _Assignment, reason: str, *, outcome: str) -> None:
+        state = self.chunks[assignment.task.chunk]
+        self._emit(ev.CHUNK_FAILED_ON_WORKER, state.index, assignment.worker, {"why": reason})
+        self.records.append(
+            TaskRecord(
+                chunk=state.index,
+                task=assignment.task.task_id,
+                worker=assignment.worker,
+                worker_id=self.ids[assignment.worker],
+                role="probation" if assignment.probation else "replica",
+                digest=None,
+                outcome=outcome,
+                reason=reason,
+            )
+        )
+        self._trust(assignment.worker, False, state.index, reason)
+        if assignment.probation or state.decided:
+            return
+        state.failures.append(f"{assignment.worker} {reason}")
+        if len(state.failures) > self.job.max_retries:
+            self._fail(
+                state,
+                f"gave up after {len(state.failures)} failed tries: {'; '.join(state.failures)}",
+            )
+        else:
+            self.pending.append(state)
+
+    def _fail(self, state: _Chunk, reason: str) -> None:
+        state.status, state.reason = "failed", reason
+        self._finish(state)
+        self._emit(ev.CHUNK_FAILED, state.index, None, {"error": reason})
+
+    def _finish(self, state: _Chunk) -> None:
+        self.active.pop(state.index, None)
+
+    def _no_workers_reason(self, state: _Chunk) -> str:
+        left = len(self.names) - len(self.quarantined)
+        return (
+            f"not enough eligible workers: {len(state.used)} already tried this chunk, "
+            f"{len(self.quarantined)} quarantined, {left} usable; add workers or lower replicas"
+        )
+
+    # --- trust and records -----------------------------------------------------------------------
+
+    def _trust(self, worker: str, ok: bool, chunk: int, reason: str | None) -> None:
+        score = self.policy.record(
+            self.ids[worker], ok, job=self.job_id, chunk=chunk, reason=reason, label=worker
+        )
+        self._emit(ev.TRUST_UPDATED, chunk, worker, {"score": score, "ok": ok})
+        quarantined = self.policy.is_quarantined(self.ids[worker])
+        if quarantined and worker not in self.quarantined:
+            self.quarantined.add(worker)
+            self._emit(ev.WORKER_QUARANTINED, chunk, worker, {"score": score})
+        elif not quarantined:
+            self.quarantined.discard(worker)
+
+    def _record_reply(
+        self, chunk: int, worker: str, reply: WorkerReply, outcome: str, probation: bool = False
+    ) -> None:
+        self.records.append(
+            TaskRecord(
+                chunk=chunk,
+                task=reply.task_id,
+                worker=worker,
+                worker_id=self.ids[worker],
+                role="probation" if probation else "replica",
+                digest=reply.outcome_digest.hex(),
+                outcome=outcome,
+                reason=reply.error_type,
+                fuel=reply.fuel_used,
+                wall_ms=reply.wall_ms,
+            )
+        )
+
+    def _emit(
+        self,
+        kind: str,
+        chunk: int | None = None,
+        worker: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.events.emit(Event(kind, self.job_id, chunk, worker, data or {}))
+
+    # --- the result ------------------------------------------------------------------------------
+
+    def _result(self, started: float, finished: float, trust_before: Any) -> JobResult:
+        outcomes: list[ChunkOutcome] = []
+        partials: list[Any] = []
+        leaves: list[bytes] = []
+        for index in sorted(self.chunks):
+            state = self.chunks[index]
+            reply = state.replies.get(state.agreed[0]) if state.agreed else None
+            if state.status == "verified" and reply is not None:
+                try:
+                    partials.append(self.kernel.decode(reply.output))
+                except (WgtError, ValueError, TypeError) as exc:
+                    state.status = "failed"
+                    state.reason = f"verified output could not be decoded: {exc}"
+            outcome_digest = bytes.fromhex(state.digest) if state.digest else _NO_DIGEST
+            leaves.append(chunk_record(index, state.input_digest, outcome_digest))
+            outcomes.append(
+                ChunkOutcome(
+                    index=index,
+                    status=state.status,
+                    workers=state.agreed,
+                    dissenters=state.dissented,
+                    digest=state.digest,
+                    input_digest=state.input_digest.hex(),
+                    replicas=len(state.votes),
+                    fuel=reply.fuel_used if reply else 0,
+                    wall_ms=reply.wall_ms if reply else 0.0,
+                    reason=state.reason,
+                    stdout=reply.stdout if reply else b"",
+                )
+            )
+        value = self.kernel.combine(partials) if partials else self.kernel.empty()
+        return JobResult(
+            name=self.job.name,
+            job_id=self.job_id,
+            value=value,
+            outcomes=tuple(outcomes),
+            tasks=tuple(self.records),
+            leaves=tuple(leaves),
+            mode=self.mode,
+            replicas=self.replicas,
+            trust_before=trust_before,
+            trust=self.cluster.ledger.scores(),
+            started=started,
+            finished=finished,
+            workers=tuple(self.names),
+        )

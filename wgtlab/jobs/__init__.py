@@ -1,0 +1,1 @@
+"""The job layer: the DSL (``Job``, thread-local current job), chunking, events, ``JobResult``."""

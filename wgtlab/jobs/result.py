@@ -1,0 +1,232 @@
+"""``JobResult``: a job's value with the evidence for it: per-chunk outcomes, every task's
+verdict, the RFC 6962 Merkle root over canonical chunk records, proofs, and trust after the run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+from wgtlab.errors import ProofError
+from wgtlab.verify import MerkleTree, parse_chunk_record, verify_proof
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    """How one chunk ended: ``verified``, ``error`` (the kernel failed, agreed by the quorum)
+    or ``failed`` (no verified outcome: disagreement, crashes, no workers)."""
+
+    index: int
+    status: str
+    workers: tuple[str, ...]  # the workers whose outcome is canonical
+    dissenters: tuple[str, ...]
+    digest: str | None  # canonical outcome digest (hex)
+    input_digest: str
+    replicas: int  # votes received
+    fuel: int
+    wall_ms: float
+    reason: str | None = None
+    stdout: bytes = b""
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task's verdict: ``agreed``, ``dissented``, ``failed`` (no quorum), ``rejected``
+    (bad digest, signature or assignment), ``crashed`` or ``stalled``."""
+
+    chunk: int
+    task: int
+    worker: str
+    worker_id: str
+    role: str  # "replica" or "probation"
+    digest: str | None
+    outcome: str
+    reason: str | None = None
+    fuel: int = 0
+    wall_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChunkProof:
+    """A chunk's leaf and audit path; check it with ``wgt.verify.verify_proof(p.leaf, p.index,
+    p.tree_size, p.path, p.root)`` or ``p.verify()``."""
+
+    leaf: bytes
+    index: int
+    tree_size: int
+    path: tuple[bytes, ...]
+    root: bytes
+
+    def verify(self) -> bool:
+        return verify_proof(self.leaf, self.index, self.tree_size, list(self.path), self.root)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "leaf": self.leaf.hex(),
+            "index": self.index,
+            "tree_size": self.tree_size,
+            "path": [p.hex() for p in self.path],
+            "root": self.root.hex(),
+        }
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a job produced and why it can be believed."""
+
+    name: str
+    job_id: str
+    value: Any
+    outcomes: tuple[ChunkOutcome, ...]
+    tasks: tuple[TaskRecord, ...]
+    leaves: tuple[bytes, ...]  # canonical chunk records, the Merkle tree's leaves
+    mode: str
+    replicas: int
+    trust_before: Any  # pandas DataFrame of scores before the run
+    trust: Any  # pandas DataFrame of scores after the run
+    started: float
+    finished: float
+    workers: tuple[str, ...] = field(default=())
+
+    # --- summary ---------------------------------------------------------------------------------
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status == "verified" for c in self.outcomes)
+
+    @property
+    def seconds(self) -> float:
+        return self.finished - self.started
+
+    @property
+    def disagreements(self) -> int:
+        """Tasks whose outcome dissented from the quorum (lies caught)."""
+        return sum(1 for t in self.tasks if t.outcome == "dissented")
+
+    # --- tables ----------------------------------------------------------------------------------
+
+    @property
+    def chunks(self) -> Any:
+        """One row per chunk: chunk, status, workers, digest, agreed, replicas, fuel, wall ms,
+        error."""
+        import pandas as pd
+
+        rows = [
+            {
+                "chunk": c.index,
+                "status": c.status,
+                "workers": ", ".join(c.workers),
+                "digest": c.digest,
+                "agreed": c.status == "verified",
+                "replicas": c.replicas,
+                "dissenters": ", ".join(c.dissenters),
+                "fuel": c.fuel,
+                "wall_ms": c.wall_ms,
+                "error": c.reason,
+            }
+            for c in self.outcomes
+        ]
+        columns = ["chunk", "status", "workers", "digest", "agreed", "replicas", "dissenters"]
+        return pd.DataFrame(rows, columns=[*columns, "fuel", "wall_ms", "error"])
+
+    @property
+    def verification(self) -> Any:
+        """One row per task: chunk, task, worker, worker id, role, digest, outcome, reason, fuel,
+        wall ms."""
+        import pandas as pd
+
+        columns = [
+            "chunk",
+            "task",
+            "worker",
+            "worker_id",
+            "role",
+            "digest",
+            "outcome",
+            "reason",
+            "fuel",
+            "wall_ms",
+        ]
+        frame = pd.DataFrame([asdict(t) for t in self.tasks], columns=columns)
+        return frame.sort_values(["chunk", "task"], kind="stable").reset_index(drop=True)
+
+    # --- proofs ----------------------------------------------------------------------------------
+
+    @cached_property
+    def tree(self) -> MerkleTree:
+        return MerkleTree(self.leaves)
+
+    @property
+    def merkle_root(self) -> str:
+        """Hex root of the RFC 6962 tree over canonical chunk records (publish it with
+        ``tree_size``: a proof alone does not bind the size)."""
+        return self.tree.root.hex()
+
+    @property
+    def tree_size(self) -> int:
+        return len(self.leaves)
+
+    def proof(self, index: int) -> ChunkProof:
+        """The audit path of chunk ``index``."""
+        if not isinstance(index, int) or not 0 <= index < len(self.leaves):
+            raise ProofError(f"chunk {index!r} is not in this result (0..{len(self.leaves) - 1})")
+        proof = self.tree.proof(index)
+        return ChunkProof(
+            self.leaves[index], index, len(self.leaves), tuple(proof.path), self.tree.root
+        )
+
+    def record(self, index: int) -> Any:
+        """The decoded canonical chunk record of chunk ``index``."""
+        return parse_chunk_record(self.leaves[index])
+
+    # --- export ----------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        value = self.value
+        if hasattr(value, "tolist"):
+            value = value.tolist()
+        elif isinstance(value, bytes):
+            value = value.hex()
+        return {
+            "name": self.name,
+            "job_id": self.job_id,
+            "ok": self.ok,
+            "value": value,
+            "mode": self.mode,
+            "replicas": self.replicas,
+            "merkle_root": self.merkle_root,
+            "tree_size": self.tree_size,
+            "seconds": self.seconds,
+            "chunks": [
+                {k: v for k, v in asdict(c).items() if k != "stdout"} for c in self.outcomes
+            ],
+            "tasks": [asdict(t) for t in self.tasks],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), default=str, **kwargs)
+
+    def __repr__(self) -> str:
+        verified = sum(1 for c in self.outcomes if c.status == "verified")
+        return (
+            f"JobResult({self.name!r}, {verified}/{len(self.outcomes)} chunks verified, "
+            f"mode={self.mode!r}, disagreements={self.disagreements}, "
+            f"root={self.merkle_root[:16]}...)"
+        )
+
+    def _repr_html_(self) -> str:
+        verified = sum(1 for c in self.outcomes if c.status == "verified")
+        value = html.escape(repr(self.value))
+        if len(value) > 400:
+            value = value[:400] + "..."
+        return (
+            "<div class='wgt-result'>"
+            f"<b>JobResult</b> {html.escape(self.name)}: {verified}/{len(self.outcomes)} chunks "
+            f"verified ({html.escape(self.mode)}, replicas={self.replicas}), "
+            f"{self.disagreements} disagreements caught, {self.seconds:.2f} s<br>"
+            f"<code>merkle root {self.merkle_root}</code> (tree size {self.tree_size})<br>"
+            f"<pre>{value}</pre></div>"
+        )
