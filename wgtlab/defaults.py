@@ -13,6 +13,8 @@ MAX_STACK_BYTES = 1 << 20  # 1 MiB of wasm stack
 MAX_OUTPUT_BYTES = 64 << 20  # cap on what a kernel may return
 MAX_LOG_BYTES = 64 << 10  # cap on captured stdout / stderr, each
 EPOCH_TICK_MS = 5  # period of the per-engine epoch ticker thread
+MAX_TABLE_ELEMENTS = 1 << 20  # per task; a table element is host memory (8 bytes) too
+HUGEPAGE_INPUT_BYTES = 1 << 20  # inputs from this size get transparent huge pages (Linux)
 
 # --- CES -------------------------------------------------------------------------------------
 CES_COMPRESSION_LEVEL = 3
@@ -28,6 +30,9 @@ QUARANTINE_THRESHOLD = 0.3
 PROBATION_SUCCESSES = 3  # agreed probation tasks a quarantined worker needs to return
 ADAPTIVE_RUN_LENGTH = 10  # consecutive agreed results before spot-checking with p = 1/N
 MAX_EXTRA_REPLICAS = 3  # replicas scheduled beyond the requested ones on disagreement
+DATA_DIR_ENV = "WGTLAB_DATA_DIR"  # overrides the user data dir (where the trust ledger lives)
+TRUST_LEDGER_FILE = "trust.sqlite3"
+LEDGER_BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction
 
 # --- jobs and clusters -----------------------------------------------------------------------
 JOB_VERIFICATION = "hash"

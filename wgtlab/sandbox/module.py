@@ -1,0 +1,359 @@
+"""WasmModule: WebAssembly bytes checked against ABI v1, and the compiled-code caches behind them.
+
+A module is validated once, when built (bad bytes, missing or mistyped exports, imports outside
+WASI preview 1 are refused before anything runs); its compiled code is kept per engine in memory
+and on disk, keyed on the engine fingerprint and the module's SHA-256.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import wasmtime
+
+from wgtlab import defaults
+from wgtlab.errors import ForbiddenImport, InvalidModule
+from wgtlab.sandbox.cache import CompiledCache
+from wgtlab.sandbox.engine import SandboxEngine, get_engine
+from wgtlab.sandbox.wasi import WASI_MODULE, WASI_PREVIEW1_FUNCTIONS
+
+__all__ = [
+    "ABI_EXPORTS",
+    "ExportSpec",
+    "ImportSpec",
+    "WasmModule",
+    "clear_memory_cache",
+    "compile_cached",
+]
+
+T = TypeVar("T")
+
+_WASM_MAGIC = b"\0asm"
+_CORE_VERSION = b"\x01\x00\x00\x00"
+
+# ABI v1: export name -> (kind, signature as printed by ExportSpec)
+ABI_EXPORTS = {
+    "memory": ("memory", "memory32"),
+    "wgt_alloc": ("func", "(i32) -> (i32)"),
+    "wgt_run": ("func", "(i32, i32) -> (i64)"),
+}
+_ABI_TEXT = "ABI v1 needs: memory, wgt_alloc(i32) -> i32, wgt_run(i32, i32) -> i64"
+
+
+# --- compiled-code cache (shared with the Python-UDF components) ------------------------------
+
+_MEMORY_CACHE_ENTRIES = 64
+_memory_cache: OrderedDict[str, Any] = OrderedDict()
+_memory_lock = threading.Lock()
+_key_locks: dict[str, threading.Lock] = {}
+
+
+def compile_cached(
+    engine: SandboxEngine,
+    key: str,
+    build: Callable[[], T],
+    *,
+    serialize: Callable[[T], bytes],
+    deserialize: Callable[[bytes], T],
+    disk: CompiledCache | None = None,
+) -> T:
+    """Compiled code for ``key`` on ``engine``: from memory, else from disk, else ``build()``.
+
+    ``key`` names the source (e.g. ``"module:<sha256>"``); the engine fingerprint (wasmtime
+    version and settings) is added, so code compiled under other settings is never loaded. A disk
+    entry that fails its integrity check or does not deserialize is discarded and rebuilt.
+    One thread builds a given key at a time; the others wait for its result.
+    """
+    full_key = f"{engine.fingerprint}|{key}"
+    with _memory_lock:
+        if full_key in _memory_cache:
+            _memory_cache.move_to_end(full_key)
+            return _memory_cache[full_key]
+        key_lock = _key_locks.setdefault(full_key, threading.Lock())
+    with key_lock:
+        with _memory_lock:
+            if full_key in _memory_cache:
+                return _memory_cache[full_key]
+        store = disk if disk is not None else CompiledCache()
+        compiled = None
+        blob = store.load(full_key)
+        if blob is not None:
+            try:
+                compiled = deserialize(blob)
+            except (wasmtime.WasmtimeError, ValueError):
+                store.discard(full_key)  # written by something else: never trusted, rebuilt
+        if compiled is None:
+            compiled = build()
+            with contextlib.suppress(OSError):  # a read-only cache dir only costs speed
+                store.store(full_key, serialize(compiled))
+        with _memory_lock:
+            _memory_cache[full_key] = compiled
+            while len(_memory_cache) > _MEMORY_CACHE_ENTRIES:
+                _memory_cache.popitem(last=False)
+            _key_locks.pop(full_key, None)
+    return compiled
+
+
+def clear_memory_cache() -> None:
+    """Forget every compiled module held in memory (the disk cache is untouched)."""
+    with _memory_lock:
+        _memory_cache.clear()
+
+
+# --- module description -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    """One import of a module: ``module.name`` of a kind ("func", "memory", "table", "global")."""
+
+    module: str
+    name: str
+    kind: str
+    signature: str
+
+    def __str__(self) -> str:
+        return f"{self.module}.{self.name} ({self.kind} {self.signature})"
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """One export of a module: its name, kind and signature."""
+
+    name: str
+    kind: str
+    signature: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind} {self.signature})"
+
+
+def _describe(ty: Any) -> tuple[str, str]:
+    if isinstance(ty, wasmtime.FuncType):
+        params = ", ".join(str(p) for p in ty.params)
+        results = ", ".join(str(r) for r in ty.results)
+        return "func", f"({params}) -> ({results})"
+    if isinstance(ty, wasmtime.MemoryType):
+        return "memory", "memory64" if ty.is_64 else "memory32"
+    if isinstance(ty, wasmtime.TableType):
+        return "table", str(ty.element)
+    if isinstance(ty, wasmtime.GlobalType):
+        return "global", str(ty.content)
+    return type(ty).__name__.removesuffix("Type").lower(), ""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A module made ready for one engine: compiled, imports resolved."""
+
+    pre: wasmtime.InstancePre
+    uses_wasi: bool
+
+
+_linkers: dict[str, wasmtime.Linker] = {}
+_linkers_lock = threading.Lock()
+
+
+def _linker(engine: SandboxEngine) -> wasmtime.Linker:
+    """One linker per engine offering WASI preview 1; each task's Store supplies its WasiConfig."""
+    linker = _linkers.get(engine.fingerprint)
+    if linker is None:
+        with _linkers_lock:
+            linker = _linkers.get(engine.fingerprint)
+            if linker is None:
+                linker = wasmtime.Linker(engine.engine)
+                linker.define_wasi()
+                _linkers[engine.fingerprint] = linker
+    return linker
+
+
+class WasmModule:
+    """A WebAssembly module that follows ABI v1, validated when built.
+
+    Build it with ``from_wat``, ``from_bytes`` or ``from_file``. ``digest`` is the SHA-256 (hex)
+    of the wasm bytes and identifies the code everywhere (caches, task records, Merkle leaves).
+    """
+
+    __slots__ = (
+        "_lock",
+        "_prepared",
+        "digest",
+        "exports",
+        "imports",
+        "initial_memory_bytes",
+        "name",
+        "wasm",
+    )
+
+    def __init__(self, wasm: bytes, *, name: str | None = None) -> None:
+        if not isinstance(wasm, (bytes, bytearray, memoryview)):
+            raise TypeError(f"WasmModule needs the module's bytes, got {type(wasm).__name__}")
+        wasm = bytes(wasm)
+        self.wasm = wasm
+        self.digest = hashlib.sha256(wasm).hexdigest()
+        self.name = name or f"module-{self.digest[:12]}"
+        self._lock = threading.Lock()
+        self._prepared: dict[str, _Prepared] = {}
+        if not wasm.startswith(_WASM_MAGIC):
+            raise InvalidModule(
+                f"{self.name}: not a WebAssembly binary (it does not start with \\0asm); "
+                "for text use WasmModule.from_wat"
+            )
+        if wasm[4:8] != _CORE_VERSION:
+            raise InvalidModule(
+                f"{self.name}: not a core WebAssembly module (version bytes {wasm[4:8].hex()}); "
+                "components are run by @wgt.udf, kernels must be core modules"
+            )
+        compiled = self._compiled(get_engine())
+        self.imports = tuple(
+            ImportSpec(imp.module, imp.name or "", *_describe(imp.type)) for imp in compiled.imports
+        )
+        self.exports = tuple(ExportSpec(exp.name, *_describe(exp.type)) for exp in compiled.exports)
+        self._check_imports()
+        self._check_exports()
+        memory = next(exp.type for exp in compiled.exports if exp.name == "memory")
+        self.initial_memory_bytes = memory.limits.min << memory.page_size_log2
+        self.prepared(get_engine())  # also checks the signatures of WASI imports
+
+    # --- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_bytes(cls, wasm: bytes, *, name: str | None = None) -> WasmModule:
+        """A module from its binary form."""
+        return cls(wasm, name=name)
+
+    @classmethod
+    def from_wat(cls, text: str, *, name: str | None = None) -> WasmModule:
+        """A module from WebAssembly text (WAT)."""
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        try:
+            wasm = wasmtime.wat2wasm(text)
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidModule(f"the WAT text does not parse: {exc}") from None
+        return cls(bytes(wasm), name=name)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> WasmModule:
+        """A module from a ``.wasm`` (binary) or ``.wat`` (text) file."""
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise InvalidModule(f"cannot read module file {path}: {exc.strerror}") from None
+        if raw.startswith(_WASM_MAGIC):
+            return cls(raw, name=path.stem)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidModule(
+                f"{path} is neither a WebAssembly binary nor UTF-8 WAT text"
+            ) from None
+        return cls.from_wat(text, name=path.stem)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as bytes only: whoever unpickles it validates it again.
+        return (_rebuild, (self.wasm, self.name))
+
+    def __repr__(self) -> str:
+        return f"WasmModule({self.name!r}, {len(self.wasm):,} bytes, sha256={self.digest[:16]}...)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WasmModule) and other.digest == self.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    @property
+    def uses_wasi(self) -> bool:
+        return bool(self.imports)
+
+    # --- validation -------------------------------------------------------------------------
+
+    def _check_imports(self) -> None:
+        forbidden = [
+            imp
+            for imp in self.imports
+            if imp.module != WASI_MODULE
+            or imp.kind != "func"
+            or imp.name not in WASI_PREVIEW1_FUNCTIONS
+        ]
+        if forbidden:
+            names = ", ".join(str(imp) for imp in forbidden)
+            raise ForbiddenImport(
+                f"{self.name} imports what the sandbox does not provide: {names}. A kernel may "
+                f"import nothing, or functions of WASI preview 1 ({WASI_MODULE}) only",
+                imports=tuple(f"{imp.module}.{imp.name}" for imp in forbidden),
+            )
+
+    def _check_exports(self) -> None:
+        found = {exp.name: exp for exp in self.exports}
+        missing = [name for name in ABI_EXPORTS if name not in found]
+        if missing:
+            raise InvalidModule(f"{self.name} does not export {', '.join(missing)}; {_ABI_TEXT}")
+        for name, (kind, signature) in ABI_EXPORTS.items():
+            exp = found[name]
+            if (exp.kind, exp.signature) != (kind, signature):
+                raise InvalidModule(
+                    f"{self.name} exports {name} as {exp.kind} {exp.signature}, expected "
+                    f"{kind} {signature}; {_ABI_TEXT}"
+                )
+
+    # --- compiled code ----------------------------------------------------------------------
+
+    def _compiled(self, engine: SandboxEngine) -> wasmtime.Module:
+        wasm = self.wasm
+
+        def build() -> wasmtime.Module:
+            try:
+                return wasmtime.Module(engine.engine, wasm)
+            except wasmtime.WasmtimeError as exc:
+                reason = str(exc).strip().splitlines()
+                raise InvalidModule(
+                    f"{self.name} is not a valid WebAssembly module: {' / '.join(reason)}"
+                ) from None
+
+        return compile_cached(
+            engine,
+            f"module:{self.digest}",
+            build,
+            serialize=wasmtime.Module.serialize,
+            deserialize=lambda blob: wasmtime.Module.deserialize(engine.engine, blob),
+        )
+
+    def prepared(self, engine: SandboxEngine) -> _Prepared:
+        """Compiled code with imports resolved, for ``engine`` (built once, then reused)."""
+        prepared = self._prepared.get(engine.fingerprint)
+        if prepared is None:
+            with self._lock:
+                prepared = self._prepared.get(engine.fingerprint)
+                if prepared is None:
+                    compiled = self._compiled(engine)
+                    try:
+                        pre = _linker(engine).instantiate_pre(compiled)
+                    except wasmtime.WasmtimeError as exc:
+                        # names were checked already, so this is a WASI function imported with
+                        # the wrong signature
+                        raise InvalidModule(
+                            f"{self.name}: {str(exc).strip()}; import WASI preview 1 functions "
+                            "with their standard signatures"
+                        ) from None
+                    prepared = _Prepared(pre=pre, uses_wasi=self.uses_wasi)
+                    self._prepared[engine.fingerprint] = prepared
+        return prepared
+
+    def warm(self, max_stack_bytes: int = defaults.MAX_STACK_BYTES) -> WasmModule:
+        """Compile and link now for the engine of this stack limit (e.g. on a worker at start)."""
+        self.prepared(get_engine(max_stack_bytes))
+        return self
+
+
+def _rebuild(wasm: bytes, name: str) -> WasmModule:
+    return WasmModule(wasm, name=name)

@@ -1,0 +1,76 @@
+"""The locked-down WASI preview 1 a kernel may import: no files, environment, arguments or sockets.
+
+Only stdout and stderr lead anywhere: into per-task buffers capped at ``max_log_bytes``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import wasmtime
+
+__all__ = ["WASI_MODULE", "WASI_PREVIEW1_FUNCTIONS", "CappedLog", "TaskLogs", "wasi_config"]
+
+WASI_MODULE = "wasi_snapshot_preview1"
+
+# Every function of WASI preview 1 (a frozen standard). Importing one is allowed; what it can
+# reach is decided by the WasiConfig below: no preopened directory means path_open and friends
+# fail with EBADF, and preview 1 has no call that creates a socket.
+WASI_PREVIEW1_FUNCTIONS = frozenset(
+    """
+    args_get args_sizes_get environ_get environ_sizes_get clock_res_get clock_time_get
+    fd_advise fd_allocate fd_close fd_datasync fd_fdstat_get fd_fdstat_set_flags
+    fd_fdstat_set_rights fd_filestat_get fd_filestat_set_size fd_filestat_set_times fd_pread
+    fd_prestat_get fd_prestat_dir_name fd_pwrite fd_read fd_readdir fd_renumber fd_seek fd_sync
+    fd_tell fd_write path_create_directory path_filestat_get path_filestat_set_times path_link
+    path_open path_readlink path_remove_directory path_rename path_symlink path_unlink_file
+    poll_oneoff proc_exit proc_raise sched_yield random_get sock_accept sock_recv sock_send
+    sock_shutdown
+    """.split()  # noqa: SIM905  (a readable block of names)
+)
+
+
+class CappedLog:
+    """Collects what the guest writes to one stream, keeping at most ``cap`` bytes."""
+
+    __slots__ = ("_buf", "_cap", "_lock", "truncated")
+
+    def __init__(self, cap: int) -> None:
+        self._buf = bytearray()
+        self._cap = cap
+        self._lock = threading.Lock()
+        self.truncated = False
+
+    def write(self, data: bytes) -> int:
+        # Called by wasmtime from inside the guest's fd_write; must never raise. The guest is
+        # told everything was written, so a chatty kernel is not pushed into retry loops.
+        size = len(data)
+        with self._lock:
+            room = self._cap - len(self._buf)
+            if size > room:
+                self.truncated = True
+                data = data[: max(room, 0)]
+            self._buf += data
+        return size
+
+    def getvalue(self) -> bytes:
+        with self._lock:
+            return bytes(self._buf)
+
+
+class TaskLogs:
+    """A task's captured stdout and stderr."""
+
+    __slots__ = ("stderr", "stdout")
+
+    def __init__(self, cap: int) -> None:
+        self.stdout = CappedLog(cap)
+        self.stderr = CappedLog(cap)
+
+
+def wasi_config(logs: TaskLogs) -> wasmtime.WasiConfig:
+    """A WasiConfig with nothing in it but stdout/stderr going to ``logs`` (stdin is empty)."""
+    config = wasmtime.WasiConfig()
+    config.stdout_custom = logs.stdout.write
+    config.stderr_custom = logs.stderr.write
+    return config
