@@ -1,0 +1,468 @@
+"""``CESPipeline``: compress, encrypt and erasure-code data into shards, and rebuild it.
+
+Data is cut into segments; each is zstd-compressed, sealed with XChaCha20-Poly1305 under
+associated data that pins it to its place in the dataset, then cut into k + m fragments; shard i
+holds fragment i of every segment. Segments run in parallel on a shared thread pool (zstd, the
+AEAD and BLAKE3 release the GIL) with a bounded window, so memory stays flat for any input size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any, TypeVar
+
+import zstandard
+
+from wgtlab import defaults
+from wgtlab.ces import store
+from wgtlab.ces.aead import NONCE_BYTES, TAG_BYTES, XChaCha20Poly1305
+from wgtlab.ces.erasure import ErasureCodec, validate_shard_counts
+from wgtlab.ces.format import (
+    MAX_LEVEL,
+    MAX_SEGMENT_BYTES,
+    MIN_LEVEL,
+    MIN_SEGMENT_BYTES,
+    ShardHeader,
+    build_footer,
+    fragment_checksum,
+    segment_count_for,
+    segment_length,
+)
+from wgtlab.ces.keys import KeyLike, KeySchedule, derive_tenant_key, resolve_key
+from wgtlab.ces.shardset import BytesSource, ShardSet, ShardSetReport, ShardSource
+from wgtlab.errors import CESError, ConfigError, IntegrityError
+
+T = TypeVar("T")
+R = TypeVar("R")
+Progress = Callable[[int], None]
+Sealed = tuple[list[bytes], list[bytes]]  # one segment: fragments, and their checksums
+
+_AAD_PREFIX = b"wgt-ces-v1/segment"
+_AAD_FIELDS = struct.Struct(">IIQ")
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_decompressors = threading.local()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="wgtlab-ces")
+        return _pool
+
+
+def _window() -> int:
+    # Two segments per core in flight: enough to keep every core busy while the caller's
+    # thread reads and writes, few enough that memory stays a handful of segments.
+    return 2 * (os.cpu_count() or 1)
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], window: int | None = None) -> Iterator[R]:
+    """``map(fn, items)`` on the CES pool, results in order, at most ``window`` in flight.
+
+    ``items`` is consumed lazily on the caller's thread (reading input happens there).
+    """
+    pool, limit = _executor(), window or _window()
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= limit:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def segment_aad(header: ShardHeader, index: int) -> bytes:
+    """What segment ``index`` is bound to: reordering, truncation and splicing fail to open."""
+    return (
+        _AAD_PREFIX
+        + header.dataset_id
+        + _AAD_FIELDS.pack(index, header.segment_count, header.original_size)
+    )
+
+
+class _Collector:
+    """A write-only sink that keeps the pieces, for shards built in memory."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(data)
+        return len(data)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class _ShardWriter:
+    """Writes a shard set in one pass: headers, then fragments as segments finish, then footers."""
+
+    def __init__(self, header: ShardHeader, sinks: Sequence[Any], mac_key: bytes) -> None:
+        self.header, self.sinks, self.mac_key = header, sinks, mac_key
+        self.entries: list[list[tuple[int, bytes]]] = [[] for _ in sinks]
+        for i, sink in enumerate(sinks):
+            sink.write(header.with_index(i).pack())
+
+    def add(self, sealed: Sealed) -> None:
+        fragments, checksums = sealed
+        for sink, entries, fragment, checksum in zip(
+            self.sinks, self.entries, fragments, checksums, strict=True
+        ):
+            sink.write(fragment)
+            entries.append((len(fragment), checksum))
+
+    def finish(self) -> None:
+        for i, (sink, entries) in enumerate(zip(self.sinks, self.entries, strict=True)):
+            sink.write(build_footer(self.header.with_index(i), entries, self.mac_key))
+
+
+class CESPipeline:
+    """Compress (zstd), encrypt (XChaCha20-Poly1305) and shard (Reed-Solomon) data.
+
+    ``process(data)`` gives ``data_shards + parity_shards`` shards; ``reconstruct`` rebuilds the
+    exact bytes from any ``data_shards`` of them. The key is the one passed in, else
+    ``$CES_ENCRYPTION_KEY`` (64 hex characters), else a random per-process key (with an
+    ``EphemeralKeyWarning``). Thread-safe; segments run in parallel on all cores.
+    """
+
+    def __init__(
+        self,
+        key: KeyLike | None = None,
+        compression_level: int = defaults.CES_COMPRESSION_LEVEL,
+        data_shards: int = defaults.CES_DATA_SHARDS,
+        parity_shards: int = defaults.CES_PARITY_SHARDS,
+        *,
+        segment_size: int = defaults.CES_SEGMENT_BYTES,
+    ) -> None:
+        self.data_shards, self.parity_shards = validate_shard_counts(data_shards, parity_shards)
+        if not isinstance(compression_level, int) or not (
+            MIN_LEVEL <= compression_level <= MAX_LEVEL
+        ):
+            raise ConfigError(
+                f"compression_level must be an int from {MIN_LEVEL} to {MAX_LEVEL} (zstd), "
+                f"got {compression_level!r}"
+            )
+        if not isinstance(segment_size, int) or not (
+            MIN_SEGMENT_BYTES <= segment_size <= MAX_SEGMENT_BYTES
+        ):
+            raise ConfigError(
+                f"segment_size must be an int from {MIN_SEGMENT_BYTES} to {MAX_SEGMENT_BYTES} "
+                f"bytes, got {segment_size!r}"
+            )
+        self.compression_level = compression_level
+        self.segment_size = segment_size
+        self._key, self.key_source = resolve_key(key, stacklevel=2)  # kept for rotation only
+        self._keys = KeySchedule.from_key(self._key)
+        self._aead = XChaCha20Poly1305(self._keys.seal_key)
+        self.codec = ErasureCodec(self.data_shards, self.parity_shards)
+        self._compressors = threading.local()
+
+    @classmethod
+    def for_tenant(cls, tenant_id: str, master_secret: bytes, **kwargs: Any) -> CESPipeline:
+        """A pipeline under ``derive_tenant_key(tenant_id, master_secret)``; other arguments as
+        for ``CESPipeline``."""
+        if "key" in kwargs:
+            raise ConfigError("for_tenant derives the key; do not pass key= as well")
+        return cls(derive_tenant_key(tenant_id, master_secret), **kwargs)
+
+    @property
+    def key_id(self) -> str:
+        """The public id of this pipeline's key (hex), as written in shard headers."""
+        return self._keys.key_id.hex()
+
+    @property
+    def total_shards(self) -> int:
+        return self.data_shards + self.parity_shards
+
+    def __repr__(self) -> str:
+        return (
+            f"CESPipeline({self.data_shards} + {self.parity_shards} shards, zstd level "
+            f"{self.compression_level}, {self.key_source} key {self.key_id[:12]})"
+        )
+
+    # --- in memory -------------------------------------------------------------------------
+
+    def process(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """The shards of ``data``: ``data_shards + parity_shards`` of them, shard i at index i."""
+        view = _byte_view(data)
+        header = self._new_header(len(view))
+        size = header.segment_size
+        segments = ((j, view[j * size : (j + 1) * size]) for j in range(header.segment_count))
+        sealed = ordered_map(lambda item: self._seal(header, *item), segments)
+        return write_shards(header, sealed, self._keys.mac_key)
+
+    def reconstruct(
+        self, shards: Sequence[bytes | None], present: Sequence[bool] | None = None
+    ) -> bytes:
+        """The exact original bytes from a shard set with up to ``parity_shards`` lost.
+
+        Missing shards are None, or False in ``present``. Shards are placed by the index in
+        their header, so order and duplicates do not matter; damaged shards count as missing.
+        Raises ``KeyMismatchError`` (another key), ``NotEnoughShardsError`` (too many lost),
+        ``ShardFormatError`` (nothing readable, mixed datasets) or ``IntegrityError``.
+        """
+        shard_set = ShardSet.open(_memory_sources(shards, present), self._keys)
+        return b"".join(ordered_map(lambda j: self._open(shard_set, j), _segments(shard_set)))
+
+    def inspect(self, shards: Sequence[bytes | None] | store.URL) -> ShardSetReport:
+        """Per-shard status of a shard set (list or URL), with header MACs checked by this key."""
+        from wgtlab.ces.report import inspect
+
+        return inspect(shards, key=self)
+
+    # --- streaming -------------------------------------------------------------------------
+
+    def process_file(
+        self,
+        src: store.URL,
+        dest: store.URL,
+        *,
+        overwrite: bool = False,
+        progress: Progress | None = None,
+    ) -> store.ShardManifest:
+        """Shard the file at ``src`` into a shard set under ``dest`` (any fsspec URL).
+
+        Streams: memory stays a few segments whatever the file size. ``progress(n)`` is called
+        with the plaintext bytes done after each segment.
+        """
+        fs_in, path_in = store.location(src)
+        try:
+            size = int(fs_in.size(path_in))
+        except (FileNotFoundError, IsADirectoryError, TypeError):
+            raise ConfigError(f"no such file to shard: {os.fspath(src)!r}") from None
+        header = self._new_header(size)
+        with fs_in.open(path_in, "rb") as source:
+            sealed = ordered_map(
+                lambda item: self._seal(header, *item), _read_segments(source, header)
+            )
+            return write_store(dest, header, sealed, self._keys.mac_key, overwrite, progress)
+
+    def reconstruct_file(
+        self,
+        src: store.URL,
+        out: store.URL | IO[bytes],
+        *,
+        progress: Progress | None = None,
+    ) -> int:
+        """Rebuild the data of the shard set under ``src`` into ``out`` (a path, URL or binary
+        file); returns the bytes written. Streams with bounded memory; a path is written under
+        a temporary name and renamed only once complete, so a failed rebuild leaves nothing."""
+        sources, names, reasons = store.open_sources(src)
+        try:
+            shard_set = ShardSet.open(sources, self._keys, names=names, missing_reasons=reasons)
+            parts = ordered_map(lambda j: self._open(shard_set, j), _segments(shard_set))
+            if hasattr(out, "write"):
+                return _write_parts(out, parts, progress)  # type: ignore[arg-type]
+            fs, path = store.location(out)  # type: ignore[arg-type]
+            partial = f"{path}.partial"
+            try:
+                with fs.open(partial, "wb") as f:
+                    written = _write_parts(f, parts, progress)
+                fs.mv(partial, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    fs.rm_file(partial)
+                raise
+            return written
+        finally:
+            store.close_sources(sources)
+
+    # --- segments --------------------------------------------------------------------------
+
+    def _new_header(self, original_size: int) -> ShardHeader:
+        return ShardHeader(
+            dataset_id=os.urandom(16),
+            key_id=self._keys.key_id,
+            index=0,
+            data_shards=self.data_shards,
+            parity_shards=self.parity_shards,
+            codec=self.codec.codec,
+            compression_level=self.compression_level,
+            segment_size=self.segment_size,
+            segment_count=segment_count_for(original_size, self.segment_size),
+            original_size=original_size,
+        )
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        cctx = getattr(self._compressors, "cctx", None)
+        if cctx is None:
+            # No zstd checksum: the AEAD tag already authenticates every byte.
+            cctx = zstandard.ZstdCompressor(
+                level=self.compression_level, write_content_size=True, write_checksum=False
+            )
+            self._compressors.cctx = cctx
+        return cctx
+
+    def _seal(self, header: ShardHeader, j: int, plaintext: Any) -> Sealed:
+        return self._seal_compressed(header, j, self._compressor().compress(plaintext))
+
+    def _seal_compressed(self, header: ShardHeader, j: int, compressed: bytes) -> Sealed:
+        """Fragments of one compressed segment, and their checksums."""
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = nonce + self._aead.encrypt(nonce, compressed, segment_aad(header, j))
+        fragments = self.codec.encode(sealed)  # header was made by this pipeline: same codec
+        return fragments, [fragment_checksum(f) for f in fragments]
+
+    def _unseal(self, header: ShardHeader, j: int, sealed: bytes) -> bytes:
+        """The compressed segment ``j``, authenticated against its place in the dataset."""
+        if len(sealed) < NONCE_BYTES + TAG_BYTES:
+            raise IntegrityError(f"segment {j} is too short to be sealed data")
+        view = memoryview(sealed)
+        try:
+            return self._aead.decrypt(
+                view[:NONCE_BYTES], view[NONCE_BYTES:], segment_aad(header, j)
+            )
+        except IntegrityError:
+            raise IntegrityError(
+                f"segment {j} of dataset {header.dataset_id.hex()} failed authentication: its "
+                "data was altered, or it was moved from another position or dataset"
+            ) from None
+
+    def _open(self, shard_set: ShardSet, j: int) -> bytes:
+        """Plaintext of segment ``j``: rebuild, authenticate, decompress, check its length."""
+        header = shard_set.header
+        compressed = self._unseal(header, j, shard_set.sealed_segment(j))
+        expected = segment_length(j, header.original_size, header.segment_size)
+        dctx = getattr(_decompressors, "dctx", None)
+        if dctx is None:
+            dctx = _decompressors.dctx = zstandard.ZstdDecompressor()
+        try:
+            if zstandard.frame_content_size(compressed) != expected:
+                raise IntegrityError(f"segment {j} does not hold the {expected} bytes it should")
+            plaintext = dctx.decompress(compressed, max_output_size=expected)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"segment {j} failed to decompress: {exc}") from None
+        if len(plaintext) != expected:
+            raise IntegrityError(
+                f"segment {j} decompressed to {len(plaintext)} bytes, not {expected}"
+            )
+        return plaintext
+
+
+# --- writing shard sets ------------------------------------------------------------------------
+
+
+def write_shards(header: ShardHeader, sealed: Iterable[Sealed], mac_key: bytes) -> list[bytes]:
+    """A whole shard set in memory, from the sealed segments in order."""
+    sinks = [_Collector() for _ in range(header.total_shards)]
+    writer = _ShardWriter(header, sinks, mac_key)
+    for segment in sealed:
+        writer.add(segment)
+    writer.finish()
+    return [sink.getvalue() for sink in sinks]
+
+
+def write_store(
+    dest: store.URL,
+    header: ShardHeader,
+    sealed: Iterable[Sealed],
+    mac_key: bytes,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> store.ShardManifest:
+    """A shard set written under ``dest`` as segments arrive; the manifest goes last.
+
+    On any failure the shard files written so far are removed, so ``dest`` never holds half a
+    set behind a manifest.
+    """
+    fs, root = store.prepare(dest, overwrite)
+    names = [store.shard_name(i) for i in range(header.total_shards)]
+    with contextlib.ExitStack() as stack:
+        sinks = [stack.enter_context(fs.open(f"{root}/{name}", "wb")) for name in names]
+        try:
+            writer = _ShardWriter(header, sinks, mac_key)
+            for j, segment in enumerate(sealed):
+                writer.add(segment)
+                if progress:
+                    progress(segment_length(j, header.original_size, header.segment_size))
+            writer.finish()
+        except BaseException:
+            stack.close()
+            for name in names:
+                with contextlib.suppress(OSError):
+                    fs.rm_file(f"{root}/{name}")
+            raise
+    manifest = store.ShardManifest(
+        files=tuple(names),
+        dataset_id=header.dataset_id.hex(),
+        data_shards=header.data_shards,
+        parity_shards=header.parity_shards,
+        original_size=header.original_size,
+    )
+    store.write_manifest(fs, root, manifest)
+    return manifest
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _byte_view(data: Any) -> memoryview:
+    if isinstance(data, str) or not isinstance(data, bytes | bytearray | memoryview):
+        raise ConfigError(
+            f"CES processes bytes, not {type(data).__name__}"
+            + (" (encode text first, e.g. text.encode())" if isinstance(data, str) else "")
+        )
+    return memoryview(data).cast("B")
+
+
+def _memory_sources(
+    shards: Sequence[bytes | None], present: Sequence[bool] | None
+) -> list[ShardSource | None]:
+    if isinstance(shards, bytes | bytearray | memoryview | str) or not isinstance(shards, Sequence):
+        raise ConfigError(
+            "reconstruct() takes a list of shards (bytes, or None for a missing shard), as "
+            f"returned by process(); got {type(shards).__name__}"
+        )
+    if present is not None and len(present) != len(shards):
+        raise ConfigError(
+            f"present has {len(present)} entries but there are {len(shards)} shards; give one "
+            "flag per shard"
+        )
+    sources: list[ShardSource | None] = []
+    for i, shard in enumerate(shards):
+        if shard is None or (present is not None and not present[i]):
+            sources.append(None)
+        elif isinstance(shard, bytes | bytearray | memoryview):
+            sources.append(BytesSource(shard))
+        else:  # not bytes at all: a damaged shard, not a crash
+            sources.append(BytesSource(b""))
+    return sources
+
+
+def _segments(shard_set: ShardSet) -> range:
+    return range(shard_set.header.segment_count)
+
+
+def _read_segments(source: IO[bytes], header: ShardHeader) -> Iterator[tuple[int, bytes]]:
+    """(index, plaintext) of each segment of a file whose size is in ``header``."""
+    for j in range(header.segment_count):
+        expected = segment_length(j, header.original_size, header.segment_size)
+        chunk = source.read(expected)
+        if len(chunk) != expected:
+            raise CESError("the source file shrank while it was being sharded; try again")
+        yield j, chunk
+    if source.read(1):
+        raise CESError("the source file grew while it was being sharded; try again")
+
+
+def _write_parts(out: IO[bytes], parts: Iterable[bytes], progress: Progress | None) -> int:
+    written = 0
+    for part in parts:
+        out.write(part)
+        written += len(part)
+        if progress:
+            progress(len(part))
+    return written

@@ -1,0 +1,229 @@
+"""Shard sets at rest: one file per shard plus a JSON manifest, under any fsspec URL.
+
+A local directory, ``memory://``, ``s3://``, ... all work the same. The manifest lists the shard
+files; a listed file that is gone is a missing shard, not a crash. It holds no secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from wgtlab.ces.format import HEADER_BYTES, ShardHeader
+from wgtlab.ces.shardset import FileSource
+from wgtlab.errors import ConfigError, ShardFormatError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "wgtlab-ces-shards"
+MANIFEST_VERSION = 1
+SHARD_PATTERN = "shard-*.ces"
+
+URL = str | os.PathLike[str]
+
+
+def shard_name(position: int) -> str:
+    return f"shard-{position:03d}.ces"
+
+
+@dataclass(frozen=True)
+class ShardManifest:
+    """What a shard-set location holds: the shard file names (None where none was written)."""
+
+    files: tuple[str | None, ...]
+    dataset_id: str = ""
+    data_shards: int = 0
+    parity_shards: int = 0
+    original_size: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": MANIFEST_FORMAT,
+                "version": MANIFEST_VERSION,
+                "dataset_id": self.dataset_id,
+                "data_shards": self.data_shards,
+                "parity_shards": self.parity_shards,
+                "original_size": self.original_size,
+                "shards": list(self.files),
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ShardManifest:
+        try:
+            doc = json.loads(text)
+            ok = isinstance(doc, dict) and doc.get("format") == MANIFEST_FORMAT
+            files = doc["shards"] if ok else None
+        except (ValueError, KeyError, TypeError):
+            ok, files = False, None
+        if not ok or not isinstance(files, list) or len(files) > 255:
+            raise ShardFormatError(f"not a wgtlab CES manifest ({MANIFEST_NAME})")
+        if doc.get("version") != MANIFEST_VERSION:
+            raise ShardFormatError(f"manifest version {doc.get('version')!r} is not supported")
+        for name in files:
+            if name is not None and (
+                not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", "..")
+            ):
+                raise ShardFormatError(f"manifest lists an invalid shard file name {name!r}")
+        return cls(
+            files=tuple(files),
+            dataset_id=str(doc.get("dataset_id", "")),
+            data_shards=int(doc.get("data_shards") or 0),
+            parity_shards=int(doc.get("parity_shards") or 0),
+            original_size=int(doc.get("original_size") or 0),
+        )
+
+    @classmethod
+    def describe(cls, files: Sequence[str | None], first_shard: bytes | None) -> ShardManifest:
+        """A manifest for ``files``, with set fields read from a shard's header if it parses."""
+        try:
+            header = ShardHeader.parse(bytes(first_shard or b"")[:HEADER_BYTES])
+        except ShardFormatError:
+            return cls(files=tuple(files))
+        return cls(
+            files=tuple(files),
+            dataset_id=header.dataset_id.hex(),
+            data_shards=header.data_shards,
+            parity_shards=header.parity_shards,
+            original_size=header.original_size,
+        )
+
+
+def location(url: URL) -> tuple[Any, str]:
+    """(fsspec filesystem, path) for a URL or local path."""
+    try:
+        fs, path = fsspec.core.url_to_fs(os.fspath(url))
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(f"cannot open shard location {os.fspath(url)!r}: {exc}") from exc
+    return fs, path.rstrip("/") or path
+
+
+def prepare(url: URL, overwrite: bool) -> tuple[Any, str]:
+    """Make ``url`` ready to receive a shard set; refuse to mix with an existing one."""
+    fs, root = location(url)
+    if fs.exists(root) and not fs.isdir(root):
+        raise ConfigError(f"{os.fspath(url)!r} is a file; shard sets are written to a directory")
+    old = _listed_or_found(fs, root)
+    if old:
+        if not overwrite:
+            raise ConfigError(
+                f"{os.fspath(url)!r} already holds a shard set; pass overwrite=True (CLI: "
+                "--force) to replace it, or choose an empty location"
+            )
+        for name in old:
+            _remove(fs, f"{root}/{name}")
+        _remove(fs, f"{root}/{MANIFEST_NAME}")
+    fs.makedirs(root, exist_ok=True)
+    return fs, root
+
+
+def write_manifest(fs: Any, root: str, manifest: ShardManifest) -> None:
+    # Written last: a location with a manifest holds a complete shard set.
+    with fs.open(f"{root}/{MANIFEST_NAME}", "w") as f:
+        f.write(manifest.to_json())
+
+
+def save(shards: Sequence[bytes | None], url: URL, *, overwrite: bool = False) -> ShardManifest:
+    """Write a shard set under ``url`` (a directory or any fsspec URL); None entries are skipped.
+
+    Returns the manifest written. Refuses a location that already holds a shard set unless
+    ``overwrite``.
+    """
+    if isinstance(shards, bytes | bytearray | memoryview | str):
+        raise ConfigError("save() takes a list of shards (as returned by CESPipeline.process)")
+    fs, root = prepare(url, overwrite)
+    files: list[str | None] = []
+    for position, shard in enumerate(shards):
+        if shard is None:
+            files.append(None)
+            continue
+        name = shard_name(position)
+        with fs.open(f"{root}/{name}", "wb") as f:
+            f.write(shard)
+        files.append(name)
+    manifest = ShardManifest.describe(files, next((s for s in shards if s is not None), None))
+    write_manifest(fs, root, manifest)
+    return manifest
+
+
+def load(url: URL) -> list[bytes | None]:
+    """The shards stored under ``url``, in manifest order; a missing file gives None."""
+    fs, root = location(url)
+    manifest = read_manifest(fs, root)
+    shards: list[bytes | None] = []
+    for name in manifest.files:
+        try:
+            shards.append(fs.cat_file(f"{root}/{name}") if name else None)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            shards.append(None)
+    return shards
+
+
+def read_manifest(fs: Any, root: str) -> ShardManifest:
+    """The manifest under ``root``; if it is gone or damaged, the shard files found there."""
+    try:
+        return ShardManifest.from_json(fs.cat_file(f"{root}/{MANIFEST_NAME}"))
+    except (FileNotFoundError, NotADirectoryError, ShardFormatError) as exc:
+        problem = str(exc) if isinstance(exc, ShardFormatError) else f"no {MANIFEST_NAME}"
+    found = _found(fs, root)
+    if not found:
+        raise ShardFormatError(f"no CES shard set at {root!r}: {problem} and no {SHARD_PATTERN}")
+    return ShardManifest(files=tuple(found))
+
+
+def open_sources(url: URL) -> tuple[list[FileSource | None], list[str], list[str]]:
+    """Open every shard file under ``url`` for random access: (sources, names, missing reasons).
+
+    Close the sources with ``close_sources`` when done.
+    """
+    fs, root = location(url)
+    manifest = read_manifest(fs, root)
+    sources: list[FileSource | None] = []
+    names: list[str] = []
+    reasons: list[str] = []
+    for position, name in enumerate(manifest.files):
+        names.append(name or shard_name(position))
+        path = f"{root}/{name}"
+        try:
+            if not name:
+                raise FileNotFoundError
+            size = fs.size(path)
+            sources.append(FileSource(fs.open(path, "rb"), int(size), name))
+            reasons.append("")
+        except (FileNotFoundError, IsADirectoryError, PermissionError, TypeError):
+            sources.append(None)
+            reasons.append("file not found" if name else "not written")
+    return sources, names, reasons
+
+
+def close_sources(sources: Sequence[FileSource | None]) -> None:
+    for source in sources:
+        if source is not None:
+            source.close()
+
+
+def _found(fs: Any, root: str) -> list[str]:
+    try:
+        return sorted(p.rsplit("/", 1)[-1] for p in fs.glob(f"{root}/{SHARD_PATTERN}"))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _listed_or_found(fs: Any, root: str) -> list[str]:
+    try:
+        manifest = read_manifest(fs, root)
+    except ShardFormatError:
+        return []
+    return sorted({n for n in manifest.files if n} | set(_found(fs, root)))
+
+
+def _remove(fs: Any, path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(path)
