@@ -1,1 +1,17 @@
 """The WebAssembly sandbox: limits, modules, the ABI runner, built-in kernels, Python UDFs."""
+
+from wgtlab.sandbox.limits import ResourceLimits
+from wgtlab.sandbox.module import ExportSpec, ImportSpec, WasmModule, compile_cached
+from wgtlab.sandbox.runner import Sandbox, TaskResult
+from wgtlab.sandbox.traps import classify_trap
+
+__all__ = [
+    "ExportSpec",
+    "ImportSpec",
+    "ResourceLimits",
+    "Sandbox",
+    "TaskResult",
+    "WasmModule",
+    "classify_trap",
+    "compile_cached",
+]
