@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-def sum() -> Sum:  # noqa: A001  (wgt.kernels.sum is the public name)
+def sum() -> Sum:  # shadows the builtin inside this module only: wgt.kernels.sum
     """The sum of float64 values, NaN dropped; correctly rounded for all but ill-conditioned
     data (see ``Sum``)."""
     return Sum()
