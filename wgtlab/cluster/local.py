@@ -6,7 +6,6 @@ workers run in parallel on all cores. Simulated faults (``wgt.faults``) wrap cho
 
 from __future__ import annotations
 
-import html
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -147,14 +146,7 @@ class LocalCluster:
         return f"LocalCluster(workers={len(self.names)}{faulty})"
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{html.escape(n)}</td><td><code>{self.fingerprint(n)[:24]}</code></td>"
-            f"<td>{self.ledger.score(self.fingerprint(n)):.3f}</td>"
-            f"<td>{html.escape(type(self.faults[n]).__name__) if n in self.faults else ''}</td></tr>"
-            for n in self.names
-        )
-        return (
-            f"<div class='wgt-cluster'><b>LocalCluster</b>: {len(self.names)} sandboxed workers"
-            "<table><tr><th>worker</th><th>key</th><th>trust</th><th>simulated fault</th></tr>"
-            f"{rows}</table></div>"
-        )
+        from wgtlab.cluster.display import cluster_html
+
+        faulty = f", {len(self.faults)} with simulated faults" if self.faults else ""
+        return cluster_html(self, "LocalCluster", f"{len(self.names)} sandboxed workers{faulty}")

@@ -4,7 +4,6 @@ verdict, the RFC 6962 Merkle root over canonical chunk records, proofs, and trus
 
 from __future__ import annotations
 
-import html
 import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -12,6 +11,8 @@ from typing import Any
 
 from wgtlab.errors import ProofError
 from wgtlab.verify import MerkleTree, parse_chunk_record, verify_proof
+
+_HTML_CHUNK_ROWS = 20  # chunks listed in the notebook view; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -218,15 +219,41 @@ class JobResult:
         )
 
     def _repr_html_(self) -> str:
+        from wgtlab.jobs.templates import escape, render
+
         verified = sum(1 for c in self.outcomes if c.status == "verified")
-        value = html.escape(repr(self.value))
-        if len(value) > 400:
-            value = value[:400] + "..."
-        return (
-            "<div class='wgt-result'>"
-            f"<b>JobResult</b> {html.escape(self.name)}: {verified}/{len(self.outcomes)} chunks "
-            f"verified ({html.escape(self.mode)}, replicas={self.replicas}), "
-            f"{self.disagreements} disagreements caught, {self.seconds:.2f} s<br>"
-            f"<code>merkle root {self.merkle_root}</code> (tree size {self.tree_size})<br>"
-            f"<pre>{value}</pre></div>"
+        failed = len(self.outcomes) - verified
+        shown = self.outcomes[:_HTML_CHUNK_ROWS]
+        rows = "".join(
+            render(
+                "job_result_chunk.html",
+                style="",
+                index=c.index,
+                status=escape(c.status),
+                agreed=escape(", ".join(c.workers)),
+                dissented=escape(", ".join(c.dissenters)),
+                digest=escape(c.digest or "-", 17),
+                reason=escape(c.reason or "", 80),
+            )
+            for c in shown
+        )
+        hidden = len(self.outcomes) - len(shown)
+        return render(
+            "job_result.html",
+            name=escape(self.name),
+            status="verified" if self.ok else f"{failed} not verified",
+            status_class="wgt-ok" if self.ok else "wgt-bad",
+            verified=verified,
+            total=len(self.outcomes),
+            mode=escape(self.mode),
+            replicas=self.replicas,
+            disagreements=self.disagreements,
+            workers=len(self.workers),
+            seconds=f"{self.seconds:.2f}",
+            root=self.merkle_root,
+            root_short=self.merkle_root[:16] + "…",
+            tree_size=self.tree_size,
+            value=escape(repr(self.value), 300),
+            chunk_rows=rows,
+            more_chunks=f"<div class='wgt-dim'>… and {hidden} more chunks</div>" if hidden else "",
         )

@@ -1,0 +1,1 @@
+"""HTML templates of the cluster layer (filled by ``wgtlab.cluster.display``)."""
