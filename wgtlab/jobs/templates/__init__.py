@@ -17,7 +17,9 @@ __all__ = ["escape", "render"]
 
 @cache
 def _template(package: str, name: str) -> Template:
-    return Template(resources.files(package).joinpath(name).read_text(encoding="utf-8").rstrip("\n"))
+    return Template(
+        resources.files(package).joinpath(name).read_text(encoding="utf-8").rstrip("\n")
+    )
 
 
 def render(name: str, package: str = __name__, /, **fields: Any) -> str:
