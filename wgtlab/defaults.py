@@ -22,6 +22,7 @@ CES_DATA_SHARDS = 8  # any 8 of 12 shards rebuild the data, as in the seed syste
 CES_PARITY_SHARDS = 4
 CES_SEGMENT_BYTES = 4 << 20  # pyeclib's fast range is 1-4 MiB segments
 CES_KEY_ENV = "CES_ENCRYPTION_KEY"
+CES_MASTER_SECRET_ENV = "CES_MASTER_SECRET"  # hex; the CLI derives --tenant keys from it
 
 # --- verification and trust ------------------------------------------------------------------
 TRUST_INITIAL_SCORE = 0.5
