@@ -1,0 +1,382 @@
+"""Guest side of wgtlab's Python-in-WebAssembly runner: runs one analyst function on one chunk.
+
+componentize-py snapshots this module after it has run at build time, so everything imported and
+patched here is what every task starts from. Runs on the guest's CPython 3.14, never on the host.
+"""
+
+import builtins
+import datetime
+import importlib
+import importlib.machinery
+import io
+import json
+import linecache
+import os
+import random
+import sys
+import time
+import traceback
+import types
+
+import wit_world
+from componentize_py_types import Err, Ok
+from guest_modules import GUEST_MODULES
+
+# Present so that code trying them fails at the refusal below, not with a missing module; the
+# host still rejects importing them by name (they are not in GUEST_MODULES).
+_PRESENT_BUT_REFUSED = ("socket", "subprocess", "threading", "tempfile", "shutil", "glob")
+# Imported lazily by the modules above; only modules imported now exist at run time.
+_LAZY_IMPORTS = (
+    "_strptime",
+    "encodings.ascii",
+    "encodings.latin_1",
+    "encodings.cp1252",
+    "encodings.utf_8_sig",
+    "encodings.utf_16",
+    "encodings.utf_16_le",
+    "encodings.utf_16_be",
+    "encodings.utf_32",
+    "encodings.hex_codec",
+    "encodings.base64_codec",
+)
+for _module in (*GUEST_MODULES, *_PRESENT_BUT_REFUSED, *_LAZY_IMPORTS):
+    importlib.import_module(_module)
+
+_MAX_MESSAGE_CHARS = 4000
+_MAX_TRACEBACK_LINES = 120
+_MAX_FRAMES = 12  # each costs ~1M fuel to format (source line, carets)
+_RUNNER_FILE = __file__
+_task_seed = 0
+
+
+class _Capture(io.TextIOBase):
+    """A stdout / stderr that keeps the first ``limit`` characters written to it."""
+
+    encoding = "utf-8"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._parts: list[str] = []
+        self._room = limit
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if self._room > 0:
+            kept = text[: self._room]
+            self._parts.append(kept)
+            self._room -= len(kept)
+        return len(text)
+
+    def getvalue(self) -> str:
+        return "".join(self._parts)
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, (set, frozenset)):
+        # Sorted, so set order (which follows the runner's hash seed) never reaches the output.
+        try:
+            return sorted(value)
+        except TypeError:
+            return sorted(value, key=repr)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    raise TypeError(
+        f"the result contains a {type(value).__name__} ({value!r:.80}), which JSON cannot hold: "
+        "return numbers, strings, booleans, None, lists, tuples, dicts, sets or dates "
+        "(convert others with float(), str() or list() first)"
+    )
+
+
+def _json_key(key: object) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)
+    raise TypeError(
+        f"the result has a dict key of type {type(key).__name__} ({key!r:.80}); JSON keys must "
+        "be str, int, float, bool or None: join the parts into a string, e.g. f'{a}|{b}'"
+    )
+
+
+def _string_keys(value: object) -> object:
+    if isinstance(value, dict):
+        return {_json_key(k): _string_keys(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_string_keys(v) for v in value]
+    return value
+
+
+def _canonical_json(value: object) -> str:
+    """One text per value: sorted keys, no spaces, so equal results are equal bytes."""
+    options = {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False}
+    try:
+        return json.dumps(value, default=_json_default, **options)
+    except TypeError as exc:
+        # Mixed key types cannot be sorted as they are; JSON turns keys into strings anyway.
+        if "not supported between instances" not in str(exc) and "keys must be" not in str(exc):
+            raise
+    return json.dumps(_string_keys(value), default=_json_default, **options)
+
+
+def _encode_result(value: object, output_kind: str, name: str) -> str:
+    if output_kind == "bytes":
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"{name} returned {type(value).__name__}; a bytes kernel must return bytes "
+                "(encode text with .encode())"
+            )
+        return bytes(value).decode("latin-1")
+    return _canonical_json(value)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def _exc_type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    module = getattr(cls, "__module__", "")
+    if module in ("builtins", "__wgt_udf__", "", None):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+
+
+def _without_runner_frames(te: traceback.TracebackException, seen: set) -> None:
+    # The traceback shows the analyst's code and the library code it called, not the runner.
+    if te is None or id(te) in seen:
+        return
+    seen.add(id(te))
+    kept = [frame for frame in te.stack if frame.filename != _RUNNER_FILE]
+    te.stack = traceback.StackSummary.from_list(kept)
+    _without_runner_frames(te.__cause__, seen)
+    _without_runner_frames(te.__context__, seen)
+    for inner in te.exceptions or ():
+        _without_runner_frames(inner, seen)
+
+
+def _innermost(tb: types.TracebackType | None) -> types.TracebackType | None:
+    entries = []
+    while tb is not None:
+        entries.append(tb)
+        tb = tb.tb_next
+    return (
+        entries[-_MAX_FRAMES] if len(entries) > _MAX_FRAMES else (entries[0] if entries else None)
+    )
+
+
+def _failure(exc: BaseException) -> "wit_world.Failure":
+    if isinstance(exc, MemoryError):
+        # Free the failed frames' locals first: they hold the memory formatting needs.
+        traceback.clear_frames(exc.__traceback__)
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not hide the error itself
+        message = f"<unprintable {type(exc).__name__}>"
+    try:
+        # Only the innermost frames: formatting a RecursionError's thousand frames would cost
+        # more fuel than the task itself.
+        report = traceback.TracebackException(
+            type(exc), exc, _innermost(exc.__traceback__), compact=True
+        )
+        _without_runner_frames(report, set())
+        text = "".join(report.format())
+    except Exception:
+        text = f"{_exc_type_name(exc)}: {message}"
+    lines = text.rstrip("\n").splitlines()
+    if len(lines) > _MAX_TRACEBACK_LINES:
+        half = _MAX_TRACEBACK_LINES // 2
+        lines = [*lines[:half], f"... {len(lines) - 2 * half} lines omitted ...", *lines[-half:]]
+    return wit_world.Failure(_exc_type_name(exc), message[:_MAX_MESSAGE_CHARS], lines)
+
+
+# --- the task --------------------------------------------------------------------------------
+
+
+def _run(source: str, name: str, seed: int, input_kind: str, output_kind: str, chunk: str) -> str:
+    global _task_seed
+    _task_seed = seed
+    random.seed(seed)
+    filename = f"<udf {name}>"
+    # Registered so tracebacks show the analyst's lines (there is no file to read them from).
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"__name__": "__wgt_udf__", "__builtins__": builtins}
+    exec(compile(source, filename, "exec"), namespace)
+    function = namespace.get(name)
+    if not callable(function):
+        raise NameError(f"the source given to the runner defines no function named {name!r}")
+    if input_kind == "bytes":
+        argument = chunk.encode("latin-1")
+    elif input_kind == "text":
+        argument = chunk
+    else:
+        argument = json.loads(chunk)
+    return _encode_result(function(argument), output_kind, name)
+
+
+class WitWorld(wit_world.WitWorld):
+    def run(
+        self,
+        source: str,
+        name: str,
+        seed: int,
+        input_kind: str,
+        output_kind: str,
+        chunk: str,
+        log_limit: int,
+    ) -> "wit_world.Outcome":
+        stdout, stderr = _Capture(log_limit), _Capture(log_limit)
+        sys.stdout = sys.__stdout__ = stdout
+        sys.stderr = sys.__stderr__ = stderr
+        try:
+            value = Ok(_run(source, name, seed, input_kind, output_kind, chunk))
+        except BaseException as exc:  # SystemExit too: every ending is reported, none escapes
+            value = Err(_failure(exc))
+        return wit_world.Outcome(value, stdout.getvalue(), stderr.getvalue())
+
+    def modules(self) -> list[str]:
+        return sorted(sys.modules)
+
+
+# --- warm-up and lock-down (run once, at build time) -----------------------------------------
+
+# One passing and one failing task, so lazily built state (strptime's regex cache, traceback
+# machinery) is in the snapshot rather than missing at run time.
+_WARM_UP = """
+import datetime, re, statistics, collections
+def warm(rows):
+    datetime.datetime.strptime("2024-02-29 12:34:56", "%Y-%m-%d %H:%M:%S")
+    datetime.date.fromisoformat("2024-02-29")
+    re.findall(r"\\d+", "a1b22")
+    collections.Counter(r["k"] for r in rows).most_common(1)
+    print("warm", file=__import__("sys").stderr)
+    return statistics.mean(r["v"] for r in rows) / 0
+"""
+WitWorld().run(_WARM_UP, "warm", 0, "json", "json", '[{"k": "a", "v": 1.5}]', 100)
+WitWorld().run(_WARM_UP.replace(" / 0", ""), "warm", 0, "json", "json", '[{"k":"a","v":2}]', 10)
+sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__ = _Capture(0), _Capture(0)
+sys.stdin = sys.__stdin__ = io.StringIO("")
+
+
+class _Refused(PermissionError):
+    pass
+
+
+_SANDBOX_NOTE = (
+    "inside the wgtlab sandbox: a @wgt.udf function sees only its chunk (no files, network, "
+    "processes, threads, clock, entropy or environment)"
+)
+
+
+def _refuse(what: str) -> PermissionError:
+    return PermissionError(f"{what} is not available {_SANDBOX_NOTE}")
+
+
+# Audit events for operations the sandbox cannot serve become a clear PermissionError instead of
+# reaching the (trapping) WASI stubs. The WebAssembly sandbox is the real boundary; this only
+# turns a trap into an exception the analyst can read and catch.
+_REFUSED_EVENTS = (
+    "open",
+    "os.",
+    "shutil.",
+    "socket.",
+    "subprocess.",
+    "ctypes.",
+    "_thread.",
+    "glob.",
+    "tempfile.",
+    "sqlite3.",
+    "urllib.Request",
+    "http.",
+    "ftplib.",
+    "smtplib.",
+    "webbrowser.",
+    "pty.",
+    "fcntl.",
+    "mmap.",
+    "resource.",
+    "signal.",
+    "time.sleep",
+)
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event.startswith(_REFUSED_EVENTS):
+        raise _refuse(f"{event}{args!r:.60}")
+
+
+def _no_clock(label: str):
+    def refused(*args, **kwargs):
+        raise _refuse(f"{label} (the clock)")
+
+    refused.__name__ = label.rpartition(".")[2].rstrip("()")
+    return refused
+
+
+def _needs_time_argument(function, label: str, arity: int):
+    # localtime(secs) and friends are pure arithmetic; without secs they read the clock.
+    def guarded(*args):
+        if len(args) < arity:
+            raise _refuse(f"{label} without an explicit time (the clock)")
+        return function(*args)
+
+    guarded.__name__ = function.__name__
+    return guarded
+
+
+for _name in (
+    "time",
+    "time_ns",
+    "monotonic",
+    "monotonic_ns",
+    "perf_counter",
+    "perf_counter_ns",
+    "process_time",
+    "process_time_ns",
+    "thread_time",
+    "thread_time_ns",
+    "clock_gettime",
+    "clock_gettime_ns",
+    "sleep",
+):
+    if hasattr(time, _name):
+        setattr(time, _name, _no_clock(f"time.{_name}()"))
+for _name, _arity in (("localtime", 1), ("gmtime", 1), ("ctime", 1), ("asctime", 1)):
+    setattr(time, _name, _needs_time_argument(getattr(time, _name), f"time.{_name}()", _arity))
+time.strftime = _needs_time_argument(time.strftime, "time.strftime()", 2)
+
+
+def _no_entropy(*args, **kwargs):
+    raise _refuse("os.urandom() (entropy; use the random module, seeded per task)")
+
+
+os.urandom = _no_entropy
+random._urandom = _no_entropy  # SystemRandom and secrets read through this name
+_seed = random.Random.seed
+
+
+def _task_seeded(self, a=None, version=2):
+    # Unseeded generators take the task's seed: replicas of a chunk draw the same numbers.
+    _seed(self, _task_seed if a is None else a, version)
+
+
+random.Random.seed = _task_seeded
+random.seed = random._inst.seed
+os.environ.clear()
+# Nothing new can be imported from a filesystem that is not there: stop looking for one.
+sys.meta_path[:] = [
+    finder for finder in sys.meta_path if finder is not importlib.machinery.PathFinder
+]
+sys.path_hooks.clear()
+sys.path_importer_cache.clear()
+sys.path[:] = []
+# Tracebacks read source only from linecache's entries; stat-ing files would trap.
+linecache.updatecache = lambda filename, module_globals=None: []
+linecache.checkcache = lambda filename=None: None
+linecache.lazycache = lambda filename, module_globals: False
+sys.addaudithook(_audit)

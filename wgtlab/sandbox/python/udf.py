@@ -1,0 +1,342 @@
+"""``@wgt.udf``: a plain Python function as a kernel that runs inside the WebAssembly sandbox.
+
+The trusted side captures the function (source, globals, imports: checked at decoration), encodes
+chunks and combines results; workers run it in a fresh CPython-in-WebAssembly instance per chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import sys
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from wgtlab.errors import AbiError, ConfigError, MemoryLimitExceeded
+from wgtlab.sandbox.limits import ResourceLimits
+from wgtlab.sandbox.python.capture import GuestProgram, capture
+from wgtlab.sandbox.python.chunks import ROW_LAYOUTS, chunk_json
+from wgtlab.sandbox.python.component import runner_digest
+from wgtlab.sandbox.python.task import run_in_guest
+from wgtlab.sandbox.runner import Sandbox, TaskResult
+
+__all__ = ["COMBINES", "INPUTS", "PythonUdf", "natural_combine", "udf"]
+
+# input kind -> (what the guest receives, the default output)
+INPUTS = {"records": ("json", "json"), "text": ("text", "json"), "bytes": ("bytes", "bytes")}
+OUTPUTS = ("json", "bytes")
+COMBINES = ("natural", "sum", "concat", "list", "min", "max")
+
+
+# --- combining partial results (trusted side) ----------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class _NotNatural(Exception):
+    pass
+
+
+def _merge(partials: list[Any]) -> Any:
+    first = partials[0]
+    if all(_is_number(p) for p in partials):
+        return sum(partials)  # in chunk order, so every run adds floats identically
+    if all(isinstance(p, list) for p in partials):
+        return [item for p in partials for item in p]
+    if all(isinstance(p, (bytes, bytearray)) for p in partials):
+        return b"".join(partials)
+    if all(isinstance(p, str) for p in partials):
+        return "".join(partials)
+    if all(isinstance(p, dict) for p in partials):
+        keys: dict[Any, list[Any]] = {}
+        for p in partials:
+            for key, value in p.items():
+                keys.setdefault(key, []).append(value)
+        return {key: _merge(values) for key, values in keys.items()}
+    raise _NotNatural(type(first).__name__)
+
+
+def natural_combine(partials: list[Any]) -> Any:
+    """Numbers add, lists / strings / bytes concatenate, dicts merge key-wise by the same rules;
+    anything else (or a mix) comes back as the list of partial results, in chunk order."""
+    if not partials:
+        return None
+    try:
+        return _merge(list(partials))
+    except _NotNatural:
+        return list(partials)
+
+
+def _strict(rule: str, partials: list[Any]) -> Any:
+    if rule == "list":
+        return list(partials)
+    if rule in ("min", "max"):
+        return (min if rule == "min" else max)(partials) if partials else None
+    try:
+        merged = _merge(list(partials)) if partials else None
+    except _NotNatural as exc:
+        raise ConfigError(
+            f"combine={rule!r} cannot combine results of type {exc}; use combine='list' or a "
+            "function"
+        ) from None
+    additive = rule == "sum"
+    if merged is not None and additive is isinstance(merged, (list, str, bytes)):
+        kind = "numbers (or dicts of numbers)" if additive else "lists, strings or bytes"
+        raise ConfigError(
+            f"combine={rule!r} needs {kind}, got {type(merged).__name__}; use combine='natural'"
+        )
+    return merged
+
+
+# --- the kernel ---------------------------------------------------------------------------------
+
+
+def _seed(user_seed: int, digest: str, payload: bytes) -> int:
+    """Per-task seed for the guest's random: the same chunk gets the same numbers everywhere."""
+    h = hashlib.sha256(f"wgt-udf-seed|{user_seed}|{digest}|".encode())
+    h.update(payload)
+    return int.from_bytes(h.digest()[:8], "big")
+
+
+class PythonUdf:
+    """A Python function that runs inside the WebAssembly sandbox; a kernel for ``job.kernel``.
+
+    ``f.run(chunk)`` runs it sandboxed on one chunk and returns the value; ``f(...)`` calls the
+    original function natively (unsandboxed, for debugging). Build with ``wgt.udf``.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        input: str = "records",
+        rows: str = "records",
+        output: str | None = None,
+        combine: str | Callable[[list[Any]], Any] = "natural",
+        seed: int = 0,
+    ) -> None:
+        if input not in INPUTS:
+            raise ConfigError(f"udf input={input!r} is not one of {sorted(INPUTS)}")
+        if rows not in ROW_LAYOUTS:
+            raise ConfigError(f"udf rows={rows!r} is not one of {list(ROW_LAYOUTS)}")
+        guest_input, default_output = INPUTS[input]
+        output = output or default_output
+        if output not in OUTPUTS:
+            raise ConfigError(f"udf output={output!r} is not one of {list(OUTPUTS)}")
+        if not (callable(combine) or combine in COMBINES):
+            raise ConfigError(f"udf combine={combine!r} is not a function or one of {COMBINES}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
+            raise ConfigError(f"udf seed must be an int in [0, 2**63), got {seed!r}")
+        self.program: GuestProgram = capture(fn)
+        self.fn: Callable[..., Any] | None = fn
+        self.name = self.program.name
+        self.input_kind = input
+        self.rows = rows
+        self.output_kind = output
+        self.seed = seed
+        self._combine = combine
+        self._guest_input = guest_input
+        combine_label = combine if isinstance(combine, str) else getattr(combine, "__name__", "fn")
+        self.params: Mapping[str, Any] = MappingProxyType(
+            {"input": input, "rows": rows, "output": output, "combine": combine_label, "seed": seed}
+        )
+        options = json.dumps(
+            {**self.params, "entry": self.program.entry}, sort_keys=True, separators=(",", ":")
+        )
+        h = hashlib.sha256(b"wgt-udf-v1\n")
+        for part in (runner_digest(), self.program.source, options):
+            data = part.encode()
+            h.update(len(data).to_bytes(8, "big") + data)
+        self.digest = h.hexdigest()
+        self.__name__ = self.name
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
+
+    # --- the kernel protocol ---------------------------------------------------------------------
+
+    def encode(self, chunk: Any) -> bytes:
+        """Trusted side: the task payload for ``chunk`` (JSON text, or the bytes themselves)."""
+        if self.input_kind == "records":
+            return chunk_json(chunk, self.rows)
+        if isinstance(chunk, str):
+            return chunk.encode("utf-8")
+        if isinstance(chunk, (bytes, bytearray, memoryview)):
+            return bytes(chunk)
+        raise ConfigError(
+            f"udf {self.name} takes {self.input_kind} chunks, got {type(chunk).__name__}; give "
+            "bytes (or str), or decorate with @wgt.udf (records) for tables and lists"
+        )
+
+    def execute(self, sandbox: Sandbox, payload: bytes) -> TaskResult:
+        """Worker side: run on one payload in a fresh instance under ``sandbox.limits``."""
+        limits = sandbox.limits
+        if len(payload) > limits.max_memory_bytes:
+            raise MemoryLimitExceeded(
+                f"the chunk alone is {len(payload):,} bytes, over max_memory_bytes="
+                f"{limits.max_memory_bytes:,}; give it smaller chunks"
+            )
+        if self._guest_input == "bytes":
+            chunk = payload.decode("latin-1")  # one character per byte, undone in the guest
+        else:
+            chunk = payload.decode("utf-8", "replace" if self._guest_input == "text" else "strict")
+        outcome = run_in_guest(
+            limits,
+            source=self.program.source,
+            name=self.program.entry,
+            seed=_seed(self.seed, self.digest, payload),
+            input_kind=self._guest_input,
+            output_kind=self.output_kind,
+            chunk=chunk,
+        )
+        output = outcome.value.encode("latin-1" if self.output_kind == "bytes" else "utf-8")
+        if len(output) > limits.max_output_bytes:
+            raise AbiError(
+                f"{self.name} returned {len(output):,} bytes, over max_output_bytes="
+                f"{limits.max_output_bytes:,}; return less per chunk or raise max_output_bytes"
+            )
+        return TaskResult(
+            output=output,
+            output_sha256=hashlib.sha256(output).hexdigest(),
+            fuel_used=outcome.fuel_used,
+            wall_ms=outcome.wall_ms,
+            memory_bytes=0,  # a component's memory is not visible to wasmtime-py's host API
+            module_digest=self.digest,
+            stdout=outcome.stdout,
+            stderr=outcome.stderr,
+            logs_truncated=outcome.logs_truncated,
+        )
+
+    def decode(self, output: bytes) -> Any:
+        """Trusted side: the function's value from a task's output."""
+        if self.output_kind == "bytes":
+            return bytes(output)
+        return json.loads(output)
+
+    def combine(self, partials: list[Any]) -> Any:
+        """Trusted side: one value from the chunks' values (in chunk order)."""
+        rule = self._combine
+        if callable(rule):
+            return rule(list(partials))
+        if rule == "natural":
+            return natural_combine(partials)
+        return _strict(rule, partials)
+
+    def empty(self) -> Any:
+        """The combined value of no chunks at all."""
+        rule = self._combine
+        if callable(rule):
+            return rule([])
+        if rule == "sum":
+            return 0
+        if rule in ("concat", "natural") and self.output_kind == "bytes":
+            return b""
+        if rule in ("concat", "list"):
+            return []
+        return None
+
+    # --- quick tries ---------------------------------------------------------------------------
+
+    def run(self, chunk: Any, *, limits: ResourceLimits | None = None, echo: bool = True) -> Any:
+        """Run sandboxed on one chunk and return the value (what it printed is echoed)."""
+        result = self.run_task(chunk, limits=limits, echo=echo)
+        return self.decode(result.output)
+
+    def run_task(
+        self, chunk: Any, *, limits: ResourceLimits | None = None, echo: bool = False
+    ) -> TaskResult:
+        """Like ``run``, but returns the TaskResult (output bytes, digest, fuel, time, logs)."""
+        try:
+            result = self.execute(Sandbox(limits), self.encode(chunk))
+        except Exception as exc:
+            if echo:
+                _echo(getattr(exc, "stdout", b""), getattr(exc, "stderr", b""))
+            raise
+        if echo:
+            _echo(result.stdout, result.stderr)
+        return result
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The original function, run natively (unsandboxed): for comparing and debugging."""
+        if self.fn is None:
+            raise TypeError(
+                f"udf {self.name} was received from another process without its native function; "
+                f"use .run(chunk) to run it sandboxed"
+            )
+        return self.fn(*args, **kwargs)
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers need the program, not the native function (whose globals may hold a whole
+        # DataFrame, or not pickle at all).
+        state = dict(self.__dict__)
+        state["fn"] = None
+        state["__wrapped__"] = None
+        state["params"] = dict(self.params)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["params"] = MappingProxyType(state["params"])
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        combine = self.params["combine"]
+        return (
+            f"<wgt.udf {self.name}: {self.input_kind} -> {self.output_kind}, combine={combine}, "
+            f"digest {self.digest[:12]}>"
+        )
+
+    def _repr_html_(self) -> str:
+        source = html.escape(self.program.source)
+        return (
+            f"<div><b>wgt.udf</b> <code>{html.escape(self.name)}</code> "
+            f"({self.input_kind} &rarr; {self.output_kind}, combine="
+            f"{html.escape(str(self.params['combine']))}, digest "
+            f"<code>{self.digest[:16]}&hellip;</code>)<pre>{source}</pre></div>"
+        )
+
+
+def _echo(stdout: bytes, stderr: bytes) -> None:
+    if stdout:
+        sys.stdout.write(stdout.decode("utf-8", "replace"))
+    if stderr:
+        sys.stderr.write(stderr.decode("utf-8", "replace"))
+
+
+def udf(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    input: str = "records",
+    rows: str = "records",
+    output: str | None = None,
+    combine: str | Callable[[list[Any]], Any] = "natural",
+    seed: int = 0,
+) -> Any:
+    """Run a Python function inside the WebAssembly sandbox: ``@wgt.udf``, ``@wgt.udf(...)``
+    or ``wgt.udf(fn, ...)``.
+
+    input:   "records" (default: JSON values; a DataFrame chunk is a list of row dicts),
+             "text" (str) or "bytes" (bytes in, bytes out by default).
+    rows:    "records" (list of dicts) or "columns" (dict of column lists) for DataFrames.
+    output:  "json" (default, any JSON-compatible value) or "bytes".
+    combine: "natural" (numbers add, lists concatenate, dicts merge key-wise, else a list),
+             "sum", "concat", "list", "min", "max", or a function of the list of results
+             (run on the trusted side).
+    seed:    mixed with each chunk's content into the seed of the guest's ``random``.
+
+    Problems with the function (no source, a global or import the sandbox lacks) raise
+    UdfBuildError here, before any chunk runs.
+    """
+    options = {"input": input, "rows": rows, "output": output, "combine": combine, "seed": seed}
+    if fn is None:
+        return lambda f: udf(f, **options)
+    if isinstance(fn, PythonUdf):
+        if fn.fn is None:
+            raise ConfigError(f"udf {fn.name} has no native function here to re-wrap")
+        fn = fn.fn
+    return PythonUdf(fn, **options)
