@@ -43,7 +43,7 @@ def test_module_level_calls_reach_the_job_of_their_own_thread():
 
 
 def test_dsl_outside_a_job_block_is_a_clear_error():
-    with pytest.raises(wgt.JobDefinitionError, match="inside `with wgt.Job"):
+    with pytest.raises(wgt.JobDefinitionError, match=r"inside `with wgt\.Job"):
         wgt.input(b"data")
     with pytest.raises(wgt.JobDefinitionError):
         wgt.verify("hash")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,9 @@ def run(kernel, source, cluster, **input_options):
 @pytest.mark.parametrize("chunk_rows", [1000, 1001, 10_007, 20_000])
 def test_builtin_kernels_equal_numpy(cluster, chunk_rows):
     series = pd.Series(VALUES)
-    counts = run(wgt.kernels.histogram(bins=20, lo=0.0, hi=100.0), series, cluster,
-                 chunk_rows=chunk_rows).value
+    counts = run(
+        wgt.kernels.histogram(bins=20, lo=0.0, hi=100.0), series, cluster, chunk_rows=chunk_rows
+    ).value
     expected, _ = np.histogram(VALUES[(VALUES >= 0) & (VALUES <= 100)], bins=20, range=(0, 100))
     np.testing.assert_array_equal(np.asarray(counts), expected)
     total = run(wgt.kernels.sum(), series, cluster, chunk_rows=chunk_rows).value
@@ -53,7 +55,7 @@ def test_missing_values_are_skipped_like_pandas(cluster):
 
 
 def test_byte_and_text_kernels_on_bytes_and_files(cluster, tmp_path):
-    text = open(wgt_data("flights-2013-01.csv"), "rb").read()
+    text = Path(wgt_data("flights-2013-01.csv")).read_bytes()
     path = tmp_path / "flights.csv"
     path.write_bytes(text)
     words = run(wgt.kernels.word_count(), path, cluster, chunk_bytes=50_000).value
@@ -74,11 +76,14 @@ def test_every_chunk_has_a_merkle_proof_against_the_root(cluster):
     assert result.tree_size == 11
     for i in range(result.tree_size):
         p = result.proof(i)
-        assert wgt.verify.verify_proof(p.leaf, p.index, p.tree_size, list(p.path), result.merkle_root)
+        assert wgt.verify.verify_proof(
+            p.leaf, p.index, p.tree_size, list(p.path), result.merkle_root
+        )
         assert result.record(i).index == i
     forged = result.proof(3)
-    assert not wgt.verify.verify_proof(forged.leaf, 4, forged.tree_size, list(forged.path),
-                                       result.merkle_root)
+    assert not wgt.verify.verify_proof(
+        forged.leaf, 4, forged.tree_size, list(forged.path), result.merkle_root
+    )
     with pytest.raises(wgt.ProofError):
         result.proof(11)
 
@@ -110,8 +115,7 @@ def test_with_hash_only_a_lie_goes_unnoticed():
     # Why redundancy exists: a single worker's signed lie passes every hash check.
     cluster = wgt.LocalCluster(workers=1, faults={"local-0": wgt.faults.Liar(rate=1.0, seed=1)})
     with cluster:
-        result = run(wgt.kernels.histogram(bins=10, lo=0, hi=100), VALUES, cluster,
-                     chunk_rows=5000)
+        result = run(wgt.kernels.histogram(bins=10, lo=0, hi=100), VALUES, cluster, chunk_rows=5000)
     expected, _ = np.histogram(VALUES[(VALUES >= 0) & (VALUES <= 100)], bins=10, range=(0, 100))
     assert result.ok and result.disagreements == 0
     assert not np.array_equal(result.value, expected)
@@ -175,7 +179,7 @@ def test_a_sandbox_error_is_the_chunks_result(cluster):
 
 
 def test_ces_shards_as_input_with_two_missing(cluster):
-    data = open(wgt_data("flights-2013-01.csv"), "rb").read()
+    data = Path(wgt_data("flights-2013-01.csv")).read_bytes()
     pipe = wgt.CESPipeline(key=bytes(range(32)), data_shards=4, parity_shards=2)
     shards = pipe.process(data)
     shards[0] = shards[3] = None
@@ -206,7 +210,7 @@ def test_decorator_form_with_a_wasm_execute(cluster):
 
     result = echo_job.run(b"hello world!", on=cluster)
     assert result.value == b"hell|o wo|rld!"
-    with pytest.raises(wgt.JobDefinitionError, match="no @wgt.Job.execute"):
+    with pytest.raises(wgt.JobDefinitionError, match=r"no @wgt\.Job\.execute"):
 
         @wgt.Job.define
         def empty_job():
@@ -217,6 +221,4 @@ def test_decorator_form_with_a_wasm_execute(cluster):
 
 
 def wgt_data(name: str) -> str:
-    from pathlib import Path
-
     return str(Path(__file__).resolve().parents[1] / "data" / name)

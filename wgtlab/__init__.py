@@ -37,6 +37,7 @@ _LAZY: dict[str, str] = {
     "input": "wgtlab.jobs.dsl:input",
     "kernel": "wgtlab.jobs.dsl:kernel",
     "limits": "wgtlab.jobs.dsl:limits",
+    "retries": "wgtlab.jobs.dsl:retries",
     "current_job": "wgtlab.jobs.dsl:current_job",
     # clusters
     "LocalCluster": "wgtlab.cluster.local:LocalCluster",

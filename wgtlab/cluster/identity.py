@@ -91,7 +91,9 @@ class WorkerIdentity:
         return self.private_key.sign(message)
 
 
-def verify_signature(public_key: Ed25519PublicKey | bytes, signature: bytes, message: bytes) -> None:
+def verify_signature(
+    public_key: Ed25519PublicKey | bytes, signature: bytes, message: bytes
+) -> None:
     """Raise SignatureError unless ``signature`` is the key's signature over ``message``."""
     key = (
         Ed25519PublicKey.from_public_bytes(public_key)

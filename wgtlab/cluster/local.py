@@ -32,8 +32,8 @@ class LocalCluster:
     ``ledger``: a TrustLedger or a path to its SQLite file (default: in memory, for this
     cluster's life). ``faults``: ``{"local-0": wgt.faults.Liar(rate=1.0, seed=7)}``.
     ``identity_dir``: keep worker keys there (default: fresh keys per cluster), so trust in a
-    persistent ledger follows the same workers across sessions. ``seed`` makes worker selection
-    reproducible.
+    persistent ledger follows the same workers across sessions. ``policy``: a ``TrustPolicy``
+    with other thresholds (it brings its ledger). ``seed`` makes worker selection reproducible.
     """
 
     def __init__(
@@ -44,10 +44,13 @@ class LocalCluster:
         *,
         rate_limit: RateLimit | None = None,
         identity_dir: str | Path | None = None,
+        policy: TrustPolicy | None = None,
         seed: int | None = 0,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
-            raise ConfigError(f"LocalCluster(workers=...) must be an int in 1..1024, got {workers!r}")
+            raise ConfigError(
+                f"LocalCluster(workers=...) must be an int in 1..1024, got {workers!r}"
+            )
         self.names = [f"local-{i}" for i in range(workers)]
         unknown = sorted(set(faults or {}) - set(self.names))
         if unknown:
@@ -59,11 +62,16 @@ class LocalCluster:
             if not isinstance(fault, Fault):
                 raise ConfigError(f"faults[{name!r}] must be a wgt.faults fault, got {fault!r}")
         self.faults: dict[str, Fault] = dict(faults or {})
-        if isinstance(ledger, TrustLedger):
-            self.ledger = ledger
+        if policy is not None:
+            if ledger is not None and ledger is not policy.ledger:
+                raise ConfigError("give a ledger or a policy (which has its own ledger), not both")
+            self.policy, self.ledger = policy, policy.ledger
         else:
-            self.ledger = TrustLedger(":memory:" if ledger is None else ledger)
-        self.policy = TrustPolicy(self.ledger, seed=seed)
+            if isinstance(ledger, TrustLedger):
+                self.ledger = ledger
+            else:
+                self.ledger = TrustLedger(":memory:" if ledger is None else ledger)
+            self.policy = TrustPolicy(self.ledger, seed=seed)
         # One task at a time per worker: a worker is the unit of parallelism, as a remote one is.
         self.rate_limit = rate_limit or RateLimit(max_in_flight=1)
         self._identities = {

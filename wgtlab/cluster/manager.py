@@ -229,7 +229,9 @@ class _JobRun:
         now = time.monotonic()
         timeout = 0.25
         if self.assignments:
-            timeout = min(timeout, max(0.0, min(a.deadline for a in self.assignments.values()) - now))
+            timeout = min(
+                timeout, max(0.0, min(a.deadline for a in self.assignments.values()) - now)
+            )
         if self.pending:
             timeout = min(timeout, min(b.seconds_until_token() for b in self.buckets.values()))
         try:
@@ -275,7 +277,9 @@ class _JobRun:
         reply = future.result()
         problem = self._check(assignment, reply)
         if problem is not None:
-            self._emit(ev.CHUNK_REJECTED, assignment.task.chunk, assignment.worker, {"why": problem})
+            self._emit(
+                ev.CHUNK_REJECTED, assignment.task.chunk, assignment.worker, {"why": problem}
+            )
             self._worker_failed(assignment, f"rejected: {problem}", outcome="rejected")
             return
         state = self.chunks[assignment.task.chunk]
@@ -341,14 +345,22 @@ class _JobRun:
             self._finish(state)
             for worker in decision.agreed:
                 self._record_reply(state.index, worker, state.replies[worker], "agreed")
-                self._trust(worker, True, state.index, None)
+                if self.mode == "redundancy":  # only agreement with peers earns trust
+                    self._trust(worker, True, state.index, None)
             for worker in decision.dissented:
                 self._record_reply(state.index, worker, state.replies[worker], "dissented")
                 self._trust(worker, False, state.index, "disagreed with the quorum")
             kind = ev.CHUNK_VERIFIED if state.status == "verified" else ev.CHUNK_FAILED
             self._emit(
-                kind, state.index, None, {"digest": state.digest, "agreed": decision.agreed,
-                                          "dissented": decision.dissented, "error": state.reason}
+                kind,
+                state.index,
+                None,
+                {
+                    "digest": state.digest,
+                    "agreed": decision.agreed,
+                    "dissented": decision.dissented,
+                    "error": state.reason,
+                },
             )
         elif decision.status == "need_more":
             if len(decision.groups) > 1:
@@ -411,15 +423,14 @@ class _JobRun:
     # --- trust and records -----------------------------------------------------------------------
 
     def _trust(self, worker: str, ok: bool, chunk: int, reason: str | None) -> None:
-        score = self.policy.record(
+        state = self.policy.update(
             self.ids[worker], ok, job=self.job_id, chunk=chunk, reason=reason, label=worker
         )
-        self._emit(ev.TRUST_UPDATED, chunk, worker, {"score": score, "ok": ok})
-        quarantined = self.policy.is_quarantined(self.ids[worker])
-        if quarantined and worker not in self.quarantined:
+        self._emit(ev.TRUST_UPDATED, chunk, worker, {"score": state.score, "ok": ok})
+        if state.quarantined and worker not in self.quarantined:
             self.quarantined.add(worker)
-            self._emit(ev.WORKER_QUARANTINED, chunk, worker, {"score": score})
-        elif not quarantined:
+            self._emit(ev.WORKER_QUARANTINED, chunk, worker, {"score": state.score})
+        elif not state.quarantined:
             self.quarantined.discard(worker)
 
     def _record_reply(

@@ -35,8 +35,10 @@ def execute_chunk(
             error_message=str(exc),
         )
     output = result.output if tamper is None else tamper(task, result.output)
-    digest = hashlib.sha256(output).digest() if tamper is not None else bytes.fromhex(
-        result.output_sha256
+    digest = (
+        hashlib.sha256(output).digest()
+        if tamper is not None
+        else bytes.fromhex(result.output_sha256)
     )
     return WorkerReply(
         job_id=task.job_id,

@@ -62,7 +62,8 @@ def source_kind(source: Any, pipeline: Any = None) -> str:
         if isinstance(source, (str, os.PathLike, list, tuple)):
             return "shards"
         raise JobDefinitionError(
-            f"with a CES pipeline the input must be a shard list or a URL, not {type(source).__name__}"
+            "with a CES pipeline the input must be a shard list or a URL, "
+            f"not {type(source).__name__}"
         )
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "bytes"

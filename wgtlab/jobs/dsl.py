@@ -47,7 +47,7 @@ def current_job() -> Job:
     return stack[-1]
 
 
-def input(source: Any, **options: Any) -> Job:  # noqa: A001  (the DSL's name for it)
+def input(source: Any, **options: Any) -> Job:
     """``job.input(...)`` on the current job."""
     return current_job().input(source, **options)
 

@@ -33,6 +33,8 @@ def default_cluster() -> Any:
     with _lock:
         if _session_cluster is None:
             if default_cluster_factory is None:
-                raise JobDefinitionError("no cluster given: run with job.run(on=wgt.LocalCluster())")
+                raise JobDefinitionError(
+                    "no cluster given: run with job.run(on=wgt.LocalCluster())"
+                )
             _session_cluster = default_cluster_factory()
         return _session_cluster
