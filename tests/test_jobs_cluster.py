@@ -1,0 +1,123 @@
+"""The manager's bookkeeping: rate limits, identities, many workers, the `wgtlab run` command."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+import wgtlab as wgt
+from wgtlab.cli import main
+from wgtlab.cluster.base import RateLimit
+from wgtlab.cluster.ratelimit import TokenBucket
+from wgtlab.jobs import events as ev
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_refills_at_its_rate_up_to_its_capacity():
+    clock = FakeClock()
+    bucket = TokenBucket(rate=10.0, capacity=3, clock=clock)
+    assert [bucket.try_take() for _ in range(4)] == [True, True, True, False]
+    assert bucket.seconds_until_token() == pytest.approx(0.1)
+    clock.now += 0.25
+    assert [bucket.try_take() for _ in range(3)] == [True, True, False]
+    clock.now += 60
+    assert sum(bucket.try_take() for _ in range(10)) == 3
+
+
+def test_rate_limit_rejects_nonsense():
+    with pytest.raises(ValueError, match="max_in_flight"):
+        RateLimit(max_in_flight=0)
+
+
+def test_a_worker_never_has_more_tasks_in_flight_than_its_limit():
+    in_flight: dict[str, int] = {}
+    peak: dict[str, int] = {}
+
+    def watch(event: ev.Event) -> None:
+        if event.kind == ev.CHUNK_SCHEDULED:
+            in_flight[event.worker] = in_flight.get(event.worker, 0) + 1
+            peak[event.worker] = max(peak.get(event.worker, 0), in_flight[event.worker])
+        elif event.kind in (ev.CHUNK_DONE, ev.CHUNK_REJECTED, ev.CHUNK_FAILED_ON_WORKER):
+            in_flight[event.worker] -= 1
+
+    limit = RateLimit(tasks_per_second=1e6, burst=1000, max_in_flight=2)
+    with wgt.LocalCluster(workers=3, rate_limit=limit) as cluster:
+        job = wgt.Job("flood").input(np.arange(3000.0), chunk_rows=10).kernel(wgt.kernels.sum())
+        job.subscribe(watch)
+        result = job.run(on=cluster)
+    assert result.value == float(np.arange(3000.0).sum())
+    assert max(peak.values()) <= 2 and set(peak) == {"local-0", "local-1", "local-2"}
+
+
+def test_many_workers_small_chunks_and_replicas_give_exact_results():
+    values = np.random.default_rng(5).integers(0, 1000, 20_000).astype(np.float64)
+    with wgt.LocalCluster(workers=12) as cluster:
+        job = wgt.Job("busy").input(values, chunk_rows=40)
+        job.kernel(wgt.kernels.count_where(">=", 500.0)).verify("redundancy", replicas=3)
+        result = job.run(on=cluster)
+    assert result.ok and len(result.outcomes) == 500
+    assert result.value == int((values >= 500).sum())
+    per_chunk = result.verification.groupby("chunk").size()
+    assert (per_chunk >= 1).all()
+    assert result.disagreements == 0
+
+
+def test_trust_is_keyed_by_the_worker_key_not_its_name(tmp_path):
+    ledger = wgt.TrustLedger(tmp_path / "trust.sqlite3")
+    values = np.arange(100.0)
+    fingerprints = []
+    for _ in range(2):  # two clusters, same worker names, fresh keys, one shared ledger
+        with wgt.LocalCluster(workers=2, ledger=ledger) as cluster:
+            job = wgt.Job("k").input(values, chunk_rows=10).kernel(wgt.kernels.sum())
+            job.verify("redundancy", replicas=2).run(on=cluster)
+            fingerprints.append(cluster.fingerprint("local-0"))
+    assert fingerprints[0] != fingerprints[1]
+    scores = ledger.scores()
+    assert len(scores) == 4 and sorted(set(scores.label)) == ["local-0", "local-1"]
+    # Kept keys: the same identity across clusters.
+    keys = tmp_path / "keys"
+    with (
+        wgt.LocalCluster(workers=1, identity_dir=keys) as a,
+        wgt.LocalCluster(workers=1, identity_dir=keys) as b,
+    ):
+        assert a.fingerprint("local-0") == b.fingerprint("local-0")
+    assert oct((keys / "local-0.ed25519").stat().st_mode & 0o777) == "0o600"
+
+
+def test_fault_names_must_exist():
+    with pytest.raises(wgt.ConfigError, match="unknown workers"):
+        wgt.LocalCluster(workers=2, faults={"local-7": wgt.faults.Liar()})
+    with pytest.raises(ValueError, match="rate"):
+        wgt.faults.Crash(rate=1.5)
+
+
+def test_wgtlab_run_runs_the_jobs_a_file_defines(tmp_path, capsys):
+    jobfile = tmp_path / "job.py"
+    jobfile.write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+            import wgtlab as wgt
+
+            with wgt.Job("squares") as job:
+                wgt.input(np.arange(1000.0), chunk_rows=100)
+                wgt.kernel(wgt.kernels.sum())
+            """
+        )
+    )
+    assert main(["run", str(jobfile), "--workers", "2", "--no-progress", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"value": 499500.0' in out and '"ok": true' in out
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    assert main(["run", str(empty), "--no-progress"]) == 1
+    assert "defines no wgt.Job" in capsys.readouterr().err
