@@ -1,0 +1,206 @@
+"""Notebook views of lower-layer objects, attached from above through IPython's formatters.
+
+Sandbox results and errors, modules, trust ledgers and shard-set reports live in layers 1-2,
+which know nothing of notebooks: ``register(ipython)`` teaches IPython to draw them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from wgtlab import defaults
+from wgtlab.jobs.templates import escape, render, worker_rows
+
+_TEMPLATES = "wgtlab.notebook.templates"
+
+# CES shard states, in the colours the shard map uses too.
+SHARD_COLOURS = {
+    "ok": "#2e8b57",
+    "damaged": "#e67e22",
+    "missing": "#b0b0b0",
+    "foreign": "#8e44ad",
+    "duplicate": "#5d6d7e",
+}
+
+
+def _view(name: str, **fields: Any) -> str:
+    return render(name, _TEMPLATES, **fields)
+
+
+def _fragment(name: str, **fields: Any) -> str:
+    return render(name, _TEMPLATES, style="", **fields)
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} B"
+
+
+# --- layer 1: sandbox -------------------------------------------------------------------------
+
+
+def task_result_html(result: Any) -> str:
+    streams = "".join(
+        _fragment("stream_row.html", name=name, text=escape(data.decode("utf-8", "replace"), 2000))
+        for name, data in (("stdout", result.stdout), ("stderr", result.stderr))
+        if data
+    )
+    return _view(
+        "task_result.html",
+        output_size=f"{len(result.output):,}",
+        sha256=escape(result.output_sha256),
+        fuel=f"{result.fuel_used:,}",
+        wall_ms=f"{result.wall_ms:.3f}",
+        memory=_size(result.memory_bytes),
+        module=escape(result.module_digest),
+        module_short=escape(result.module_digest, 17),
+        streams=streams,
+        preview=escape(repr(result.output), 200),
+    )
+
+
+def sandbox_error_html(error: BaseException) -> str:
+    traceback = getattr(error, "traceback", ())
+    details = (
+        _fragment("guest_traceback.html", traceback=escape("".join(traceback))) if traceback else ""
+    )
+    family = type(error).__mro__[1].__name__ if len(type(error).__mro__) > 1 else ""
+    return _view(
+        "sandbox_error.html",
+        kind=escape(type(error).__name__),
+        family=escape(family),
+        message=escape(error),
+        details=details,
+    )
+
+
+def wasm_module_html(module: Any) -> str:
+    imports = ", ".join(str(i) for i in module.imports) or "none"
+    exports = ", ".join(str(e) for e in module.exports)
+    return _view(
+        "wasm_module.html",
+        name=escape(module.name),
+        size=f"{len(module.wasm):,}",
+        digest=escape(module.digest),
+        memory=_size(module.initial_memory_bytes),
+        imports=escape(imports),
+        exports=escape(exports),
+    )
+
+
+# --- layer 1: CES -----------------------------------------------------------------------------
+
+
+def shard_report_html(report: Any) -> str:
+    header = report.header
+    data_shards = header.data_shards if header is not None else None
+    cells = "".join(
+        _fragment(
+            "shard_cell.html",
+            colour=SHARD_COLOURS.get(s.state, "#444"),
+            title=escape(f"{s.name}: {s.state}{' (' + s.reason + ')' if s.reason else ''}"),
+            label=(
+                ("d" if s.index < data_shards else "p")
+                if s.index is not None and data_shards is not None
+                else "?"
+            ),
+        )
+        for s in report.shards
+    )
+    counts = report.counts()
+    legend = " · ".join(f"{counts[state]} {state}" for state in SHARD_COLOURS if state in counts)
+    rows = []
+    if header is not None:
+        rows = [
+            ("dataset id", f"<code>{escape(header.dataset_id.hex())}</code>"),
+            ("key id", f"<code>{escape(header.key_id.hex())}</code>"),
+            ("layout", f"{header.data_shards} data + {header.parity_shards} parity shards"),
+            ("original size", f"{header.original_size:,} bytes"),
+            ("segments", f"{header.segment_count} × {_size(header.segment_size)}"),
+            (
+                "header MACs",
+                "checked with the key" if report.key_checked else "not checked (no key)",
+            ),
+        ]
+    header_rows = "".join(_fragment("field_row.html", name=n, value=v) for n, v in rows)
+    problem = getattr(report, "problem", "")
+    return _view(
+        "shard_report.html",
+        verdict="recoverable" if report.recoverable else "NOT recoverable",
+        verdict_class="wgt-ok" if report.recoverable else "wgt-bad",
+        usable=report.usable,
+        needed=report.needed,
+        cells=cells,
+        legend=escape(legend) + " · d = data shard, p = parity shard",
+        header_rows=header_rows,
+        problem=f"<div>{escape(problem)}</div>" if problem else "",
+    )
+
+
+# --- layer 2: trust ---------------------------------------------------------------------------
+
+
+def ledger_html(ledger: Any) -> str:
+    frame = ledger.scores()
+    rows = worker_rows([(row.label or "", row, "") for row in frame.itertuples(index=False)])
+    table = render("worker_table.html", style="", rows=rows, note_title="")
+    where = "in memory" if ledger.path == ":memory:" else ledger.path
+    return _view(
+        "ledger.html",
+        where=escape(where),
+        count=len(frame),
+        threshold=defaults.QUARANTINE_THRESHOLD,
+        table=table,
+    )
+
+
+# --- layer 3: proofs --------------------------------------------------------------------------
+
+
+def proof_html(result: Any, index: int, ok: bool) -> str:
+    proof = result.proof(index)
+    record = result.record(index)
+    path = " ".join(f"<code title='{p.hex()}'>{p.hex()[:12]}…</code>" for p in proof.path)
+    return _view(
+        "proof.html",
+        index=index,
+        verdict="verified" if ok else "does NOT verify",
+        verdict_class="wgt-ok" if ok else "wgt-bad",
+        input_digest=escape(_hex(getattr(record, "input_digest", b"")), 17),
+        output_digest=escape(_hex(getattr(record, "output_digest", b"")), 17),
+        path=path or "<span class='wgt-dim'>(empty: a one-chunk tree)</span>",
+        root=escape(proof.root.hex()),
+        tree_size=proof.tree_size,
+    )
+
+
+def _hex(value: Any) -> str:
+    return value.hex() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+# --- registration -----------------------------------------------------------------------------
+
+#: (module, class name) -> HTML view; deferred, so registering imports none of these modules
+VIEWS: dict[tuple[str, str], Callable[[Any], str]] = {
+    ("wgtlab.sandbox.runner", "TaskResult"): task_result_html,
+    ("wgtlab.errors", "SandboxError"): sandbox_error_html,
+    ("wgtlab.sandbox.module", "WasmModule"): wasm_module_html,
+    ("wgtlab.ces.shardset", "ShardSetReport"): shard_report_html,
+    ("wgtlab.trust.ledger", "TrustLedger"): ledger_html,
+}
+
+
+def register(ipython: Any) -> None:
+    """Draw the objects in ``VIEWS`` with their HTML views in this IPython session."""
+    formatter = ipython.display_formatter.formatters["text/html"]
+    for (module, name), view in VIEWS.items():
+        formatter.for_type_by_name(module, name, view)
+
+
+def unregister(ipython: Any) -> None:
+    formatter = ipython.display_formatter.formatters["text/html"]
+    for module, name in VIEWS:
+        formatter.pop(f"{module}.{name}", None)

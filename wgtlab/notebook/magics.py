@@ -1,0 +1,579 @@
+"""The ``%wgt`` / ``%%wgt`` magics: clusters, kernels, UDFs, jobs, proofs, trust and CES shards.
+
+``%load_ext wgtlab`` registers them. Each sub-command has its own ``magic_arguments`` parser;
+``%wgt?`` shows them all. A failure prints one line and marks the cell as failed.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import linecache
+import os
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from wgtlab.errors import ChunkFailed, WgtError
+from wgtlab.jobs import runtime
+
+__all__ = ["MagicError", "WgtMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+_RED, _RESET = "\x1b[0;31m", "\x1b[0m"
+
+
+class MagicError(Exception):
+    """A ``%wgt`` command failed: IPython shows one line (no traceback), the cell fails."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+    @classmethod
+    def of(cls, exc: BaseException) -> MagicError:
+        """The error's first line (a sandboxed traceback stays on the exception, ``__cause__``)."""
+        lines = str(exc).strip().splitlines() or [""]
+        return cls(type(exc).__name__, lines[0] + (" …" if len(lines) > 1 else ""))
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython prints what this returns instead of the traceback.
+        return [f"{_RED}{self.kind}{_RESET}: {self.message}"]
+
+
+@dataclass(frozen=True)
+class ProofCheck:
+    """What ``%wgt verify`` found: the chunk's audit path checked against the result's root."""
+
+    result: Any
+    chunk: int
+    ok: bool
+
+    def __repr__(self) -> str:
+        proof = self.result.proof(self.chunk)
+        verdict = "verifies" if self.ok else "does NOT verify"
+        lines = [
+            f"Merkle proof of chunk {self.chunk} {verdict} (RFC 6962, tree size {proof.tree_size})",
+            f"  leaf  {proof.leaf.hex()}",
+            *(f"  path  {p.hex()}" for p in proof.path),
+            f"  root  {proof.root.hex()}",
+        ]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from wgtlab.notebook.display import proof_html
+
+        return proof_html(self.result, self.chunk, self.ok)
+
+
+# --- sub-command parsers (their help is what %wgt? shows) ------------------------------------
+
+
+@magic_arguments(name="wgt cluster")
+@argument("kind", nargs="?", choices=["local", "dask"], help="start a cluster (none: show it)")
+@argument("target", nargs="?", help="local: number of workers; dask: scheduler address or 'local'")
+@argument("--liars", type=int, default=0, help="local: how many workers lie (local-0, ...)")
+@argument("--liar-rate", type=float, default=1.0, help="local: how often a liar lies (0..1)")
+@argument("--seed", type=int, default=0, help="local: seed for faults and worker choice")
+@argument("--ledger", help="trust ledger file (default: in memory for this cluster)")
+@argument("--certs", help="dask: directory with ca.pem, client.pem, client-key.pem")
+@argument("--workers", type=int, default=2, help="dask local: how many workers to start")
+@argument("-o", "--out", help="also bind the cluster to this variable")
+def _cluster_args(line: str) -> None:
+    """The session's cluster: what ``%wgt run`` and ``job.run()`` use by default."""
+
+
+@magic_arguments(name="wgt udf")
+@argument("name", help="variable the sandboxed function is bound to")
+@argument("--input", dest="input_kind", help="input kind: records, float64, bytes or text")
+@argument("--arg", default="rows", help="parameter name when the cell is a function body")
+def _udf_args(line: str) -> None:
+    """(cell) A Python function (a def, or a body using ``rows``) compiled into a sandboxed UDF."""
+
+
+@magic_arguments(name="wgt wat")
+@argument("name", help="variable the WasmModule is bound to")
+def _wat_args(line: str) -> None:
+    """(cell) WebAssembly text (ABI v1) compiled into a validated ``WasmModule``."""
+
+
+@magic_arguments(name="wgt run")
+@argument("job", help="a Job (or @wgt.Job.define job with --data) from the namespace")
+@argument("-o", "--out", help="bind the JobResult to this variable")
+@argument("--verify", choices=["hash", "merkle", "redundancy"], help="verification mode")
+@argument("--replicas", type=int, help="workers per chunk (implies --verify redundancy)")
+@argument("--on", dest="cluster", help="cluster variable (default: the session cluster)")
+@argument("--data", help="input variable for a @wgt.Job.define job")
+@argument("--progress", default="auto", choices=["auto", "widget", "text", "none"])
+def _run_args(line: str) -> None:
+    """Run a job with the live dashboard and return its verified JobResult."""
+
+
+@magic_arguments(name="wgt workers")
+def _workers_args(line: str) -> None:
+    """The session cluster's workers: keys, trust, verdicts, simulated faults."""
+
+
+@magic_arguments(name="wgt trust")
+@argument("--plot", action="store_true", help="also draw the trust timeline")
+def _trust_args(line: str) -> None:
+    """The session cluster's trust ledger (scores, quarantine)."""
+
+
+@magic_arguments(name="wgt verify")
+@argument("result", help="a JobResult variable")
+@argument("chunk", type=int, help="chunk index")
+def _verify_args(line: str) -> None:
+    """Print a chunk's Merkle audit path and check it against the result's root."""
+
+
+@magic_arguments(name="wgt ces")
+@argument("action", choices=["encode", "decode", "inspect"])
+@argument("source", help="encode: a variable (DataFrame, bytes, str, Path); else: a URL")
+@argument("--to", help="encode: where to save the shard set (directory or fsspec URL)")
+@argument("-o", "--out", help="decode: variable to bind the data to")
+@argument("--pipeline", help="a CESPipeline variable (its key and shard layout)")
+@argument("--key", help="a variable holding a 32-byte key")
+@argument("--data-shards", type=int, help="encode: data shards (default 8)")
+@argument("--parity-shards", type=int, help="encode: parity shards (default 4)")
+@argument("--overwrite", action="store_true", help="encode: replace a shard set at --to")
+@argument("--as", dest="as_kind", default="auto", choices=["auto", "dataframe", "bytes", "text"])
+@argument("--plot", action="store_true", help="inspect: also draw the shard map")
+def _ces_args(line: str) -> None:
+    """CES shard sets: encode a variable to a URL, decode one back, or inspect one."""
+
+
+@magic_arguments(name="wgt help")
+def _help_args(line: str) -> None:
+    """This overview."""
+
+
+PARSERS: dict[str, Callable[..., None]] = {
+    "cluster": _cluster_args,
+    "udf": _udf_args,
+    "wat": _wat_args,
+    "run": _run_args,
+    "workers": _workers_args,
+    "trust": _trust_args,
+    "verify": _verify_args,
+    "ces": _ces_args,
+    "help": _help_args,
+}
+CELL_COMMANDS = ("udf", "wat")
+COMPLETIONS = {"cluster": ["local", "dask"], "ces": ["encode", "decode", "inspect"]}
+
+
+def _overview() -> str:
+    lines = ["%wgt COMMAND ... / %%wgt udf|wat NAME (cell)", ""]
+    for fn in PARSERS.values():
+        usage = fn.parser.format_usage().strip().removeprefix("::").strip()
+        description = (fn.parser.description or "").strip().splitlines()[0]
+        lines += [f"  {usage}", f"      {description}"]
+    lines += ["", "Details: %wgt? or %wgt COMMAND --help"]
+    return "\n".join(lines)
+
+
+# --- the magics --------------------------------------------------------------------------------
+
+
+@magics_class
+class WgtMagics(Magics):
+    """``%wgt`` and ``%%wgt``; each sub-command is a ``cmd_NAME`` method."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._started: Any = None  # the session cluster this extension started (it closes it)
+
+    @line_cell_magic
+    def wgt(self, line: str, cell: str | None = None) -> Any:
+        command, _, rest = line.strip().partition(" ")
+        try:
+            if command not in PARSERS:
+                known = ", ".join(PARSERS)
+                raise UsageError(
+                    f"unknown %wgt command {command!r}; use one of {known} (see %wgt help)"
+                    if command
+                    else f"%wgt needs a command: one of {known} (see %wgt help)"
+                )
+            if (cell is not None) != (command in CELL_COMMANDS):
+                raise UsageError(
+                    f"%%wgt {command} needs a cell body"
+                    if command in CELL_COMMANDS
+                    else f"{command} is a line command: write %wgt {command} (one %)"
+                )
+            args = parse_argstring(PARSERS[command], rest)
+            handler = getattr(self, f"cmd_{command}")
+            return handler(args, cell) if cell is not None else handler(args)
+        except MagicError:
+            raise
+        except UsageError as exc:
+            raise MagicError("UsageError", str(exc)) from None
+        except WgtError as exc:
+            raise MagicError.of(exc) from exc
+
+    wgt.__doc__ = "Run wgtlab from the notebook.\n\n" + "\n\n".join(
+        textwrap.dedent(fn.__doc__ or "") for fn in PARSERS.values()
+    )
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _lookup(self, name: str, what: str) -> Any:
+        try:
+            return self.shell.user_ns[name]
+        except KeyError:
+            raise UsageError(f"no variable {name!r} in the namespace ({what})") from None
+
+    def _bind(self, name: str | None, value: Any) -> None:
+        if name:
+            if not name.isidentifier():
+                raise UsageError(f"{name!r} is not a valid variable name")
+            self.shell.user_ns[name] = value
+
+    def _cluster(self) -> Any:
+        return runtime.default_cluster()
+
+    # --- sub-commands --------------------------------------------------------------------------
+
+    def cmd_help(self, args: Any) -> None:
+        print(_overview())
+
+    def cmd_cluster(self, args: Any) -> Any:
+        if args.kind is None:
+            return self._cluster()
+        cluster = self._local_cluster(args) if args.kind == "local" else self._dask_cluster(args)
+        previous, self._started = self._started, cluster
+        runtime.set_session_cluster(cluster)
+        if previous is not None and previous is not cluster:
+            previous.close()
+        self._bind(args.out, cluster)
+        return cluster
+
+    def _local_cluster(self, args: Any) -> Any:
+        from wgtlab.cluster.faults import Liar
+        from wgtlab.cluster.local import LocalCluster
+
+        try:
+            workers = int(args.target) if args.target is not None else None
+        except ValueError:
+            raise UsageError(
+                f"%wgt cluster local N: N must be a number, got {args.target!r}"
+            ) from None
+        if workers is None:
+            from wgtlab import defaults
+
+            workers = defaults.LOCAL_WORKERS
+        if not 0 <= args.liars <= workers:
+            raise UsageError(f"--liars must be between 0 and the {workers} workers")
+        faults = {
+            f"local-{i}": Liar(rate=args.liar_rate, seed=args.seed + i) for i in range(args.liars)
+        }
+        return LocalCluster(workers, ledger=args.ledger, faults=faults, seed=args.seed)
+
+    def _dask_cluster(self, args: Any) -> Any:
+        from wgtlab.cluster.dask import DaskCluster
+
+        if not args.target:
+            raise UsageError("%wgt cluster dask ADDRESS: give a tls:// address, or 'local'")
+        if args.target == "local":
+            return DaskCluster.local(workers=args.workers, ledger=args.ledger)
+        return DaskCluster(args.target, certs=args.certs, ledger=args.ledger)
+
+    def cmd_workers(self, args: Any) -> Any:
+        return self._cluster()
+
+    def cmd_trust(self, args: Any) -> Any:
+        ledger = self._cluster().ledger
+        if args.plot:
+            from IPython.display import display
+
+            from wgtlab.notebook.plots import trust_timeline
+
+            display(trust_timeline(ledger))
+        return ledger
+
+    def cmd_verify(self, args: Any) -> ProofCheck:
+        from wgtlab.jobs.result import JobResult
+
+        result = self._lookup(args.result, "a JobResult")
+        if not isinstance(result, JobResult):
+            raise UsageError(f"{args.result} is a {type(result).__name__}, not a JobResult")
+        ok = result.proof(args.chunk).verify()
+        if not ok:
+            raise MagicError(
+                "ProofError",
+                f"the audit path of chunk {args.chunk} does not lead to {args.result}'s Merkle "
+                "root: the result was altered after it was verified",
+            )
+        return ProofCheck(result, args.chunk, ok)
+
+    def cmd_wat(self, args: Any, cell: str) -> Any:
+        from wgtlab.sandbox.module import WasmModule
+
+        module = WasmModule.from_wat(cell, name=args.name)
+        self._bind(args.name, module)
+        return module
+
+    def cmd_udf(self, args: Any, cell: str) -> Any:
+        from wgtlab.sandbox.python import udf
+
+        function = _function_from_cell(args.name, args.arg, cell, self.shell.user_ns)
+        kernel = udf(function, input=args.input_kind) if args.input_kind else udf(function)
+        self._bind(args.name, kernel)
+        return kernel
+
+    def cmd_run(self, args: Any) -> Any:
+        from wgtlab.cluster.manager import delegate_job
+        from wgtlab.notebook.widgets import job_progress
+
+        job = self._lookup(args.job, "a job")
+        if args.data is not None:
+            if not hasattr(job, "job"):
+                raise UsageError(f"--data is for @wgt.Job.define jobs; {args.job} has its input")
+            job = job.job(self._lookup(args.data, "the job's input"))
+        if not hasattr(job, "validate"):
+            raise UsageError(f"{args.job} is a {type(job).__name__}, not a wgt.Job")
+        if args.replicas is not None or args.verify is not None:
+            mode = args.verify or "redundancy"
+            job.verify(mode, replicas=args.replicas)
+        cluster = self._lookup(args.cluster, "a cluster") if args.cluster else self._cluster()
+        job.validate(len(cluster.worker_names()))
+        progress = job_progress(job, cluster, args.progress)
+        try:
+            result = delegate_job(job, cluster, subscribers=[progress] if progress else [])
+        except BaseException as exc:
+            _close(progress, exc)
+            if isinstance(exc, ChunkFailed):
+                raise self._chunk_failed(exc, args.out) from exc
+            raise
+        _close(progress, None)
+        self._bind(args.out, result)
+        return result
+
+    def _chunk_failed(self, exc: ChunkFailed, out: str | None) -> MagicError:
+        partial = getattr(exc, "result", None)
+        first = exc.reasons[0].splitlines()[0] if exc.reasons else str(exc).splitlines()[0]
+        message = first
+        if partial is not None:
+            bad = sum(1 for c in partial.outcomes if c.status != "verified")
+            total = len(partial.outcomes)
+            message = f"job {partial.name!r}: {bad} of {total} chunks did not verify; {first}"
+            if out:
+                self._bind(out, partial)
+                message += f"; the partial JobResult is in {out} (see {out}.chunks)"
+            else:
+                message += "; run with -o VAR to keep the partial JobResult"
+        return MagicError("ChunkFailed", message)
+
+    def cmd_ces(self, args: Any) -> Any:
+        from wgtlab import ces
+
+        pipeline = self._pipeline(args)
+        if args.action == "encode":
+            if not args.to:
+                raise UsageError("%wgt ces encode VAR --to URL: where should the shards go?")
+            value = self._lookup(args.source, "the data to encode")
+            shards = _shards_of(value, pipeline)
+            ces.save(shards, args.to, overwrite=args.overwrite)
+            return pipeline.inspect(args.to)
+        if args.action == "decode":
+            if not args.out:
+                raise UsageError("%wgt ces decode URL -o VAR: which variable gets the data?")
+            data = pipeline.reconstruct(ces.load(args.source))
+            value = _decoded(data, args.as_kind)
+            self._bind(args.out, value)
+            print(f"{args.out} = {_describe(value)} (from {len(data):,} bytes)")
+            return None
+        report = ces.inspect(args.source, key=pipeline if (args.pipeline or args.key) else None)
+        if args.plot:
+            from IPython.display import display
+
+            from wgtlab.notebook.shardmap import shard_map
+
+            display(shard_map(report))
+        return report
+
+    def _pipeline(self, args: Any) -> Any:
+        from wgtlab.ces import CESPipeline
+
+        if args.pipeline and args.key:
+            raise UsageError("give --pipeline or --key, not both")
+        if args.pipeline:
+            pipeline = self._lookup(args.pipeline, "a CESPipeline")
+            if not isinstance(pipeline, CESPipeline):
+                raise UsageError(
+                    f"{args.pipeline} is a {type(pipeline).__name__}, not a CESPipeline"
+                )
+            return pipeline
+        layout = {
+            k: v
+            for k, v in (("data_shards", args.data_shards), ("parity_shards", args.parity_shards))
+            if v is not None
+        }
+        if args.key:
+            return CESPipeline(self._lookup(args.key, "a key"), **layout)
+        if args.action == "inspect":
+            return None
+        return CESPipeline(**layout)  # $CES_ENCRYPTION_KEY, else an ephemeral key (warned)
+
+
+def _close(progress: Any, error: BaseException | None) -> None:
+    if progress is None:
+        return
+    finish = getattr(progress, "finish", None)
+    if finish is not None:
+        finish(error)
+    else:
+        getattr(progress, "close", lambda: None)()
+
+
+def _function_from_cell(name: str, arg: str, cell: str, namespace: dict[str, Any]) -> Any:
+    """The function a ``%%wgt udf`` cell defines: its one ``def``, or its body wrapped in one."""
+    source = textwrap.dedent(cell).strip("\n")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise UsageError(f"the cell is not valid Python: {exc.msg} (line {exc.lineno})") from None
+    defs = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+    if not defs:
+        if not arg.isidentifier():
+            raise UsageError(f"--arg {arg!r} is not a valid parameter name")
+        body = textwrap.indent(source, "    ")
+        source = f"def {name}({arg}):\n{body}\n"
+        wanted = name
+    elif len(defs) == 1:
+        wanted = defs[0].name
+    else:
+        names = [d.name for d in defs]
+        if name not in names:
+            raise UsageError(f"the cell defines {', '.join(names)}; which one is {name!r}?")
+        wanted = name
+    # The UDF runs inside the sandbox from its source text: register it where inspect.getsource
+    # looks (as IPython does for cells), then exec here only to build the function object.
+    filename = f"<wgt-udf-{name}-{hashlib.sha256(source.encode()).hexdigest()[:12]}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    scope: dict[str, Any] = {}
+    exec(compile(source, filename, "exec"), namespace, scope)
+    function = scope.get(wanted)
+    if not callable(function):
+        raise UsageError(f"the cell does not define a function {wanted!r}")
+    return function
+
+
+def _shards_of(value: Any, pipeline: Any) -> list[bytes]:
+    import pandas as pd
+
+    from wgtlab.ces import shard_dataframe
+
+    if isinstance(value, pd.DataFrame):
+        return shard_dataframe(value, pipeline)
+    if isinstance(value, str):
+        return pipeline.process(value.encode("utf-8"))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return pipeline.process(value)
+    if isinstance(value, os.PathLike):
+        with open(value, "rb") as f:
+            return pipeline.process(f.read())
+    raise UsageError(
+        f"cannot encode a {type(value).__name__}; give a DataFrame, bytes, str or pathlib.Path"
+    )
+
+
+_PARQUET_MAGIC = b"PAR1"
+
+
+def _decoded(data: bytes, kind: str) -> Any:
+    if kind == "auto":
+        is_parquet = data[:4] == _PARQUET_MAGIC and data[-4:] == _PARQUET_MAGIC
+        kind = "dataframe" if is_parquet else "bytes"
+    if kind == "dataframe":
+        import pandas as pd
+
+        try:
+            return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+        except Exception as exc:
+            raise UsageError(f"the data is not a DataFrame (Parquet): {exc}") from None
+    if kind == "text":
+        return data.decode("utf-8")
+    return data
+
+
+def _describe(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    if shape is not None and len(shape) == 2:
+        return f"DataFrame, {shape[0]:,} rows × {shape[1]} columns"
+    return f"{type(value).__name__}, {len(value):,} long"
+
+
+# --- completion and loading --------------------------------------------------------------------
+
+
+def complete(shell: Any, event: Any) -> list[str]:
+    """Tab completion after ``%wgt``: sub-commands, their words, and fitting variables."""
+    words = event.text_until_cursor.split()
+    if words and words[0].lstrip("%") != "wgt":
+        return []
+    position = len(words) - (0 if event.text_until_cursor.endswith((" ", "\t")) else 1)
+    if position <= 1:
+        return list(CELL_COMMANDS) if words and words[0].startswith("%%") else list(PARSERS)
+    command = words[1]
+    if position == 2:
+        if command in COMPLETIONS:
+            return COMPLETIONS[command]
+        if command in ("run", "verify"):
+            return _variables(shell, command)
+    options = (
+        [
+            opt
+            for action in PARSERS[command].parser._actions
+            for opt in action.option_strings
+            if opt.startswith("--")
+        ]
+        if command in PARSERS
+        else []
+    )
+    return options
+
+
+def _variables(shell: Any, command: str) -> list[str]:
+    from wgtlab.jobs.job import DefinedJob, Job
+    from wgtlab.jobs.result import JobResult
+
+    kinds = (Job, DefinedJob) if command == "run" else (JobResult,)
+    return sorted(
+        name
+        for name, value in shell.user_ns.items()
+        if not name.startswith("_") and isinstance(value, kinds)
+    )
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext wgtlab``: the magics, the HTML views, tab completion."""
+    from wgtlab.notebook import display
+
+    ipython.register_magics(WgtMagics)
+    display.register(ipython)
+    for key in ("%wgt", "%%wgt"):
+        ipython.set_hook(
+            "complete_command", lambda _self, event: complete(ipython, event), str_key=key
+        )
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from wgtlab.notebook import display
+
+    display.unregister(ipython)
+    magics = ipython.magics_manager.registry.get("WgtMagics")
+    if magics is not None and magics._started is not None:
+        magics._started.close()
+        if runtime.session_cluster() is magics._started:
+            runtime.set_session_cluster(None)
+    ipython.magics_manager.magics["line"].pop("wgt", None)
+    ipython.magics_manager.magics["cell"].pop("wgt", None)
+    for key in ("%wgt", "%%wgt"):
+        ipython.Completer.custom_completers.strs.pop(key, None)

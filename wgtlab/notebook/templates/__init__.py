@@ -1,0 +1,1 @@
+"""HTML templates of the notebook layer (filled by ``wgtlab.notebook.display``)."""

@@ -1,0 +1,348 @@
+"""The live job dashboard: overall progress, per-worker bars and trust, fed by job events.
+
+Events only move counters (cheap, on the job's thread); a ticker thread draws them a few times a
+second, so the job never waits on the front end and the kernel's interrupt is never held up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from wgtlab import defaults
+from wgtlab.jobs import events as ev
+from wgtlab.jobs.events import Event, Subscriber
+from wgtlab.jobs.templates import render
+
+PROGRESS_KINDS = ("auto", "widget", "text", "none")
+_TEMPLATES = "wgtlab.notebook.templates"
+_REFRESH_S = 0.2  # how often the ticker redraws: smooth to the eye, negligible for the kernel
+_STATE_STYLE = {
+    "waiting": "background:#eee;color:#555",
+    "running": "background:#e0ecfb;color:#1d4f91",
+    "done": "background:#dff3e4;color:#1b6e34",
+    "failed": "background:#fbe0e0;color:#9b1c1c",
+    "interrupted": "background:#fff1cc;color:#7a5a00",
+}
+
+
+@dataclass
+class WorkerTally:
+    """One worker's counts in this run; ``disagreed`` excludes crashes, stalls and rejections."""
+
+    done: int = 0  # replies that passed the digest and signature checks
+    agreed: int = 0
+    untrusted: int = 0  # trust updates with ok=False: disagreements and failures
+    failed: int = 0  # crashed, stalled or rejected tasks
+    score: float = defaults.TRUST_INITIAL_SCORE
+    quarantined: bool = False
+
+    @property
+    def disagreed(self) -> int:
+        return max(0, self.untrusted - self.failed)
+
+
+class JobDashboard:
+    """A job's live view; call it with events (it is a job subscriber), display it in Jupyter.
+
+    ``total``: the number of chunks if known (else the bar follows the chunks seen so far).
+    ``scores``: each worker's trust score before the run.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        workers: list[str],
+        *,
+        mode: str = defaults.JOB_VERIFICATION,
+        replicas: int = 1,
+        total: int | None = None,
+        scores: dict[str, float] | None = None,
+        refresh_s: float = _REFRESH_S,
+    ) -> None:
+        self.name = name
+        self.mode = mode if mode != "redundancy" else f"redundancy ×{replicas}"
+        self.total = total
+        self.tallies = {w: WorkerTally() for w in workers}
+        for worker, score in (scores or {}).items():
+            if worker in self.tallies:
+                self.tallies[worker].score = score
+        self.state = "waiting"
+        self.verified = 0
+        self.failed = 0
+        self.chunks_seen: set[int] = set()
+        self.started: float | None = None
+        self.finished: float | None = None
+        self._refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._dirty = True
+        self._ticker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._build()
+
+    @classmethod
+    def for_job(cls, job: Any, cluster: Any) -> JobDashboard:
+        """A dashboard for ``job`` on ``cluster``, with the workers' trust before the run."""
+        from wgtlab.cluster.display import worker_ids
+
+        names = list(cluster.worker_names())
+        try:
+            ids = worker_ids(cluster)
+            states = cluster.ledger.states(ids.values())
+            scores = {n: states[ids[n]].score for n in names}
+        except Exception:  # a cluster without a ledger view still gets a dashboard
+            scores = {}
+        verification = getattr(job, "verification", None)
+        return cls(
+            job.name,
+            names,
+            mode=getattr(verification, "mode", defaults.JOB_VERIFICATION),
+            replicas=getattr(verification, "replicas", 1),
+            total=expected_chunks(job),
+            scores=scores,
+        )
+
+    # --- the subscriber ------------------------------------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self._count(event)
+            self._dirty = True
+        if event.kind == ev.JOB_STARTED:
+            self._start_ticker()
+        elif event.kind == ev.JOB_DONE:
+            self.finish()
+
+    def _count(self, event: Event) -> None:
+        kind, data = event.kind, event.data
+        tally = self.tallies.get(event.worker) if event.worker else None
+        if event.worker and tally is None:  # a worker that joined after the dashboard was made
+            tally = self.tallies[event.worker] = WorkerTally()
+        if kind == ev.JOB_STARTED:
+            self.state, self.started = "running", event.time
+        elif kind == ev.CHUNK_SCHEDULED and event.chunk is not None:
+            self.chunks_seen.add(event.chunk)
+        elif kind == ev.CHUNK_DONE and tally is not None:
+            tally.done += 1
+        elif kind == ev.CHUNK_FAILED_ON_WORKER and tally is not None:
+            tally.failed += 1
+        elif kind == ev.CHUNK_VERIFIED:
+            self.verified += 1
+        elif kind == ev.CHUNK_FAILED:
+            self.failed += 1
+        elif kind == ev.TRUST_UPDATED and tally is not None:
+            tally.score = float(data.get("score", tally.score))
+            if data.get("ok"):
+                tally.agreed += 1
+            else:
+                tally.untrusted += 1
+        elif kind == ev.WORKER_QUARANTINED and tally is not None:
+            tally.quarantined = True
+        elif kind == ev.JOB_DONE:
+            self.state = "done" if data.get("ok", True) else "failed"
+            self.finished = event.time
+
+    # --- life cycle ----------------------------------------------------------------------------
+
+    def _start_ticker(self) -> None:
+        if self._ticker is None:
+            self._ticker = threading.Thread(
+                target=self._tick, name=f"wgt-dashboard-{self.name}", daemon=True
+            )
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self._refresh_s):
+            self.draw()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Stop the ticker and draw the final state; ``error`` marks a run that did not end."""
+        with self._lock:
+            if error is not None and self.state in ("waiting", "running"):
+                self.state = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            if self.finished is None and self.state != "running":
+                self.finished = time.time()
+            self._dirty = True
+        self._stop.set()
+        self.draw()
+
+    @property
+    def lies_caught(self) -> int:
+        return sum(t.disagreed for t in self.tallies.values())
+
+    @property
+    def elapsed(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.time()) - self.started
+
+    def summary(self) -> str:
+        """One line of text: what the dashboard shows."""
+        total = self.total if self.total is not None else len(self.chunks_seen)
+        return (
+            f"{self.name}: {self.state}, {self.verified}/{total} chunks verified, "
+            f"{self.lies_caught} lies caught, {self.failed} failed, {self.elapsed:.1f} s"
+        )
+
+    # --- drawing -------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        import ipywidgets as w
+
+        self.header = w.HTML()
+        self.overall = w.IntProgress(min=0, max=1, value=0, layout=w.Layout(width="320px"))
+        self.status = w.HTML()
+        self.rows: dict[str, tuple[Any, Any, Any, Any]] = {}
+        self.grid = w.VBox()
+        self.widget = w.VBox(
+            [self.header, w.HBox([self.overall, self.status]), self.grid],
+            layout=w.Layout(border="1px solid #ddd", padding="6px 10px", width="fit-content"),
+        )
+        self.draw()
+
+    def _row(self, worker: str) -> tuple[Any, Any, Any, Any]:
+        import ipywidgets as w
+
+        row = self.rows.get(worker)
+        if row is None:
+            row = (
+                w.Label(worker, layout=w.Layout(width="90px")),
+                w.HTML(layout=w.Layout(width="430px")),
+                w.FloatProgress(min=0.0, max=1.0, layout=w.Layout(width="120px")),
+                w.HTML(layout=w.Layout(width="150px")),
+            )
+            self.rows[worker] = row
+            self.grid.children = [*self.grid.children, w.HBox(list(row))]
+        return row
+
+    def draw(self) -> None:
+        """Copy the counters into the widgets (if anything changed since the last draw)."""
+        with self._lock:
+            if not self._dirty:
+                return
+            self._dirty = False
+            tallies = {name: WorkerTally(**vars(t)) for name, t in self.tallies.items()}
+            state, verified, failed = self.state, self.verified, self.failed
+            total = self.total if self.total is not None else len(self.chunks_seen)
+            elapsed = self.elapsed
+        chunks = f"{total} chunks" if self.total is not None else "chunks as they come"
+        self.header.value = render(
+            "dashboard_header.html",
+            _TEMPLATES,
+            style="",
+            name=_escape(self.name),
+            mode=_escape(self.mode),
+            workers=len(tallies),
+            chunks=chunks,
+        )
+        self.overall.max = max(1, total)
+        self.overall.value = min(verified + failed, self.overall.max)
+        self.overall.bar_style = {"done": "success", "failed": "danger"}.get(state, "info")
+        lies = sum(t.disagreed for t in tallies.values())
+        self.status.value = render(
+            "dashboard_status.html",
+            _TEMPLATES,
+            style="",
+            state=state,
+            badge_style=_STATE_STYLE[state],
+            verified=f"{verified}/{total}",
+            lies=lies,
+            failed=failed,
+            elapsed=f"{elapsed:.1f}",
+        )
+        widest = max([1] + [t.done + t.failed for t in tallies.values()])
+        for name, tally in tallies.items():
+            _label, bar, trust, score = self._row(name)
+            pending = max(0, tally.done - tally.agreed - tally.disagreed)
+            bar.value = render(
+                "dashboard_worker.html",
+                _TEMPLATES,
+                style="",
+                agreed_pct=f"{100 * tally.agreed / widest:.1f}",
+                disagreed_pct=f"{100 * tally.disagreed / widest:.1f}",
+                pending_pct=f"{100 * (pending + tally.failed) / widest:.1f}",
+                done=tally.done,
+                agreed=tally.agreed,
+                disagreed=tally.disagreed,
+                failed_note=f" · {tally.failed} failed" if tally.failed else "",
+            )
+            trust.value = tally.score
+            trust.bar_style = (
+                "danger"
+                if tally.score < defaults.QUARANTINE_THRESHOLD
+                else "warning"
+                if tally.score < defaults.TRUST_INITIAL_SCORE
+                else "success"
+            )
+            badge = " <b style='color:#9b1c1c'>quarantined</b>" if tally.quarantined else ""
+            score.value = f"<code>trust {tally.score:.3f}</code>{badge}"
+
+    # --- display -------------------------------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        # What a front end without ipywidgets shows instead of the live view.
+        bundle["text/plain"] = f"wgtlab dashboard for job {self.name!r} (live in Jupyter)"
+        return bundle
+
+    def __repr__(self) -> str:
+        return f"JobDashboard({self.summary()})"
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def expected_chunks(job: Any) -> int | None:
+    """How many chunks ``job`` will have, when that is cheap to know (in-memory rows)."""
+    spec = getattr(job, "input_spec", None)
+    if spec is None or getattr(job, "splitter", None) is not None:
+        return None
+    from wgtlab.jobs.chunking import source_kind
+
+    try:
+        if source_kind(spec.source, spec.pipeline) not in ("table", "array", "list"):
+            return None
+        return sum(1 for _ in job.chunks())
+    except Exception:  # the run itself will report a bad input
+        return None
+
+
+def widgets_available() -> bool:
+    """True inside a Jupyter kernel with ipywidgets installed (a front end can draw them)."""
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def job_progress(job: Any, cluster: Any, kind: str = "auto") -> Subscriber | None:
+    """A progress view for ``job`` on ``cluster``, already displayed, as a job subscriber.
+
+    ``kind``: "widget" (the live dashboard), "text" (a tqdm bar), "none", or "auto" (the
+    dashboard in a Jupyter kernel, else text).
+    """
+    if kind not in PROGRESS_KINDS:
+        from wgtlab.errors import ConfigError
+
+        raise ConfigError(f"progress must be one of {', '.join(PROGRESS_KINDS)}, got {kind!r}")
+    if kind == "auto":
+        kind = "widget" if widgets_available() else "text"
+    if kind == "widget":
+        from IPython.display import display
+
+        dashboard = JobDashboard.for_job(job, cluster)
+        display(dashboard)
+        return dashboard
+    if kind == "text":
+        from wgtlab.commands.progress import TextProgress
+
+        return TextProgress(total=expected_chunks(job), desc=job.name)
+    return None
