@@ -222,3 +222,44 @@ def test_decorator_form_with_a_wasm_execute(cluster):
 
 def wgt_data(name: str) -> str:
     return str(Path(__file__).resolve().parents[1] / "data" / name)
+
+
+def test_decorator_form_runs_python_execute_in_the_sandbox(cluster):
+    @wgt.Job.define
+    def upper_job():
+        @wgt.Job.split
+        def split(data: bytes) -> list[bytes]:
+            return [data[i : i + 65536] for i in range(0, len(data), 65536)]
+
+        @wgt.Job.execute
+        def execute(chunk: bytes) -> bytes:
+            return chunk.upper()
+
+        @wgt.Job.merge
+        def merge(parts: list[bytes]) -> bytes:
+            return b"".join(parts)
+
+    assert upper_job.run(b"hello world", on=cluster).value == b"HELLO WORLD"
+    text = Path(wgt_data("flights-2013-01.csv")).read_bytes()
+    result = upper_job.run(text, on=cluster)
+    assert result.value == text.upper() and len(result.outcomes) == math.ceil(len(text) / 65536)
+
+
+def test_a_udf_over_dataframe_rows_equals_pandas(cluster):
+    @wgt.udf
+    def delay_by_carrier(rows):
+        totals = {}
+        for row in rows:
+            if row["arr_delay"] is not None:
+                totals[row["carrier"]] = totals.get(row["carrier"], 0) + row["arr_delay"]
+        return totals
+
+    flights = pd.read_csv(wgt_data("flights-2013-01.csv"))
+    with wgt.Job("udf") as job:
+        wgt.input(flights[["carrier", "arr_delay"]], chunk_rows=3000)
+        wgt.kernel(delay_by_carrier)
+        wgt.verify("redundancy", replicas=2)
+    result = job.run(on=cluster)
+    known = flights.dropna(subset=["arr_delay"])
+    assert result.value == pytest.approx(known.groupby("carrier")["arr_delay"].sum().to_dict())
+    assert result.disagreements == 0 and len(result.outcomes) == 10

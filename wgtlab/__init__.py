@@ -9,9 +9,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from wgtlab import verify
 from wgtlab.errors import *  # noqa: F403  (every error class is public at the top level)
 from wgtlab.errors import __all__ as _error_names
 from wgtlab.jobs import runtime as _runtime
+from wgtlab.jobs.dsl import make_verify_callable as _make_verify_callable
+
+# ``wgt.verify`` is both the verification package (``wgt.verify.merkle_root``) and, inside a
+# ``with wgt.Job(...)`` block, the DSL call ``wgt.verify("redundancy", replicas=3)``. Both
+# modules are light (hashlib only), so this happens at import.
+_make_verify_callable(verify)
 
 __version__ = "0.1.0"
 
@@ -28,7 +35,6 @@ _LAZY: dict[str, str] = {
     "ces": "wgtlab.ces",
     "CESPipeline": "wgtlab.ces.pipeline:CESPipeline",
     # verification and trust
-    "verify": "wgtlab.verify",
     "trust": "wgtlab.trust",
     "TrustLedger": "wgtlab.trust.ledger:TrustLedger",
     # jobs
@@ -46,7 +52,7 @@ _LAZY: dict[str, str] = {
     "delegate_job": "wgtlab.cluster.manager:delegate_job",
 }
 
-__all__ = sorted([*_error_names, *_LAZY, "__version__", "load_ipython_extension"])
+__all__ = sorted([*_error_names, *_LAZY, "verify", "__version__", "load_ipython_extension"])
 
 
 def _default_cluster() -> Any:
@@ -65,12 +71,6 @@ def __getattr__(name: str) -> Any:
     module_name, _, attribute = target.partition(":")
     module = importlib.import_module(module_name)
     value = getattr(module, attribute) if attribute else module
-    if name == "verify":
-        # ``wgt.verify`` is both the verification package (wgt.verify.merkle_root) and, inside a
-        # ``with wgt.Job(...)`` block, the DSL call ``wgt.verify("redundancy", replicas=3)``.
-        from wgtlab.jobs.dsl import make_verify_callable
-
-        make_verify_callable(value)
     globals()[name] = value
     return value
 
