@@ -14,22 +14,22 @@ from wgtlab.jobs.templates import escape, render, worker_rows
 
 _TEMPLATES = "wgtlab.notebook.templates"
 
-# CES shard states, in the colours the shard map uses too.
+# CES shard states, in the colours the shard map uses too (Okabe & Ito, colour-blind safe).
 SHARD_COLOURS = {
-    "ok": "#2e8b57",
-    "damaged": "#e67e22",
-    "missing": "#b0b0b0",
-    "foreign": "#8e44ad",
-    "duplicate": "#5d6d7e",
+    "ok": "#009E73",
+    "damaged": "#E69F00",
+    "missing": "#BBBBBB",
+    "foreign": "#CC79A7",
+    "duplicate": "#56B4E9",
 }
 
 
-def _view(name: str, **fields: Any) -> str:
-    return render(name, _TEMPLATES, **fields)
+def _view(template: str, **fields: Any) -> str:
+    return render(template, _TEMPLATES, **fields)
 
 
-def _fragment(name: str, **fields: Any) -> str:
-    return render(name, _TEMPLATES, style="", **fields)
+def _fragment(template: str, **fields: Any) -> str:
+    return render(template, _TEMPLATES, style="", **fields)
 
 
 def _size(n: int) -> str:
@@ -44,7 +44,9 @@ def _size(n: int) -> str:
 
 def task_result_html(result: Any) -> str:
     streams = "".join(
-        _fragment("stream_row.html", name=name, text=escape(data.decode("utf-8", "replace"), 2000))
+        _fragment(
+            "stream_row.html", stream=name, text=escape(data.decode("utf-8", "replace"), 2000)
+        )
         for name, data in (("stdout", result.stdout), ("stderr", result.stderr))
         if data
     )
@@ -125,7 +127,7 @@ def shard_report_html(report: Any) -> str:
                 "checked with the key" if report.key_checked else "not checked (no key)",
             ),
         ]
-    header_rows = "".join(_fragment("field_row.html", name=n, value=v) for n, v in rows)
+    header_rows = "".join(_fragment("field_row.html", field=n, value=v) for n, v in rows)
     problem = getattr(report, "problem", "")
     return _view(
         "shard_report.html",
@@ -193,11 +195,25 @@ VIEWS: dict[tuple[str, str], Callable[[Any], str]] = {
 }
 
 
+_FIGURE = ("matplotlib.figure", "Figure")
+
+
 def register(ipython: Any) -> None:
-    """Draw the objects in ``VIEWS`` with their HTML views in this IPython session."""
+    """Draw the objects in ``VIEWS`` with their HTML views in this IPython session, and
+    matplotlib figures inline as PNG unless the session already draws them somehow."""
     formatter = ipython.display_formatter.formatters["text/html"]
     for (module, name), view in VIEWS.items():
         formatter.for_type_by_name(module, name, view)
+    png = ipython.display_formatter.formatters["image/png"]
+    drawn = _FIGURE in png.deferred_printers or any(
+        (cls.__module__, cls.__name__) == _FIGURE for cls in png.type_printers
+    )
+    if not drawn:  # wgtlab's figures are built without pyplot, which never set this up
+        from functools import partial
+
+        from IPython.core.pylabtools import print_figure
+
+        png.for_type_by_name(*_FIGURE, partial(print_figure, fmt="png", base64=True))
 
 
 def unregister(ipython: Any) -> None:
