@@ -2,7 +2,7 @@
 
 A shard is a fixed header, then fragment ``index`` of every segment, then a footer::
 
-    header   72 bytes   magic, version, dataset id, key id, shard index, shard counts, codec,
+    header   68 bytes   magic, version, dataset id, key id, shard index, shard counts, codec,
                         compression, segment size and count, original size (big-endian)
     body                fragment of segment 0, fragment of segment 1, ...
     footer              per segment: fragment length (u32) + BLAKE3 of the fragment (32 bytes);
@@ -35,7 +35,7 @@ MAX_ORIGINAL_SIZE = 1 << 56
 DIGEST_BYTES = 32
 
 _HEADER = struct.Struct(">8sHH16s16sBBBBBbHIIQ")
-HEADER_BYTES = _HEADER.size  # 72
+HEADER_BYTES = _HEADER.size  # 68
 _ENTRY = struct.Struct(">I32s")
 ENTRY_BYTES = _ENTRY.size  # 36
 FOOTER_FIXED_BYTES = 2 * DIGEST_BYTES
