@@ -293,6 +293,8 @@ class _Assembler:
                         "set it first",
                     ) from None
         for name in sorted(_global_names(source) - {entry}):
+            if name.startswith("__") and name.endswith("__"):
+                continue  # __name__, __builtins__...: the guest namespace has its own
             if name in closure:
                 value = closure[name]
             elif name in fn.__globals__:

@@ -24,6 +24,8 @@ GUEST_MODULES = (
     "urllib.parse",
     "ipaddress",
     "keyword",
+    "fnmatch",
+    "colorsys",
     # data formats
     "json",
     "csv",
@@ -59,8 +61,10 @@ GUEST_MODULES = (
     "pprint",
     "reprlib",
     "warnings",
+    "graphlib",
     # path-string helpers and the interpreter (their OS calls refuse inside the sandbox)
     "os",
     "os.path",
     "sys",
+    "builtins",
 )
