@@ -1,0 +1,184 @@
+"""``wgtlab keygen`` and ``wgtlab ces encode | decode | inspect``, through wgtlab.cli.main."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from wgtlab.cli import main
+
+KEY_HEX = bytes(range(32)).hex()
+
+
+@pytest.fixture
+def keyed(monkeypatch):
+    monkeypatch.setenv("CES_ENCRYPTION_KEY", KEY_HEX)
+    monkeypatch.delenv("CES_MASTER_SECRET", raising=False)
+
+
+@pytest.fixture
+def source(tmp_path):
+    data = b"year,month,carrier\n" + b"2013,1,UA\n2013,1,AA\n" * 20_000 + os.urandom(5000)
+    path = tmp_path / "flights.csv"
+    path.write_bytes(data)
+    return path
+
+
+def test_keygen_prints_a_fresh_hex_key(capsys):
+    assert main(["keygen"]) == 0
+    first = capsys.readouterr().out.strip()
+    assert main(["keygen"]) == 0
+    second = capsys.readouterr().out.strip()
+    assert len(first) == 64 and bytes.fromhex(first) and first != second
+
+
+def test_encode_inspect_decode(keyed, source, tmp_path, capsys):
+    shards = tmp_path / "shards"
+    assert (
+        main(
+            [
+                "ces",
+                "encode",
+                str(source),
+                "-o",
+                str(shards),
+                "--data-shards",
+                "5",
+                "--parity-shards",
+                "3",
+                "--level",
+                "6",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "8 shards" in out and "any 5 rebuild it" in out
+    assert sorted(p.name for p in shards.iterdir())[-1] == "shard-007.ces"
+    for i in (0, 4, 6):
+        (shards / f"shard-{i:03d}.ces").unlink()
+
+    assert main(["ces", "inspect", str(shards)]) == 0
+    out = capsys.readouterr().out
+    assert "5 data + 3 parity" in out and "zstd level 6" in out
+    assert "recoverable: 5 usable, 5 needed" in out
+    assert out.count("missing (file not found)") == 3
+    assert f"original size   {source.stat().st_size} bytes" in out
+
+    rebuilt = tmp_path / "rebuilt.csv"
+    assert main(["ces", "decode", str(shards), "-o", str(rebuilt)]) == 0
+    assert rebuilt.read_bytes() == source.read_bytes()
+
+
+def test_inspect_reports_unrecoverable_sets_with_status_1(keyed, source, tmp_path, capsys):
+    shards = tmp_path / "shards"
+    main(["ces", "encode", str(source), "-o", str(shards)])
+    for i in range(5):
+        (shards / f"shard-{i:03d}.ces").unlink()
+    capsys.readouterr()
+    assert main(["ces", "inspect", str(shards)]) == 1
+    assert "NOT recoverable: 7 usable, 8 needed" in capsys.readouterr().out
+    assert main(["ces", "decode", str(shards), "-o", str(tmp_path / "x")]) == 1
+    assert "NotEnoughShardsError" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_encode_refuses_to_run_without_a_key(monkeypatch, source, tmp_path, capsys):
+    monkeypatch.delenv("CES_ENCRYPTION_KEY", raising=False)
+    assert main(["ces", "encode", str(source), "-o", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert "KeyConfigError" in err and "CES_ENCRYPTION_KEY" in err and "wgtlab keygen" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_malformed_key_variable_is_named_not_echoed(monkeypatch, source, tmp_path, capsys):
+    monkeypatch.setenv("CES_ENCRYPTION_KEY", "deadbeef" * 7)
+    assert main(["ces", "encode", str(source), "-o", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert "CES_ENCRYPTION_KEY" in err and "56 characters" in err and "deadbeef" not in err
+
+
+def test_wrong_key_on_decode(keyed, source, tmp_path, monkeypatch, capsys):
+    main(["ces", "encode", str(source), "-o", str(tmp_path / "s")])
+    monkeypatch.setenv("CES_ENCRYPTION_KEY", "ab" * 32)
+    assert main(["ces", "decode", str(tmp_path / "s"), "-o", str(tmp_path / "out")]) == 1
+    assert "KeyMismatchError" in capsys.readouterr().err
+
+
+def test_key_file_and_tenant_keys(monkeypatch, source, tmp_path, capsys):
+    monkeypatch.delenv("CES_ENCRYPTION_KEY", raising=False)
+    key_file = tmp_path / "key.hex"
+    key_file.write_text(KEY_HEX + "\n")
+    assert (
+        main(["ces", "encode", str(source), "-o", str(tmp_path / "a"), "--key-file", str(key_file)])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "ces",
+                "decode",
+                str(tmp_path / "a"),
+                "-o",
+                str(tmp_path / "a.csv"),
+                "--key-file",
+                str(key_file),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "a.csv").read_bytes() == source.read_bytes()
+
+    monkeypatch.setenv("CES_MASTER_SECRET", os.urandom(32).hex())
+    assert main(["ces", "encode", str(source), "-o", str(tmp_path / "t"), "--tenant", "acme"]) == 0
+    assert (
+        main(
+            [
+                "ces",
+                "decode",
+                str(tmp_path / "t"),
+                "-o",
+                str(tmp_path / "t.csv"),
+                "--tenant",
+                "globex",
+            ]
+        )
+        == 1
+    )
+    assert "KeyMismatchError" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "ces",
+                "decode",
+                str(tmp_path / "t"),
+                "-o",
+                str(tmp_path / "t.csv"),
+                "--tenant",
+                "acme",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "t.csv").read_bytes() == source.read_bytes()
+
+
+def test_encode_will_not_overwrite_without_force(keyed, source, tmp_path, capsys):
+    assert main(["ces", "encode", str(source), "-o", str(tmp_path / "s")]) == 0
+    assert main(["ces", "encode", str(source), "-o", str(tmp_path / "s")]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert main(["ces", "encode", str(source), "-o", str(tmp_path / "s"), "--force"]) == 0
+
+
+def test_inspect_without_key_still_finds_rot(monkeypatch, keyed, source, tmp_path, capsys):
+    main(["ces", "encode", str(source), "-o", str(tmp_path / "s")])
+    path = tmp_path / "s" / "shard-002.ces"
+    raw = bytearray(path.read_bytes())
+    raw[200] ^= 1
+    path.write_bytes(bytes(raw))
+    monkeypatch.delenv("CES_ENCRYPTION_KEY")
+    capsys.readouterr()
+    assert main(["ces", "inspect", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "header MACs not checked" in out and "damaged" in out
