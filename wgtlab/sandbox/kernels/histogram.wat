@@ -3,7 +3,9 @@
 ;; numpy.histogram's), zero padding to a multiple of 16 bytes, then the float64 values.
 ;; Output: bins x u64 counts. Bin i holds edges[i] <= x < edges[i + 1]; the last bin also holds
 ;; x == hi; values outside [lo, hi] are not counted. The bin is first estimated arithmetically,
-;; then corrected against the exact edges as numpy does, so every count equals numpy's.
+;; then corrected against the exact edges as numpy does, so every count equals numpy's. (Both
+;; corrections test the first estimate: it is never more than one bin off, so this is numpy's
+;; decrement-then-increment, with the two edge loads independent of each other.)
 ;; Branch-free: values outside [lo, hi] go to a spare slot instead of being tested with a branch
 ;; (random data would mispredict it); four count tables, used in turn, keep runs of equal values
 ;; from stalling on one counter.
@@ -73,9 +75,8 @@
         (local.set $i (select (local.get $i) (i32.const 0) (i32.gt_s (local.get $i) (i32.const 0))))
         (local.set $i (select (local.get $i) (local.get $last) (i32.lt_s (local.get $i) (local.get $last))))
         (local.set $e (i32.add (local.get $edges) (i32.shl (local.get $i) (i32.const 3))))
-        (local.set $i (i32.sub (local.get $i) (f64.lt (local.get $x) (f64.load (local.get $e)))))
-        (local.set $e (i32.add (local.get $edges) (i32.shl (local.get $i) (i32.const 3))))
-        (local.set $i (i32.add (local.get $i)
+        (local.set $i (i32.add (i32.sub (local.get $i)
+                                        (f64.lt (local.get $x) (f64.load (local.get $e))))
           (i32.and (f64.ge (local.get $x) (f64.load offset=8 (local.get $e)))
                    (i32.ne (local.get $i) (local.get $last)))))
         (local.set $i (select (local.get $i) (local.get $bins)
@@ -88,9 +89,8 @@
         (local.set $i (select (local.get $i) (i32.const 0) (i32.gt_s (local.get $i) (i32.const 0))))
         (local.set $i (select (local.get $i) (local.get $last) (i32.lt_s (local.get $i) (local.get $last))))
         (local.set $e (i32.add (local.get $edges) (i32.shl (local.get $i) (i32.const 3))))
-        (local.set $i (i32.sub (local.get $i) (f64.lt (local.get $x) (f64.load (local.get $e)))))
-        (local.set $e (i32.add (local.get $edges) (i32.shl (local.get $i) (i32.const 3))))
-        (local.set $i (i32.add (local.get $i)
+        (local.set $i (i32.add (i32.sub (local.get $i)
+                                        (f64.lt (local.get $x) (f64.load (local.get $e))))
           (i32.and (f64.ge (local.get $x) (f64.load offset=8 (local.get $e)))
                    (i32.ne (local.get $i) (local.get $last)))))
         (local.set $i (select (local.get $i) (local.get $bins)
@@ -103,9 +103,8 @@
         (local.set $i (select (local.get $i) (i32.const 0) (i32.gt_s (local.get $i) (i32.const 0))))
         (local.set $i (select (local.get $i) (local.get $last) (i32.lt_s (local.get $i) (local.get $last))))
         (local.set $e (i32.add (local.get $edges) (i32.shl (local.get $i) (i32.const 3))))
-        (local.set $i (i32.sub (local.get $i) (f64.lt (local.get $x) (f64.load (local.get $e)))))
-        (local.set $e (i32.add (local.get $edges) (i32.shl (local.get $i) (i32.const 3))))
-        (local.set $i (i32.add (local.get $i)
+        (local.set $i (i32.add (i32.sub (local.get $i)
+                                        (f64.lt (local.get $x) (f64.load (local.get $e))))
           (i32.and (f64.ge (local.get $x) (f64.load offset=8 (local.get $e)))
                    (i32.ne (local.get $i) (local.get $last)))))
         (local.set $i (select (local.get $i) (local.get $bins)
@@ -118,9 +117,8 @@
         (local.set $i (select (local.get $i) (i32.const 0) (i32.gt_s (local.get $i) (i32.const 0))))
         (local.set $i (select (local.get $i) (local.get $last) (i32.lt_s (local.get $i) (local.get $last))))
         (local.set $e (i32.add (local.get $edges) (i32.shl (local.get $i) (i32.const 3))))
-        (local.set $i (i32.sub (local.get $i) (f64.lt (local.get $x) (f64.load (local.get $e)))))
-        (local.set $e (i32.add (local.get $edges) (i32.shl (local.get $i) (i32.const 3))))
-        (local.set $i (i32.add (local.get $i)
+        (local.set $i (i32.add (i32.sub (local.get $i)
+                                        (f64.lt (local.get $x) (f64.load (local.get $e))))
           (i32.and (f64.ge (local.get $x) (f64.load offset=8 (local.get $e)))
                    (i32.ne (local.get $i) (local.get $last)))))
         (local.set $i (select (local.get $i) (local.get $bins)
@@ -138,9 +136,8 @@
         (local.set $i (select (local.get $i) (i32.const 0) (i32.gt_s (local.get $i) (i32.const 0))))
         (local.set $i (select (local.get $i) (local.get $last) (i32.lt_s (local.get $i) (local.get $last))))
         (local.set $e (i32.add (local.get $edges) (i32.shl (local.get $i) (i32.const 3))))
-        (local.set $i (i32.sub (local.get $i) (f64.lt (local.get $x) (f64.load (local.get $e)))))
-        (local.set $e (i32.add (local.get $edges) (i32.shl (local.get $i) (i32.const 3))))
-        (local.set $i (i32.add (local.get $i)
+        (local.set $i (i32.add (i32.sub (local.get $i)
+                                        (f64.lt (local.get $x) (f64.load (local.get $e))))
           (i32.and (f64.ge (local.get $x) (f64.load offset=8 (local.get $e)))
                    (i32.ne (local.get $i) (local.get $last)))))
         (local.set $i (select (local.get $i) (local.get $bins)

@@ -63,6 +63,11 @@ def float64_values(chunk: Any) -> np.ndarray:
     return np.ascontiguousarray(values, dtype="<f8")
 
 
+def _with_header(header: bytes, values: np.ndarray) -> bytes:
+    # one allocation and one copy of the values (not tobytes() and then a concatenation)
+    return b"".join((header, memoryview(values).cast("B")))
+
+
 def _real(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
@@ -185,7 +190,7 @@ class Histogram(BuiltinKernel):
         self._header = header + bytes(-len(header) % 16)
 
     def encode(self, chunk: Any) -> bytes:
-        return self._header + float64_values(chunk).tobytes()
+        return _with_header(self._header, float64_values(chunk))
 
     def decode(self, output: bytes) -> np.ndarray:
         return np.frombuffer(output, dtype="<i8").astype(np.int64)
@@ -218,7 +223,7 @@ class CountWhere(BuiltinKernel):
         self._header = struct.pack("<Qd", _OPS[op], threshold)
 
     def encode(self, chunk: Any) -> bytes:
-        return self._header + float64_values(chunk).tobytes()
+        return _with_header(self._header, float64_values(chunk))
 
     def decode(self, output: bytes) -> int:
         return struct.unpack("<Q", output)[0]
