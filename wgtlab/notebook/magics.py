@@ -22,6 +22,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from wgtlab.errors import ChunkFailed, WgtError
 from wgtlab.jobs import runtime
+from wgtlab.verify import verify_proof
 
 __all__ = ["MagicError", "WgtMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -53,23 +54,22 @@ class ProofCheck:
 
     result: Any
     chunk: int
-    ok: bool
+    root: bytes  # the root the audit path was checked against (and leads to)
 
     def __repr__(self) -> str:
         proof = self.result.proof(self.chunk)
-        verdict = "verifies" if self.ok else "does NOT verify"
         lines = [
-            f"Merkle proof of chunk {self.chunk} {verdict} (RFC 6962, tree size {proof.tree_size})",
+            f"Merkle proof of chunk {self.chunk} verifies (RFC 6962, tree size {proof.tree_size})",
             f"  leaf  {proof.leaf.hex()}",
             *(f"  path  {p.hex()}" for p in proof.path),
-            f"  root  {proof.root.hex()}",
+            f"  root  {self.root.hex()}",
         ]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         from wgtlab.notebook.display import proof_html
 
-        return proof_html(self.result, self.chunk, self.ok)
+        return proof_html(self.result, self.chunk, ok=True)
 
 
 # --- sub-command parsers (their help is what %wgt? shows) ------------------------------------
@@ -129,8 +129,9 @@ def _trust_args(line: str) -> None:
 @magic_arguments(name="wgt verify")
 @argument("result", help="a JobResult variable")
 @argument("chunk", type=int, help="chunk index")
+@argument("--root", help="the published Merkle root (hex) to check against (default: RESULT's)")
 def _verify_args(line: str) -> None:
-    """Print a chunk's Merkle audit path and check it against the result's root."""
+    """Print a chunk's Merkle audit path and check it against the (published) root."""
 
 
 @magic_arguments(name="wgt ces")
@@ -303,14 +304,20 @@ class WgtMagics(Magics):
         result = self._lookup(args.result, "a JobResult")
         if not isinstance(result, JobResult):
             raise UsageError(f"{args.result} is a {type(result).__name__}, not a JobResult")
-        ok = result.proof(args.chunk).verify()
-        if not ok:
+        proof = result.proof(args.chunk)
+        root = proof.root
+        if args.root is not None:
+            try:
+                root = bytes.fromhex(args.root.strip())
+            except ValueError:
+                raise UsageError(f"--root must be hex, got {args.root!r}") from None
+        if not verify_proof(proof.leaf, proof.index, proof.tree_size, list(proof.path), root):
             raise MagicError(
                 "ProofError",
-                f"the audit path of chunk {args.chunk} does not lead to {args.result}'s Merkle "
-                "root: the result was altered after it was verified",
+                f"the audit path of chunk {args.chunk} in {args.result} does not lead to the "
+                f"root {root.hex()[:16]}…: this result is not the one that root was published for",
             )
-        return ProofCheck(result, args.chunk, ok)
+        return ProofCheck(result, args.chunk, root)
 
     def cmd_wat(self, args: Any, cell: str) -> Any:
         from wgtlab.sandbox.module import WasmModule
@@ -513,31 +520,46 @@ def _describe(value: Any) -> str:
 # --- completion and loading --------------------------------------------------------------------
 
 
-def complete(shell: Any, event: Any) -> list[str]:
-    """Tab completion after ``%wgt``: sub-commands, their words, and fitting variables."""
-    words = event.text_until_cursor.split()
-    if words and words[0].lstrip("%") != "wgt":
+def candidates(shell: Any, text_until_cursor: str) -> list[str]:
+    """What may follow ``%wgt`` at the cursor: sub-commands, their words, fitting variables and
+    options (unfiltered; the caller keeps those starting with the token being typed)."""
+    words = text_until_cursor.split()
+    if not words or words[0] not in ("%wgt", "%%wgt", "wgt"):
         return []
-    position = len(words) - (0 if event.text_until_cursor.endswith((" ", "\t")) else 1)
+    position = len(words) - (0 if text_until_cursor.endswith((" ", "\t")) else 1)
     if position <= 1:
-        return list(CELL_COMMANDS) if words and words[0].startswith("%%") else list(PARSERS)
+        return list(CELL_COMMANDS) if words[0] == "%%wgt" else list(PARSERS)
     command = words[1]
+    if command not in PARSERS:
+        return []
     if position == 2:
         if command in COMPLETIONS:
             return COMPLETIONS[command]
         if command in ("run", "verify"):
             return _variables(shell, command)
-    options = (
-        [
-            opt
-            for action in PARSERS[command].parser._actions
-            for opt in action.option_strings
-            if opt.startswith("--")
-        ]
-        if command in PARSERS
-        else []
-    )
-    return options
+    return [
+        option
+        for action in PARSERS[command].parser._actions
+        for option in action.option_strings
+        if option.startswith("--")
+    ]
+
+
+def _matcher(shell: Any) -> Callable[[Any], dict[str, Any]]:
+    from IPython.core.completer import SimpleCompletion, context_matcher
+
+    @context_matcher()
+    def wgt_completions(context: Any) -> dict[str, Any]:
+        token = context.token
+        found = [c for c in candidates(shell, context.text_until_cursor) if c.startswith(token)]
+        # Suppress the other matchers (Jedi's Python keywords make no sense after %wgt).
+        return {
+            "completions": [SimpleCompletion(text=c, type="wgt") for c in found],
+            "suppress": bool(found),
+            "ordered": True,
+        }
+
+    return wgt_completions
 
 
 def _variables(shell: Any, command: str) -> list[str]:
@@ -558,10 +580,11 @@ def load_ipython_extension(ipython: Any) -> None:
 
     ipython.register_magics(WgtMagics)
     display.register(ipython)
-    for key in ("%wgt", "%%wgt"):
-        ipython.set_hook(
-            "complete_command", lambda _self, event: complete(ipython, event), str_key=key
-        )
+    completer = ipython.Completer
+    completer.custom_matchers[:] = [
+        m for m in completer.custom_matchers if getattr(m, "__name__", "") != "wgt_completions"
+    ]
+    completer.custom_matchers.append(_matcher(ipython))
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -575,5 +598,7 @@ def unload_ipython_extension(ipython: Any) -> None:
             runtime.set_session_cluster(None)
     ipython.magics_manager.magics["line"].pop("wgt", None)
     ipython.magics_manager.magics["cell"].pop("wgt", None)
-    for key in ("%wgt", "%%wgt"):
-        ipython.Completer.custom_completers.strs.pop(key, None)
+    completer = ipython.Completer
+    completer.custom_matchers[:] = [
+        m for m in completer.custom_matchers if getattr(m, "__name__", "") != "wgt_completions"
+    ]

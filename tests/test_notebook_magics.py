@@ -1,0 +1,220 @@
+"""The %wgt magics in a real IPython shell: clusters, jobs, proofs, kernels, CES, completion."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from IPython.core.completer import provisionalcompleter
+from IPython.core.interactiveshell import InteractiveShell
+
+import wgtlab as wgt
+from wgtlab.jobs import runtime
+from wgtlab.notebook.magics import MagicError, ProofCheck, WgtMagics
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+LOOP_WAT = """
+(module
+  (memory (export "memory") 1)
+  (func (export "wgt_alloc") (param i32) (result i32) (i32.const 0))
+  (func (export "wgt_run") (param i32 i32) (result i64)
+    (loop $forever (br $forever))
+    (i64.const 0)))
+"""
+ECHO_WAT = """
+(module
+  (memory (export "memory") 1)
+  (func (export "wgt_alloc") (param i32) (result i32) (i32.const 0))
+  (func (export "wgt_run") (param $ptr i32) (param $len i32) (result i64)
+    (i64.extend_i32_u (local.get $len))))
+"""
+
+
+@pytest.fixture(scope="module")
+def ip():
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "wgtlab")
+    shell.run_cell("import wgtlab as wgt", store_history=False)
+    yield shell
+    shell.run_line_magic("unload_ext", "wgtlab")
+    runtime.set_session_cluster(None)
+
+
+def run(ip, code: str):
+    return ip.run_cell(code, store_history=False)
+
+
+def failure_lines(ip, capsys, code: str) -> list[str]:
+    """Run a cell that must fail; return what IPython printed for the error."""
+    capsys.readouterr()
+    result = run(ip, code)
+    assert not result.success
+    assert isinstance(result.error_in_exec, MagicError)
+    return [ANSI.sub("", line) for line in capsys.readouterr().out.strip().splitlines()]
+
+
+def test_help_shows_every_command_usage():
+    doc = WgtMagics.wgt.__doc__
+    for usage in ("%wgt cluster", "%wgt run", "%wgt verify", "%wgt ces", "--liars", "--replicas"):
+        assert usage in doc
+
+
+def test_unknown_command_is_one_line_and_fails_the_cell(ip, capsys):
+    lines = failure_lines(ip, capsys, "%wgt bogus")
+    assert len(lines) == 1
+    assert lines[0].startswith("UsageError: unknown %wgt command 'bogus'")
+
+
+def test_bad_arguments_are_one_line(ip, capsys):
+    lines = failure_lines(ip, capsys, "%wgt cluster local four")
+    assert lines == ["UsageError: %wgt cluster local N: N must be a number, got 'four'"]
+    lines = failure_lines(ip, capsys, "%wgt run")
+    assert len(lines) == 1 and "the following arguments are required: job" in lines[0]
+
+
+def test_line_command_given_a_cell_is_refused(ip, capsys):
+    lines = failure_lines(ip, capsys, "%%wgt run job\nx = 1")
+    assert lines == ["UsageError: run is a line command: write %wgt run (one %)"]
+
+
+def test_cluster_run_and_verify(ip, capsys):
+    result = run(ip, "%wgt cluster local 4 --liars 1 --seed 3 -o cluster")
+    cluster = result.result
+    assert isinstance(cluster, wgt.LocalCluster)
+    assert runtime.session_cluster() is cluster is ip.user_ns["cluster"]
+    assert sorted(cluster.faults) == ["local-0"]
+
+    values = np.random.default_rng(5).uniform(0, 100, 20_000)
+    ip.user_ns["values"] = values
+    run(
+        ip,
+        "job = wgt.Job('hist')\n"
+        "job.input(values, chunk_rows=2_000)\n"
+        "job.kernel(wgt.kernels.histogram(bins=10, lo=0.0, hi=100.0))",
+    )
+    result = run(ip, "%wgt run job --replicas 3 -o res --progress none")
+    assert result.success, result.error_in_exec
+    res = ip.user_ns["res"]
+    assert result.result is res
+    assert res.ok and res.mode == "redundancy" and res.replicas == 3
+    np.testing.assert_array_equal(res.value, np.histogram(values, bins=10, range=(0, 100))[0])
+    dissenters = {w for c in res.outcomes for w in c.dissenters}
+    assert res.disagreements > 0 and dissenters == {"local-0"}
+
+    check = run(ip, "%wgt verify res 3").result
+    assert isinstance(check, ProofCheck) and check.root.hex() == res.merkle_root
+    assert f"root  {res.merkle_root}" in repr(check)
+    assert "verified" in check._repr_html_()
+    run(ip, f"%wgt verify res 3 --root {res.merkle_root}")
+
+    other = "00" * 32
+    lines = failure_lines(ip, capsys, f"%wgt verify res 3 --root {other}")
+    assert len(lines) == 1 and lines[0].startswith("ProofError: the audit path of chunk 3 in res")
+    lines = failure_lines(ip, capsys, "%wgt verify res 99")
+    assert lines == ["ProofError: chunk 99 is not in this result (0..9)"]
+
+    assert run(ip, "%wgt workers").result is cluster
+    assert run(ip, "%wgt trust").result is cluster.ledger
+    quarantined = cluster.ledger.state(cluster.fingerprint("local-0")).quarantined
+    assert quarantined
+
+
+def test_failed_job_is_one_line_and_keeps_the_partial_result(ip, capsys):
+    run(ip, "%wgt cluster local 2")
+    ip.user_ns["data"] = b"x" * 10_000
+    run(ip, "%%wgt wat spin\n" + LOOP_WAT)
+    run(
+        ip,
+        "bad = wgt.Job('spin')\n"
+        "bad.input(data, chunk_bytes=5_000)\n"
+        "bad.kernel(spin)\n"
+        "bad.limits(max_cpu_cycles=100_000)",
+    )
+    lines = failure_lines(ip, capsys, "%wgt run bad -o partial --progress none")
+    assert len(lines) == 1
+    assert lines[0].startswith("ChunkFailed: job 'spin': 2 of 2 chunks did not verify; chunk 0: ")
+    assert "OutOfFuel" in lines[0]
+    assert lines[0].endswith("the partial JobResult is in partial (see partial.chunks)")
+    partial = ip.user_ns["partial"]
+    assert [c.status for c in partial.outcomes] == ["error", "error"]
+
+
+def test_wat_cell_binds_a_module_and_bad_wat_is_one_line(ip, capsys):
+    module = run(ip, "%%wgt wat echo\n" + ECHO_WAT).result
+    assert isinstance(module, wgt.WasmModule) and ip.user_ns["echo"] is module
+    assert module.name == "echo"
+    lines = failure_lines(ip, capsys, "%%wgt wat broken\n(module (func (export oops)))")
+    assert len(lines) == 1 and lines[0].startswith("InvalidModule: the WAT text does not parse")
+    assert "broken" not in ip.user_ns
+
+
+def test_udf_cell_body_and_def(ip):
+    ip.user_ns["rows_in"] = [{"x": 1}, {"x": 2}, {"x": 4}]
+    body = run(ip, "%%wgt udf total\nreturn sum(r['x'] for r in rows)")
+    assert body.success, body.error_in_exec
+    total = ip.user_ns["total"]
+    assert total.run(ip.user_ns["rows_in"], echo=False) == 7
+    as_def = run(ip, "%%wgt udf biggest\ndef largest(rows):\n    return max(r['x'] for r in rows)")
+    assert as_def.success, as_def.error_in_exec
+    assert ip.user_ns["biggest"].run(ip.user_ns["rows_in"], echo=False) == 4
+
+
+def test_udf_cell_with_two_defs_must_name_one(ip, capsys):
+    lines = failure_lines(
+        ip, capsys, "%%wgt udf f\ndef a(rows):\n    return 1\ndef b(rows):\n    return 2"
+    )
+    assert lines == ["UsageError: the cell defines a, b; which one is 'f'?"]
+
+
+def test_ces_encode_inspect_decode(ip, tmp_path, capsys):
+    frame = pd.DataFrame({"carrier": ["AA", "UA", "DL"] * 500, "delay": np.arange(1500.0)})
+    ip.user_ns.update(frame=frame, key=bytes(range(32)))
+    url = tmp_path / "flights"
+    report = run(ip, f"%wgt ces encode frame --to {url} --key key").result
+    assert report.recoverable and report.counts() == {"ok": 12}
+    for name in sorted(p.name for p in url.iterdir() if p.name != "manifest.json")[:4]:
+        (url / name).unlink()
+    report = run(ip, f"%wgt ces inspect {url}").result
+    assert report.recoverable and report.counts() == {"ok": 8, "missing": 4}
+    capsys.readouterr()
+    assert run(ip, f"%wgt ces decode {url} -o back --key key").success
+    assert "back = DataFrame, 1,500 rows × 2 columns" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(ip.user_ns["back"], frame)
+    next(p for p in url.iterdir() if p.name.startswith("shard")).unlink()
+    lines = failure_lines(ip, capsys, f"%wgt ces decode {url} -o again --key key")
+    assert len(lines) == 1 and lines[0].startswith("NotEnoughShardsError:")
+    ip.user_ns["other"] = bytes(32)
+    url2 = tmp_path / "text"
+    run(ip, f"%wgt ces encode frame --to {url2} --key key")
+    lines = failure_lines(ip, capsys, f"%wgt ces decode {url2} -o again --key other")
+    assert len(lines) == 1 and lines[0].startswith("KeyMismatchError:")
+
+
+def completions(ip, line: str) -> list[str]:
+    """What a Jupyter front end offers at the end of ``line`` (the kernel's completion call)."""
+    with provisionalcompleter():
+        return [c.text for c in ip.Completer.completions(line, len(line))]
+
+
+def test_tab_completion(ip):
+    run(ip, "a_job = wgt.Job('a')\nnot_a_job = 3")
+    assert set(completions(ip, "%wgt ")) >= {"cluster", "run", "verify", "ces", "help"}
+    assert completions(ip, "%wgt ve") == ["verify"]
+    assert completions(ip, "%wgt cluster ") == ["local", "dask"]
+    assert completions(ip, "%wgt ces i") == ["inspect"]
+    assert completions(ip, "%wgt run a") == ["a_job"]
+    assert "not_a_job" not in completions(ip, "%wgt run ")
+    assert completions(ip, "%%wgt ") == ["udf", "wat"]
+    assert completions(ip, "%wgt trust --") == ["--plot"]
+    assert completions(ip, "x = 1\n%wgt ces ") == ["encode", "decode", "inspect"]
+    with pytest.warns(PendingDeprecationWarning):  # the pre-Jedi path some front ends still use
+        assert ip.Completer.complete("", "%wgt cl", 7)[1] == ["cluster"]
+
+
+def test_help_prints_the_overview(ip, capsys):
+    capsys.readouterr()
+    run(ip, "%wgt help")
+    out = capsys.readouterr().out
+    assert "%wgt cluster" in out and "%wgt ces" in out and "%wgt?" in out
