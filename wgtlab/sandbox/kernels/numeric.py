@@ -105,8 +105,9 @@ def _exact_sum(parts: list[tuple[tuple[float, ...], tuple[float, ...]]]) -> floa
 class Sum(BuiltinKernel):
     """The sum of float64 values (NaN dropped).
 
-    Each chunk is summed in 8 lanes with Knuth's TwoSum, which keeps every rounding error; the
-    host adds all lanes' sums and error terms with ``math.fsum``. The only error left is the
+    Each chunk is summed in 8 lanes with error-free additions (Fast2Sum of the addends ordered
+    by magnitude), which keep every rounding error; the host adds all lanes' sums and error terms
+    with ``math.fsum``. The only error left is the
     rounding of the error terms' own running sums: at most half an ulp of the result plus
     n**2 * 2**-112 * sum(|x|) for a chunk of n values. For data that does not cancel by more than
     ~6 orders of magnitude (sum(|x|) / |sum(x)| < 1e6 at n = 1e6) that is below half an ulp, and
