@@ -379,9 +379,10 @@ def test_named_and_callable_combines():
     weighted = wgt.udf(uses_double, combine=lambda parts: math.fsum(p[0] * p[1] for p in parts))
     assert weighted.combine([[2, 0.5], [4, 0.25]]) == 2.0
     assert weighted.params["combine"] == "<lambda>"
-    with pytest.raises(wgt.ConfigError, match="combine='sum' needs numbers"):
-        wgt.udf(uses_double, combine="sum").combine([[1], [2]])
-    with pytest.raises(wgt.ConfigError, match="cannot combine results of type"):
+    assert wgt.udf(uses_double, combine="sum").combine([[1, 2], [3, 4]]) == [4, 6]
+    with pytest.raises(wgt.ConfigError, match=r"combine='sum' adds numbers.*got list"):
+        wgt.udf(uses_double, combine="sum").combine([[1], [2, 3]])
+    with pytest.raises(wgt.ConfigError, match=r"combine='concat' joins lists.*got NoneType"):
         wgt.udf(uses_double, combine="concat").combine([None, None])
     assert wgt.udf(uses_double, combine="sum").empty() == 0
     assert wgt.udf(uses_double, combine="concat").empty() == []

@@ -71,25 +71,44 @@ def natural_combine(partials: list[Any]) -> Any:
         return list(partials)
 
 
+def _add(partials: list[Any]) -> Any:
+    """combine="sum": numbers add; dicts key-wise; equal-length lists (histograms) element-wise."""
+    if all(_is_number(p) for p in partials):
+        return sum(partials)
+    if all(isinstance(p, dict) for p in partials):
+        keys: dict[Any, list[Any]] = {}
+        for p in partials:
+            for key, value in p.items():
+                keys.setdefault(key, []).append(value)
+        return {key: _add(values) for key, values in keys.items()}
+    if all(isinstance(p, list) for p in partials) and len({len(p) for p in partials}) == 1:
+        return [_add(list(column)) for column in zip(*partials, strict=True)]
+    kinds = sorted({type(p).__name__ for p in partials})
+    raise ConfigError(
+        f"combine='sum' adds numbers, dicts of numbers or equal-length lists of numbers, got "
+        f"{', '.join(kinds)}; use combine='natural', 'list' or a function"
+    )
+
+
+def _concat(partials: list[Any]) -> Any:
+    for kind, joined in ((list, None), (str, ""), (bytes, b"")):
+        if all(isinstance(p, kind) for p in partials):
+            return [x for p in partials for x in p] if joined is None else joined.join(partials)
+    kinds = sorted({type(p).__name__ for p in partials})
+    raise ConfigError(
+        f"combine='concat' joins lists, strings or bytes, got {', '.join(kinds)}; use "
+        "combine='natural', 'list' or a function"
+    )
+
+
 def _strict(rule: str, partials: list[Any]) -> Any:
     if rule == "list":
         return list(partials)
+    if not partials:
+        return None
     if rule in ("min", "max"):
-        return (min if rule == "min" else max)(partials) if partials else None
-    try:
-        merged = _merge(list(partials)) if partials else None
-    except _NotNatural as exc:
-        raise ConfigError(
-            f"combine={rule!r} cannot combine results of type {exc}; use combine='list' or a "
-            "function"
-        ) from None
-    additive = rule == "sum"
-    if merged is not None and additive is isinstance(merged, (list, str, bytes)):
-        kind = "numbers (or dicts of numbers)" if additive else "lists, strings or bytes"
-        raise ConfigError(
-            f"combine={rule!r} needs {kind}, got {type(merged).__name__}; use combine='natural'"
-        )
-    return merged
+        return (min if rule == "min" else max)(partials)
+    return _add(list(partials)) if rule == "sum" else _concat(list(partials))
 
 
 # --- the kernel ---------------------------------------------------------------------------------
@@ -325,8 +344,9 @@ def udf(
     rows:    "records" (list of dicts) or "columns" (dict of column lists) for DataFrames.
     output:  "json" (default, any JSON-compatible value) or "bytes".
     combine: "natural" (numbers add, lists concatenate, dicts merge key-wise, else a list),
-             "sum", "concat", "list", "min", "max", or a function of the list of results
-             (run on the trusted side).
+             "sum" (numbers add; dicts key-wise; equal-length lists element-wise),
+             "concat", "list", "min", "max", or a function of the list of results (run on the
+             trusted side).
     seed:    mixed with each chunk's content into the seed of the guest's ``random``.
 
     Problems with the function (no source, a global or import the sandbox lacks) raise
