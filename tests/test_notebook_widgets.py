@@ -1,0 +1,115 @@
+"""The live job dashboard, fed by a real job's event stream on a cluster with a liar."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import wgtlab as wgt
+from wgtlab.commands.progress import TextProgress
+from wgtlab.errors import ConfigError
+from wgtlab.jobs import events as ev
+from wgtlab.jobs.events import Event
+from wgtlab.notebook.widgets import JobDashboard, expected_chunks, job_progress
+
+
+def histogram_job(values: np.ndarray, replicas: int = 3) -> wgt.Job:
+    job = wgt.Job("fares")
+    job.input(values, chunk_rows=1_000)
+    job.kernel(wgt.kernels.histogram(bins=8, lo=0.0, hi=80.0))
+    job.verify("redundancy", replicas=replicas)
+    return job
+
+
+@pytest.fixture
+def cluster():
+    with wgt.LocalCluster(workers=4, faults={"local-0": wgt.faults.Liar(rate=1.0, seed=7)}) as c:
+        yield c
+
+
+def test_dashboard_counts_match_the_result(cluster):
+    values = np.random.default_rng(1).uniform(0, 80, 12_000)
+    job = histogram_job(values)
+    dashboard = JobDashboard.for_job(job, cluster)
+    assert dashboard.total == 12 and dashboard.state == "waiting"
+    assert [t.score for t in dashboard.tallies.values()] == [0.5] * 4
+    result = wgt.delegate_job(job, cluster, subscribers=[dashboard])
+
+    assert dashboard.state == "done" and dashboard.verified == 12 and dashboard.failed == 0
+    assert dashboard.overall.value == dashboard.overall.max == 12
+    assert dashboard.overall.bar_style == "success"
+    # Every trust outcome the ledger holds for this run is on the dashboard, worker by worker.
+    history = cluster.ledger.history()
+    history = history[history.job == result.job_id]
+    for name, tally in dashboard.tallies.items():
+        mine = history[history.label == name]
+        assert (tally.agreed, tally.disagreed) == (int(mine.ok.sum()), int((~mine.ok).sum()))
+        assert tally.failed == 0
+        assert tally.score == pytest.approx(cluster.ledger.score(cluster.fingerprint(name)))
+        _label, bar, trust, _score = dashboard.rows[name]
+        assert trust.value == pytest.approx(tally.score)
+        assert f"{tally.agreed} verified · {tally.disagreed} disagreed" in bar.value
+    assert dashboard.lies_caught == int((~history.ok).sum()) > 0
+    liar = dashboard.tallies["local-0"]
+    assert liar.agreed == 0 and liar.quarantined
+    assert dashboard.rows["local-0"][2].bar_style == "danger"
+    assert "quarantined" in dashboard.rows["local-0"][3].value
+    assert "12/12 verified" in dashboard.status.value
+    assert dashboard.summary().startswith("fares: done, 12/12 chunks verified")
+
+
+def test_ticker_stops_when_the_job_ends(cluster):
+    job = histogram_job(np.arange(3_000.0) % 80, replicas=2)
+    dashboard = JobDashboard.for_job(job, cluster)
+    wgt.delegate_job(job, cluster, subscribers=[dashboard])
+    assert dashboard._ticker is not None
+    dashboard._ticker.join(timeout=5)
+    assert not dashboard._ticker.is_alive()
+    assert not any(t.name.startswith("wgt-dashboard") for t in threading.enumerate())
+
+
+def test_events_from_another_thread_and_an_interrupt():
+    dashboard = JobDashboard("manual", ["w-0", "w-1"], total=4, refresh_s=0.01)
+    feed = [
+        Event(ev.JOB_STARTED, "manual-1", time=100.0),
+        Event(ev.CHUNK_SCHEDULED, "manual-1", 0, "w-0"),
+        Event(ev.CHUNK_DONE, "manual-1", 0, "w-0"),
+        Event(ev.CHUNK_FAILED_ON_WORKER, "manual-1", 1, "w-1", {"why": "crashed"}),
+        Event(ev.TRUST_UPDATED, "manual-1", 1, "w-1", {"score": 0.45, "ok": False}),
+        Event(ev.TRUST_UPDATED, "manual-1", 0, "w-0", {"score": 0.55, "ok": True}),
+        Event(ev.CHUNK_VERIFIED, "manual-1", 0, None, {"agreed": ("w-0",), "dissented": ()}),
+    ]
+    sender = threading.Thread(target=lambda: [dashboard(e) for e in feed])
+    sender.start()
+    sender.join()
+    dashboard.finish(KeyboardInterrupt())
+    assert dashboard.state == "interrupted"
+    assert dashboard.overall.value == 1 and dashboard.overall.max == 4
+    assert (dashboard.tallies["w-1"].failed, dashboard.tallies["w-1"].disagreed) == (1, 0)
+    assert dashboard.tallies["w-0"].agreed == 1
+    assert "interrupted" in dashboard.status.value
+    assert "1 failed" in dashboard.rows["w-1"][1].value
+
+
+def test_display_bundle_has_the_widget_and_a_text_fallback():
+    dashboard = JobDashboard("shown", ["local-0"])
+    bundle = dashboard._repr_mimebundle_()
+    assert (
+        bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == dashboard.widget.model_id
+    )
+    assert bundle["text/plain"] == "wgtlab dashboard for job 'shown' (live in Jupyter)"
+
+
+def test_progress_kinds(cluster):
+    job = histogram_job(np.arange(2_000.0) % 80, replicas=1)
+    assert expected_chunks(job) == 2
+    assert job_progress(job, cluster, "none") is None
+    text = job_progress(job, cluster, "auto")  # no Jupyter kernel here: the text bar
+    assert isinstance(text, TextProgress)
+    text.close()
+    with pytest.raises(ConfigError, match="progress must be one of auto, widget, text, none"):
+        job_progress(job, cluster, "fancy")
+    assert expected_chunks(wgt.Job("no input yet")) is None
+    assert expected_chunks(wgt.Job("bytes").input(b"abc " * 100)) is None
