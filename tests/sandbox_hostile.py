@@ -143,6 +143,29 @@ WASI_WRONG_SIGNATURE = abi_module(
     imports="""(import "wasi_snapshot_preview1" "fd_write" (func (param i64) (result i32)))""",
 )
 
+SHARED_MEMORY = abi_module(RETURN_INPUT, memory="1 10 shared")
+
+TWO_MEMORIES = abi_module(RETURN_INPUT, extra="(memory $second 1)")
+
+MEMORY64 = """(module (memory (export "memory") i64 1)
+  (func (export "wgt_alloc") (param i32) (result i32) (i32.const 0))
+  (func (export "wgt_run") (param i32 i32) (result i64) (i64.const 0)))"""
+
+# Asks WASI to sleep for an hour (a relative clock subscription), returns poll_oneoff's errno.
+SLEEP = abi_module(
+    """
+    ;; subscription at 64: userdata u64, tag u8 at +8 (0 = clock), clock id u32 at +16,
+    ;; timeout u64 at +24 (ns), precision u64 at +32, flags u16 at +40 (0 = relative)
+    (i64.store (i32.const 88) (i64.const 3600000000000))
+    (i32.store (i32.const 0) (call $poll (i32.const 64) (i32.const 256) (i32.const 1)
+                                         (i32.const 512)))
+    (i64.const 4)
+    """,
+    imports="""(import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll (param i32 i32 i32 i32) (result i32)))""",
+)
+WASI_ERRNO_NOTSUP = 58
+
 MISSING_EXPORTS = """(module (memory (export "memory") 1)
   (func (export "wgt_alloc") (param i32) (result i32) (i32.const 0)))"""
 

@@ -131,6 +131,8 @@ def test_malformed_bytes_are_invalid():
         (hostile.WRONG_RUN_TYPE, r"exports wgt_run as func \(i32, i32\) -> \(i32\), expected"),
         (hostile.RUN_IS_A_GLOBAL, "exports wgt_run as global i32, expected func"),
         (hostile.WASI_WRONG_SIGNATURE, "fd_write"),
+        (hostile.SHARED_MEMORY, "exports memory as memory shared memory32, expected"),
+        (hostile.MEMORY64, "exports memory as memory memory64, expected memory memory32"),
     ],
 )
 def test_exports_that_break_the_abi_are_invalid(wat, message):
@@ -253,6 +255,20 @@ def test_wasi_has_no_files_arguments_or_environment(small, monkeypatch):
     assert path_open == hostile.WASI_ERRNO_BADF
     assert prestat == hostile.WASI_ERRNO_BADF
     assert (argc, envc) == (0, 0)
+
+
+def test_sleeping_in_wasi_is_refused_not_waited_for(echo):
+    # poll_oneoff sleeps in the host, out of reach of fuel and the epoch deadline
+    limits = wgt.ResourceLimits(max_execution_time_ms=100)
+    started = time.perf_counter()
+    result = Sandbox(limits).run(WasmModule.from_wat(hostile.SLEEP), b"")
+    assert struct.unpack("<I", result.output) == (hostile.WASI_ERRNO_NOTSUP,)
+    assert time.perf_counter() - started < 60  # generous: the module asked for an hour
+
+
+def test_second_memory_is_refused(small):
+    with pytest.raises(wgt.InvalidModule, match="more than one linear memory"):
+        small.run(WasmModule.from_wat(hostile.TWO_MEMORIES), b"")
 
 
 def test_stdout_and_stderr_are_captured(small):

@@ -141,7 +141,8 @@ def _describe(ty: Any) -> tuple[str, str]:
         results = ", ".join(str(r) for r in ty.results)
         return "func", f"({params}) -> ({results})"
     if isinstance(ty, wasmtime.MemoryType):
-        return "memory", "memory64" if ty.is_64 else "memory32"
+        kind = "memory64" if ty.is_64 else "memory32"
+        return "memory", f"shared {kind}" if ty.is_shared else kind
     if isinstance(ty, wasmtime.TableType):
         return "table", str(ty.element)
     if isinstance(ty, wasmtime.GlobalType):
@@ -161,6 +162,13 @@ _linkers: dict[str, wasmtime.Linker] = {}
 _linkers_lock = threading.Lock()
 
 
+_ERRNO_NOTSUP = 58
+
+
+def _poll_oneoff_refused(_in: int, _out: int, _count: int, _events: int) -> int:
+    return _ERRNO_NOTSUP
+
+
 def _linker(engine: SandboxEngine) -> wasmtime.Linker:
     """One linker per engine offering WASI preview 1; each task's Store supplies its WasiConfig."""
     linker = _linkers.get(engine.fingerprint)
@@ -170,6 +178,18 @@ def _linker(engine: SandboxEngine) -> wasmtime.Linker:
             if linker is None:
                 linker = wasmtime.Linker(engine.engine)
                 linker.define_wasi()
+                # poll_oneoff can sleep in the host, where neither fuel nor the epoch deadline
+                # reaches: a kernel could hold a worker thread for ever. Kernels have no reason
+                # to wait for anything, so it answers ENOTSUP.
+                linker.allow_shadowing = True
+                i32 = wasmtime.ValType.i32()
+                linker.define_func(
+                    WASI_MODULE,
+                    "poll_oneoff",
+                    wasmtime.FuncType([i32, i32, i32, i32], [i32]),
+                    _poll_oneoff_refused,
+                )
+                linker.allow_shadowing = False
                 _linkers[engine.fingerprint] = linker
     return linker
 

@@ -11,6 +11,7 @@ import re
 import wasmtime
 
 from wgtlab.errors import (
+    InvalidModule,
     MemoryLimitExceeded,
     OutOfFuel,
     ProcessExit,
@@ -37,7 +38,6 @@ _STACK = "call stack exhausted"
 _MEMORY = (
     "exceeds memory limits",  # "memory minimum size of N pages exceeds memory limits"
     "exceeds table limits",  # a table is host memory too
-    "memory count too high",
     "table count too high",
     "instance count too high",
 )
@@ -113,6 +113,11 @@ def classify_trap(error: BaseException, limits: ResourceLimits) -> SandboxError:
         return time_limit_exceeded(limits)
     if code == wasmtime.TrapCode.STACK_OVERFLOW or _STACK in text:
         return stack_overflow(limits)
+    if "memory count too high" in text:  # the store allows one linear memory
+        return InvalidModule(
+            "the module defines more than one linear memory; ABI v1 kernels have exactly one, "
+            "exported as `memory`"
+        )
     if any(phrase in text for phrase in _MEMORY):
         pages = _MIN_PAGES.search(text)
         if pages:
