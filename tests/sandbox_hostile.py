@@ -74,6 +74,17 @@ SPIN = abi_module(
     """
 )
 
+# 0.0 / 0.0 and sqrt(-1) as raw bits: x86 makes the "default NaN" 0xFFF8...; canonicalisation
+# makes every NaN 0x7FF8..., so replicas on any hardware return identical bytes.
+NAN_BITS = abi_module(
+    """
+    (f64.store (i32.const 0) (f64.div (f64.const 0) (f64.convert_i32_u (local.get $n))))
+    (f64.store (i32.const 8) (f64.sqrt (f64.const -1)))
+    (v128.store (i32.const 16) (f32x4.div (v128.const f32x4 0 0 0 0) (v128.const f32x4 0 0 0 0)))
+    (i64.const 32)
+    """
+)
+
 INFINITE_LOOP = abi_module("(loop $forever (br $forever)) (unreachable)")
 
 # Grows memory a page at a time until refused, then gives up the way C's abort() does.

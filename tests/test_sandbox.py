@@ -83,6 +83,12 @@ def test_module_does_real_work():
     assert Sandbox().run(upper, b"Hello, wasm!").output == b"HELLO, WASM!"
 
 
+def test_nan_results_are_canonical(echo):
+    output = Sandbox().run(WasmModule.from_wat(hostile.NAN_BITS), b"").output
+    assert output[:16] == bytes.fromhex("000000000000f87f") * 2  # f64 canonical NaN, LE
+    assert output[16:] == bytes.fromhex("0000c07f") * 4  # f32 lanes
+
+
 def test_module_metadata(echo):
     assert len(echo.digest) == 64
     assert echo.digest == __import__("hashlib").sha256(echo.wasm).hexdigest()
