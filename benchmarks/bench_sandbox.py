@@ -143,13 +143,13 @@ def bench_kernel(
     w, n = min(wasm_s), min(numpy_s)
     encode = best_of(lambda: kernel.encode(values), 3, 5)
     line(
-        f"{name}, 8 MiB float64 (speed vs numpy)",
+        f"{name}, 8 MiB float64, speed vs numpy",
         f"sandbox {w * 1e3:.2f} ms vs numpy {n * 1e3:.2f} ms",
         n / w,
         f">= {target}",
         n / w >= target,
     )
-    print(f"{'':<44} (encoding the chunk, trusted side, once per chunk: {encode * 1e3:.2f} ms)")
+    print(f"{'':<48} (encoding the chunk, trusted side, once per chunk: {encode * 1e3:.2f} ms)")
     return w
 
 
@@ -160,7 +160,7 @@ def bench_ingest() -> None:
     payload = bytes(8 << 20)
     s = best_of(lambda: sandbox.run(module, payload), 3, 10)
     print(
-        f"{'  floor: 8 MiB task doing nothing':<44} {s * 1e3:.2f} ms (fresh Store, memory, copy in)"
+        f"{'  floor: 8 MiB task doing nothing':<48} {s * 1e3:.2f} ms (fresh Store, memory, copy in)"
     )
 
 
@@ -226,7 +226,7 @@ def bench_threads() -> None:
 
     ho, ht = paired(hash_one, hash_two)
     print(
-        f"{'  control: hashlib.sha256, 2 threads vs 1':<44} "
+        f"{'  control: hashlib.sha256, 2 threads vs 1':<48} "
         f"1 thread {ho * 1e3:.0f} ms, 2 threads {ht * 1e3:.0f} ms, ratio {ho / ht:.2f} "
         "(the machine's free parallelism)"
     )
@@ -284,7 +284,7 @@ def main() -> None:
     print(f"wasmtime {WASMTIME_VERSION}, {os.cpu_count()} CPUs; medians of repeated runs")
     bench_overhead()
     bench_kernel(
-        "histogram(20 bins)",
+        "histogram (20 bins)",
         wgt.kernels.histogram(bins=20, lo=0.0, hi=100.0),
         lambda v: np.histogram(v, bins=20, range=(0.0, 100.0))[0],
         1.0,
