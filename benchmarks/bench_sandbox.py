@@ -78,7 +78,7 @@ def best_of(fn: Callable[[], object], repeats: int, number: int) -> float:
 
 def line(label: str, figure: str, ratio: float, target: str, ok: bool) -> None:
     print(
-        f"{label:<44} {figure:<44} ratio {ratio:6.2f}  target {target:<7} {'OK' if ok else 'MISS'}"
+        f"{label:<48} {figure:<44} ratio {ratio:6.2f}  target {target:<7} {'OK' if ok else 'MISS'}"
     )
 
 
