@@ -117,6 +117,14 @@ def test_cluster_run_and_verify(ip, capsys):
 
     assert run(ip, "%wgt workers").result is cluster
     assert run(ip, "%wgt trust").result is cluster.ledger
+    shown = []
+    ip.display_pub.publish = lambda data, **kw: shown.append(data)
+    try:
+        assert run(ip, "%wgt trust --plot").result is cluster.ledger
+    finally:
+        del ip.display_pub.publish
+    assert len(shown) == 1 and shown[0]["text/plain"] == "<Figure size 800x400 with 1 Axes>"
+    assert shown[0]["image/png"]
     quarantined = cluster.ledger.state(cluster.fingerprint("local-0")).quarantined
     assert quarantined
 

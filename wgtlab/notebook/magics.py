@@ -295,7 +295,7 @@ class WgtMagics(Magics):
 
             from wgtlab.notebook.plots import trust_timeline
 
-            display(trust_timeline(ledger))
+            display(trust_timeline(ledger.history()))
         return ledger
 
     def cmd_verify(self, args: Any) -> ProofCheck:
