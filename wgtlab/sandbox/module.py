@@ -78,26 +78,29 @@ def compile_cached(
             return _memory_cache[full_key]
         key_lock = _key_locks.setdefault(full_key, threading.Lock())
     with key_lock:
-        with _memory_lock:
-            if full_key in _memory_cache:
-                return _memory_cache[full_key]
-        store = disk if disk is not None else CompiledCache()
-        compiled = None
-        blob = store.load(full_key)
-        if blob is not None:
-            try:
-                compiled = deserialize(blob)
-            except (wasmtime.WasmtimeError, ValueError):
-                store.discard(full_key)  # written by something else: never trusted, rebuilt
-        if compiled is None:
-            compiled = build()
-            with contextlib.suppress(OSError):  # a read-only cache dir only costs speed
-                store.store(full_key, serialize(compiled))
-        with _memory_lock:
-            _memory_cache[full_key] = compiled
-            while len(_memory_cache) > _MEMORY_CACHE_ENTRIES:
-                _memory_cache.popitem(last=False)
-            _key_locks.pop(full_key, None)
+        try:
+            with _memory_lock:
+                if full_key in _memory_cache:
+                    return _memory_cache[full_key]
+            store = disk if disk is not None else CompiledCache()
+            compiled = None
+            blob = store.load(full_key)
+            if blob is not None:
+                try:
+                    compiled = deserialize(blob)
+                except (wasmtime.WasmtimeError, ValueError):
+                    store.discard(full_key)  # written by something else: never trusted, rebuilt
+            if compiled is None:
+                compiled = build()
+                with contextlib.suppress(OSError):  # a read-only cache dir only costs speed
+                    store.store(full_key, serialize(compiled))
+            with _memory_lock:
+                _memory_cache[full_key] = compiled
+                while len(_memory_cache) > _MEMORY_CACHE_ENTRIES:
+                    _memory_cache.popitem(last=False)
+        finally:
+            with _memory_lock:
+                _key_locks.pop(full_key, None)
     return compiled
 
 
