@@ -66,7 +66,7 @@ def test_single_bit_flips_anywhere_in_any_shard_are_survived(pipe, shards):
         assert pipe.reconstruct(damaged) == DATA, (i, bit)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(seed=st.integers(0, 2**32), damaged_count=st.integers(1, K + M))
 def test_many_damaged_shards_never_yield_wrong_plaintext(pipe, shards, seed, damaged_count):
     rng = random.Random(seed)

@@ -76,7 +76,7 @@ def test_one_more_missing_shard_than_parity_fails_clearly(k, m):
 CONFIGS = st.sampled_from([(4, 2), (8, 4), (10, 4), (3, 7)])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=CONFIGS, size=st.integers(0, 6 * SEGMENT), seed=st.integers(0, 2**16), data=st.data())
 def test_round_trip_with_random_losses(config, size, seed, data):
     k, m = config

@@ -69,6 +69,15 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+def _forget_pool_after_fork() -> None:
+    # A forked child inherits the pool object but none of its threads: start a fresh one.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _window() -> int:
     # Two segments per core in flight: enough to keep every core busy while the caller's
     # thread reads and writes, few enough that memory stays a handful of segments.
@@ -480,12 +489,15 @@ def _decompress_into(dctx: zstandard.ZstdDecompressor, compressed: bytes, into: 
 
 
 def _byte_view(data: Any) -> memoryview:
-    if isinstance(data, str) or not isinstance(data, bytes | bytearray | memoryview):
+    if isinstance(data, str):
+        raise ConfigError("CES processes bytes, not str (encode text first, e.g. text.encode())")
+    try:
+        return memoryview(data).cast("B")
+    except (TypeError, ValueError):
         raise ConfigError(
-            f"CES processes bytes, not {type(data).__name__}"
-            + (" (encode text first, e.g. text.encode())" if isinstance(data, str) else "")
-        )
-    return memoryview(data).cast("B")
+            f"CES processes bytes-like data (bytes, bytearray, contiguous memoryview), not "
+            f"{type(data).__name__}"
+        ) from None
 
 
 def _memory_sources(
@@ -505,10 +517,11 @@ def _memory_sources(
     for i, shard in enumerate(shards):
         if shard is None or (present is not None and not present[i]):
             sources.append(None)
-        elif isinstance(shard, bytes | bytearray | memoryview):
-            sources.append(BytesSource(shard))
-        else:  # not bytes at all: a damaged shard, not a crash
-            sources.append(BytesSource(b""))
+        else:
+            try:
+                sources.append(BytesSource(shard))
+            except (TypeError, ValueError):  # not bytes at all: a damaged shard, not a crash
+                sources.append(BytesSource(b""))
     return sources
 
 

@@ -7,6 +7,7 @@ that one fragment. ``inspect`` reports the same judgement as a value for the CLI
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -46,6 +47,8 @@ class BytesSource:
     """A shard held in memory."""
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        if isinstance(data, str):
+            raise TypeError("a shard is bytes, not str")
         self._view = memoryview(data).cast("B")
         self.size = len(self._view)
 
@@ -291,9 +294,7 @@ class ShardSet:
         self.header: ShardHeader = judgement.header
         self.members = judgement.members
         self._statuses = judgement.statuses
-        self.codec = ErasureCodec(
-            self.header.data_shards, self.header.parity_shards, self.header.codec
-        )
+        self.codec = _codec(self.header.data_shards, self.header.parity_shards, self.header.codec)
         self._damage: Counter[int] = Counter()
         self._lock = threading.Lock()
 
@@ -403,3 +404,9 @@ class ShardSet:
             recoverable=worst >= k and not problem,
             problem=problem,
         )
+
+
+@functools.lru_cache(maxsize=32)
+def _codec(data_shards: int, parity_shards: int, codec: int) -> ErasureCodec:
+    # Shared across shard sets of one layout, so pyeclib's per-thread drivers are built once.
+    return ErasureCodec(data_shards, parity_shards, codec)
