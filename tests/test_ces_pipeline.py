@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 
@@ -158,3 +159,26 @@ def test_reconstruct_arguments_are_checked():
         pipe.reconstruct([None, None, None])
     with pytest.raises(NotEnoughShardsError):
         pipe.reconstruct([])
+
+
+def test_forked_child_gets_a_working_pool():
+    pipe = pipeline(2, 1)
+    shards = pipe.process(sample(5 * SEGMENT))  # starts the shared pool in this process
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (runs in the child)
+        os._exit(0 if pipe.reconstruct(shards) == sample(5 * SEGMENT) else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_inspect_report_is_a_value_with_a_table():
+    pipe = pipeline(4, 2)
+    shards = pipe.process(sample(3 * SEGMENT))
+    report = wgt.ces.inspect([None, *shards[1:]], key=KEY)
+    assert report.recoverable and (report.usable, report.needed) == (5, 4)
+    assert report.counts() == {"missing": 1, "ok": 5}
+    frame = report.to_frame()
+    assert list(frame["state"]) == ["missing", "ok", "ok", "ok", "ok", "ok"]
+    assert frame.loc[1, "index"] == 1 and report.dataset_id == report.header.dataset_id.hex()
+    assert "4 data + 2 parity" in str(report)
+    with pytest.raises(AttributeError):
+        report.recoverable = False  # frozen
