@@ -45,3 +45,12 @@ LOCAL_WORKERS = 4
 WORKER_TASKS_PER_SECOND = 2_000.0  # token bucket refill rate per worker
 WORKER_BURST = 200  # token bucket capacity per worker
 WORKER_MAX_IN_FLIGHT = 4  # tasks in flight per worker
+
+# --- Dask clusters with mutual TLS (wgtlab/cluster/dask.py, certs.py) --------------------------
+DASK_LOCAL_WORKERS = 2  # worker processes DaskCluster.local starts
+DASK_CERT_WORKERS = 2  # worker bundles `wgtlab certs init` writes
+DASK_MAX_IN_FLIGHT = 4  # tasks queued per Dask worker: hides the network round trip
+DASK_CONNECT_TIMEOUT_S = 20.0  # how long a client or worker tries to reach the scheduler
+DASK_TASK_SLACK_S = 10.0  # added to a remote task's deadline for transfer, queueing, compiling
+CERT_VALID_DAYS = 365  # member certificates
+CA_VALID_DAYS = 3650  # the cluster CA

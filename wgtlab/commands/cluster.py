@@ -1,0 +1,235 @@
+"""``wgtlab certs``, ``wgtlab scheduler`` and ``wgtlab worker``: a Dask cluster with mutual TLS.
+
+``certs init DIR`` makes the cluster CA and a bundle per member; the scheduler and each worker
+run with their own bundle; only holders of a certificate from that CA can connect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from wgtlab import defaults
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    certs = subparsers.add_parser(
+        "certs",
+        help="make the CA and certificates of a Dask cluster with mutual TLS",
+        description="Certificates for a DaskCluster: one CA per cluster, one bundle per member.",
+    )
+    actions = certs.add_subparsers(dest="certs_command", metavar="ACTION")
+    init = actions.add_parser(
+        "init",
+        help="a new cluster CA and bundles for the scheduler, the client and N workers",
+        description=(
+            "Write DIR/ca (CA certificate and key: keep the key with the administrator), and "
+            "DIR/scheduler, DIR/client, DIR/worker-0 .. bundles (ca.pem, cert.pem, key.pem; "
+            "keys mode 0600). Copy each bundle to the machine that plays that part."
+        ),
+    )
+    init.add_argument("dir", type=Path, help="a new or empty directory")
+    init.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.DASK_CERT_WORKERS,
+        help=f"worker bundles to make (default {defaults.DASK_CERT_WORKERS})",
+    )
+    init.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME_OR_IP",
+        help="extra host name or IP for the scheduler and worker certificates "
+        "(repeatable; localhost and 127.0.0.1 are always included)",
+    )
+    init.add_argument(
+        "--days",
+        type=int,
+        default=defaults.CERT_VALID_DAYS,
+        help=f"validity of member certificates (default {defaults.CERT_VALID_DAYS})",
+    )
+    init.set_defaults(handler=certs_init)
+    issue = actions.add_parser(
+        "issue",
+        help="one more bundle from an existing cluster CA",
+        description="Issue a bundle DIR/NAME for a new member, signed by the CA in DIR/ca.",
+    )
+    issue.add_argument("dir", type=Path, help="the directory `wgtlab certs init` wrote")
+    issue.add_argument("name", help="bundle name, e.g. worker-7")
+    issue.add_argument("--role", choices=("worker", "client", "scheduler"), default="worker")
+    issue.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP")
+    issue.add_argument("--days", type=int, default=defaults.CERT_VALID_DAYS)
+    issue.set_defaults(handler=certs_issue)
+    certs.set_defaults(handler=lambda args: (certs.print_help(), 2)[1])
+
+    scheduler = subparsers.add_parser(
+        "scheduler",
+        help="run a Dask scheduler that only admits holders of the cluster's certificates",
+        description="A Dask scheduler on tls://HOST:PORT with mutual TLS.",
+    )
+    scheduler.add_argument(
+        "--certs", type=Path, required=True, help="the scheduler bundle (DIR/scheduler)"
+    )
+    scheduler.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    scheduler.add_argument("--port", type=int, default=8786, help="port (0: any free port)")
+    scheduler.add_argument(
+        "--dashboard-address",
+        default=None,
+        help="serve Dask's dashboard there, e.g. :8787 (needs bokeh)",
+    )
+    scheduler.add_argument(
+        "--scheduler-file",
+        type=Path,
+        default=None,
+        help="write the scheduler's address to this JSON file",
+    )
+    scheduler.set_defaults(handler=run_scheduler)
+
+    worker = subparsers.add_parser(
+        "worker",
+        help="run a sandboxed Dask worker for a DaskCluster",
+        description=(
+            "A Dask worker with the wgtlab sandbox plugin: it runs kernels in wasmtime, signs "
+            "results with its Ed25519 key (kept in --identity-dir), and connects with mutual TLS."
+        ),
+    )
+    worker.add_argument("--scheduler", required=True, metavar="tls://HOST:PORT")
+    worker.add_argument(
+        "--certs", type=Path, required=True, help="this worker's bundle (DIR/worker-N)"
+    )
+    worker.add_argument(
+        "--name", default=None, help="the worker's name (default: the bundle's name, e.g. worker-0)"
+    )
+    worker.add_argument("--nthreads", type=int, default=1, help="tasks at a time (default 1)")
+    worker.add_argument("--host", default=None, help="address to listen on")
+    worker.add_argument(
+        "--contact-address",
+        default=None,
+        help="address the scheduler and peers use to reach this worker",
+    )
+    worker.add_argument(
+        "--identity-dir",
+        type=Path,
+        default=None,
+        help="where the worker's signing key lives (default: the wgtlab data "
+        "dir, so trust follows the worker across restarts)",
+    )
+    worker.add_argument("--local-directory", type=Path, default=None, help="scratch space for Dask")
+    worker.add_argument(
+        "--death-timeout",
+        type=float,
+        default=defaults.DASK_CONNECT_TIMEOUT_S,
+        help="give up if the scheduler cannot be reached for this many seconds",
+    )
+    worker.set_defaults(handler=run_worker)
+
+
+def certs_init(args: argparse.Namespace) -> int:
+    from wgtlab.cluster.certs import init_certs
+
+    bundles = init_certs(args.dir, workers=args.workers, hosts=args.host, valid_days=args.days)
+    print(f"cluster CA: {args.dir / 'ca'} (keep ca.key with the administrator, not on members)")
+    for name, bundle in bundles.items():
+        print(f"{bundle.role:<9} {name:<12} {bundle.cert_file.parent}")
+    return 0
+
+
+def certs_issue(args: argparse.Namespace) -> int:
+    from wgtlab.cluster.certs import issue_bundle
+
+    bundle = issue_bundle(args.dir, args.name, args.role, hosts=args.host, valid_days=args.days)
+    print(f"{bundle.role:<9} {bundle.name:<12} {bundle.cert_file.parent}")
+    return 0
+
+
+def _identity_dir(args: argparse.Namespace) -> Path:
+    if args.identity_dir is not None:
+        return args.identity_dir
+    import platformdirs
+
+    root = os.environ.get(defaults.DATA_DIR_ENV) or platformdirs.user_data_dir("wgtlab")
+    return Path(root) / "worker-identities"
+
+
+async def _serve(server: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(server.close()))
+    await server.finished()
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from distributed import Worker
+
+    from wgtlab.cluster.certs import CertBundle
+    from wgtlab.cluster.dask_worker import SandboxPlugin
+    from wgtlab.errors import ClusterError, ConfigError
+
+    if not args.scheduler.startswith("tls://"):
+        raise ConfigError(f"--scheduler must be a tls:// address, got {args.scheduler!r}")
+    bundle = CertBundle.load(args.certs, "worker")
+    name = args.name or bundle.name
+
+    async def main() -> None:
+        worker = Worker(
+            args.scheduler,
+            security=bundle.security(),
+            name=name,
+            nthreads=args.nthreads,
+            host=args.host,
+            contact_address=args.contact_address,
+            local_directory=None if args.local_directory is None else str(args.local_directory),
+            death_timeout=args.death_timeout,
+            plugins=[SandboxPlugin(identity_dir=_identity_dir(args))],
+            dashboard=False,
+        )
+        try:
+            await worker
+        except Exception as exc:
+            await worker.close()
+            raise ClusterError(
+                f"could not join the scheduler at {args.scheduler} within {args.death_timeout:.0f}"
+                f" s ({type(exc).__name__}: {exc}); check the address and that --certs holds a "
+                "bundle of this cluster's CA"
+            ) from None
+        print(f"wgtlab worker {name} at {worker.address}, scheduler {args.scheduler}", flush=True)
+        await _serve(worker)
+
+    asyncio.run(main())
+    return 0
+
+
+def run_scheduler(args: argparse.Namespace) -> int:
+    from distributed import Scheduler
+
+    from wgtlab.cluster.certs import CertBundle
+
+    bundle = CertBundle.load(args.certs, "scheduler")
+
+    async def main() -> None:
+        options: dict[str, Any] = {}
+        if args.dashboard_address:
+            options["dashboard_address"] = args.dashboard_address
+        else:
+            options["dashboard"] = False
+        scheduler = Scheduler(
+            security=bundle.security(),
+            host=args.host,
+            port=args.port,
+            protocol="tls://",
+            scheduler_file=None if args.scheduler_file is None else str(args.scheduler_file),
+            **options,
+        )
+        await scheduler
+        print(f"wgtlab scheduler at {scheduler.address}", flush=True)
+        sys.stdout.flush()
+        await _serve(scheduler)
+
+    asyncio.run(main())
+    return 0
