@@ -6,9 +6,12 @@ becomes the typed SandboxError for it; nothing from one task survives into the n
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from wgtlab.errors import (
 )
 from wgtlab.sandbox.engine import SandboxEngine, get_engine
 from wgtlab.sandbox.limits import ResourceLimits
-from wgtlab.sandbox.python.component import runner_component
+from wgtlab.sandbox.python.component import runner_component, runner_digest
 from wgtlab.sandbox.traps import classify_trap, memory_limit_error
 
 __all__ = ["GuestOutcome", "run_in_guest"]
@@ -49,6 +52,8 @@ class GuestOutcome:
 
 _linkers: dict[int, wc.Linker] = {}
 _linkers_lock = threading.Lock()
+# component -> {export name: ExportIndex}, looked up once per component rather than per call
+_exports: weakref.WeakKeyDictionary[wc.Component, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def _linker(engine: SandboxEngine) -> wc.Linker:
@@ -65,6 +70,65 @@ def _log(text: str, limit: int) -> tuple[bytes, bool]:
     data = text.encode("utf-8", "replace")
     truncated = len(text) > limit or len(data) > limit
     return data[:limit], truncated
+
+
+def _export(store: wasmtime.Store, instance: wc.Instance, component: wc.Component, name: str):
+    indexes = _exports.get(component)
+    if indexes is None:
+        indexes = _exports.setdefault(component, {})
+    index = indexes.get(name)
+    if index is None:
+        index = indexes.setdefault(name, component.get_export_index(name))
+    return instance.get_func(store, index)
+
+
+def _fresh_instance(
+    engine: SandboxEngine, component: wc.Component, limits: ResourceLimits
+) -> tuple[wasmtime.Store, wc.Instance]:
+    store = wasmtime.Store(engine.engine)
+    store.set_fuel(limits.max_cpu_cycles)
+    store.set_epoch_deadline(engine.deadline_ticks(limits.max_execution_time_ms))
+    store.set_limits(memory_size=limits.max_memory_bytes)
+    try:
+        return store, _linker(engine).instantiate(store, component)
+    except BaseException:
+        store.close()
+        raise
+
+
+_codes: OrderedDict[str, str] = OrderedDict()  # program digest -> marshalled code object
+_codes_lock = threading.Lock()
+_CODES_KEPT = 256
+
+
+def _code(
+    engine: SandboxEngine,
+    component: wc.Component,
+    limits: ResourceLimits,
+    source: str,
+    name: str,
+) -> str:
+    """The guest's compiled form of ``source``: compiling costs about half of a small task, so
+    it is done once per process, in an instance of its own where none of the source runs."""
+    key = hashlib.sha256(f"{runner_digest()}\0{name}\0{source}".encode()).hexdigest()
+    code = _codes.get(key)
+    if code is not None:
+        return code
+    try:
+        store, instance = _fresh_instance(engine, component, limits)
+        try:
+            code = _export(store, instance, component, "compile")(store, source, name)
+        finally:
+            store.close()
+    except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        raise _trap_error(exc, limits) from None
+    if not isinstance(code, str):  # result<string, failure>: the failure record
+        raise _guest_error(code, limits, name, b"", b"")
+    with _codes_lock:
+        _codes[key] = code
+        while len(_codes) > _CODES_KEPT:
+            _codes.popitem(last=False)
+    return code
 
 
 def run_in_guest(
@@ -85,18 +149,15 @@ def run_in_guest(
     """
     engine = get_engine(limits.max_stack_bytes)
     component = runner_component(engine, root=root)
+    code = _code(engine, component, limits, source, name)
     started = time.perf_counter()
-    store = wasmtime.Store(engine.engine)
     try:
-        store.set_fuel(limits.max_cpu_cycles)
-        store.set_epoch_deadline(engine.deadline_ticks(limits.max_execution_time_ms))
-        store.set_limits(memory_size=limits.max_memory_bytes)
+        store, instance = _fresh_instance(engine, component, limits)
         try:
-            instance = _linker(engine).instantiate(store, component)
-            run = instance.get_func(store, "run")
-            outcome = run(
+            outcome = _export(store, instance, component, "run")(
                 store,
                 source,
+                code,
                 name,
                 seed,
                 input_kind,
@@ -104,11 +165,11 @@ def run_in_guest(
                 chunk,
                 min(limits.max_log_bytes + 1, 0xFFFFFFFF),
             )
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            raise _trap_error(exc, limits) from None
-        fuel_used = limits.max_cpu_cycles - store.get_fuel()
-    finally:
-        store.close()
+            fuel_used = limits.max_cpu_cycles - store.get_fuel()
+        finally:
+            store.close()
+    except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        raise _trap_error(exc, limits) from None
     wall_ms = (time.perf_counter() - started) * 1000.0
     stdout, out_cut = _log(outcome.stdout, limits.max_log_bytes)
     stderr, err_cut = _log(outcome.stderr, limits.max_log_bytes)
