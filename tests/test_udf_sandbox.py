@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from udf_support import ensure_runner
 
 import wgtlab as wgt
@@ -486,3 +488,32 @@ def test_every_promised_module_is_importable_in_the_guest():
         return failed
 
     assert wgt.udf(imports_all).run(list(GUEST_MODULES)) == []
+
+
+# --- the transport, both ways ------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**200), max_value=2**200)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=25,
+)
+
+
+def echo(value):
+    return value
+
+
+@settings(max_examples=40, deadline=None)
+@given(JSON_VALUES)
+def test_any_json_value_comes_back_unchanged(value):
+    assert wgt.udf(echo).run(value, echo=False) == value
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.binary(max_size=4096))
+def test_any_bytes_come_back_unchanged(data):
+    assert wgt.udf(echo, input="bytes").run(data, echo=False) == data
