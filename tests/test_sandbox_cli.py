@@ -1,4 +1,4 @@
-"""``wgtlab sandbox run`` and ``wgtlab demo``, run in-process through the real CLI entry point."""
+"""``wgtlab sandbox run``, run in-process through the real CLI entry point."""
 
 from __future__ import annotations
 
@@ -63,12 +63,3 @@ def test_refused_or_stopped_module_exits_non_zero_with_the_message(
 def test_missing_input_file_is_a_clear_error(upper_wat, tmp_path, capsys):
     assert main(["sandbox", "run", str(upper_wat), "--input", str(tmp_path / "nope")]) == 1
     assert "cannot read input file" in capsys.readouterr().err
-
-
-def test_demo_runs_every_kernel_and_checks_it(capsys):
-    assert main(["demo", "--rows", "3000", "--chunks", "3"]) == 0
-    out = capsys.readouterr().out
-    for name in ("sum", "min_max", "histogram", "count_where", "word_count", "checksum"):
-        assert f"wgt.kernels.{name}(" in out
-    assert out.count("matches numpy/zlib") == 6
-    assert "fuel" in out and "limits:" in out

@@ -1,150 +1,120 @@
-"""``wgtlab demo``: every built-in kernel over January 2013's NYC flights, inside the sandbox.
+"""``wgtlab demo``: the main job, end to end, on real data with one lying worker.
 
-Until the job layer runs it, this is the demo: chunks of a real dataset go through encode,
-``Sandbox.run`` and combine, and each result is checked against numpy / zlib computed directly.
+Five sandboxed local workers, one of which lies on every task, run a histogram of January 2013
+NYC flight distances with redundancy; the report shows the verified result, the lies caught,
+each worker's trust before and after, the Merkle root, and a CES round trip with two shards lost.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import time
-import zlib
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-DATASET = "flights-2013-01.csv"
+DEMO_KEY = bytes.fromhex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser(
+    parser = subparsers.add_parser(
         "demo",
-        help="run the built-in kernels on sample data inside the sandbox",
-        description=(
-            "Run each built-in kernel (sum, min_max, histogram, count_where, word_count, "
-            f"checksum) over {DATASET} (data/ in the repository) in the WebAssembly sandbox, "
-            "and print the limits, fuel and time used, and results checked against numpy."
-        ),
+        help="run the main job: a verified histogram with a lying worker, plus a CES round trip",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--rows", type=int, default=20_000, help="sample size (default %(default)s)")
-    demo.add_argument(
-        "--chunks", type=int, default=8, help="chunks per kernel (default %(default)s)"
+    parser.add_argument("--workers", type=int, default=5, help="local workers (default 5)")
+    parser.add_argument("--replicas", type=int, default=3, help="replicas per chunk (default 3)")
+    parser.add_argument("--chunk-rows", type=int, default=1000, help="rows per chunk")
+    parser.add_argument(
+        "--out", type=Path, default=Path("wgtlab-demo"), help="where the PNG plots go"
     )
-    demo.add_argument("--data", metavar="CSV", help=f"another CSV with the columns of {DATASET}")
-    demo.set_defaults(handler=run_demo)
-
-
-def find_dataset() -> Path | None:
-    """data/flights-2013-01.csv at the repository root (the package's parent), if present."""
-    import wgtlab
-
-    for root in (Path(wgtlab.__file__).resolve().parent.parent, Path.cwd()):
-        candidate = root / "data" / DATASET
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _load(path: Path | None, rows: int) -> tuple[Any, bytes, str]:
-    import pandas as pd
-
-    if path is not None:
-        frame = pd.read_csv(path, nrows=rows)
-        return frame, path.read_bytes()[: 1 << 20], f"{path.name}, first {len(frame):,} rows"
-    # No dataset next to the package (e.g. an installed wheel): synthetic flights, said so.
-    rng = np.random.default_rng(2013)
-    frame = pd.DataFrame(
-        {
-            "dep_delay": np.round(rng.gamma(1.2, 15.0, rows) - 10.0),
-            "arr_delay": np.round(rng.normal(5.0, 40.0, rows)),
-            "distance": rng.integers(80, 4983, rows).astype(float),
-        }
-    )
-    frame.loc[rng.random(rows) < 0.02, ["dep_delay", "arr_delay"]] = np.nan  # cancelled
-    text = frame.to_csv(index=False).encode()
-    return frame, text, f"{rows:,} synthetic rows ({DATASET} not found)"
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
     import wgtlab as wgt
+    from wgtlab import defaults, samples
+    from wgtlab.commands.progress import TextProgress
+    from wgtlab.notebook import plots
 
-    path = Path(args.data) if args.data else find_dataset()
-    frame, text, source = _load(path, args.rows)
-    limits = wgt.ResourceLimits(max_memory_bytes=64 << 20, max_cpu_cycles=50_000_000)
-    sandbox = wgt.Sandbox(limits)
-    print(f"data:   {source}")
-    print(
-        f"limits: memory {limits.max_memory_bytes >> 20} MiB, fuel {limits.max_cpu_cycles:,}, "
-        f"wall clock {limits.max_execution_time_ms:,} ms, stack {limits.max_stack_bytes >> 10} "
-        f"KiB per task; a fresh wasmtime Store per chunk"
+    flights = samples.flights()
+    distance = flights["distance"].astype("float64")
+    liar = "local-0"
+    cluster = wgt.LocalCluster(
+        workers=args.workers, faults={liar: wgt.faults.Liar(rate=1.0, seed=7)}, seed=1
     )
-    print()
+    print(
+        f"wgtlab demo: {len(flights):,} NYC flights (Jan 2013, {samples.FLIGHTS}), "
+        f"{args.workers} sandboxed workers, {liar} lies on every task"
+    )
+    with wgt.Job("flight-distance-histogram") as job:
+        wgt.input(distance, chunk_rows=args.chunk_rows)
+        wgt.kernel(wgt.kernels.histogram(bins=12, lo=0.0, hi=3000.0))
+        wgt.verify("redundancy", replicas=args.replicas)
+    limits = job.resource_limits
+    print(
+        f"limits: {limits.max_memory_bytes >> 20} MiB memory, {limits.max_cpu_cycles:,} fuel, "
+        f"{limits.max_execution_time_ms / 1000:g} s wall clock, {limits.max_stack_bytes >> 10} KiB "
+        f"stack; verification: redundancy x{args.replicas}, strict majority"
+    )
+    progress = None
+    if not args.no_progress:
+        progress = job.subscribe(TextProgress(total=math.ceil(len(distance) / args.chunk_rows)))
+    with cluster:
+        result = job.run(on=cluster)
+    if progress is not None:
+        progress.close()
 
-    dep, arr, dist = (frame[c] for c in ("dep_delay", "arr_delay", "distance"))
-    text_chunks = [text[i : i + 65_536] for i in range(0, len(text), 65_536)]
-    jobs: list[tuple[str, Any, list[Any], Any]] = [
-        ("distance", wgt.kernels.sum(), _split(dist, args.chunks), math.fsum(dist.dropna())),
-        ("arr_delay", wgt.kernels.min_max(), _split(arr, args.chunks), (arr.min(), arr.max())),
-        (
-            "dep_delay",
-            wgt.kernels.histogram(bins=10, lo=-30.0, hi=120.0),
-            _split(dep, args.chunks),
-            np.histogram(dep.dropna(), bins=10, range=(-30.0, 120.0))[0],
-        ),
-        (
-            "arr_delay",
-            wgt.kernels.count_where(">", 15.0),
-            _split(arr, args.chunks),
-            int((arr > 15.0).sum()),
-        ),
-        ("CSV text", wgt.kernels.word_count(), text_chunks, len(text.split())),
-        ("CSV bytes", wgt.kernels.checksum(), text_chunks, zlib.adler32(text)),
-    ]
-    all_match = True
-    for column, kernel, chunks, expected in jobs:
-        fuel = 0
-        started = time.perf_counter()
-        partials = []
-        for chunk in chunks:
-            result = kernel.execute(sandbox, kernel.encode(chunk))
-            fuel += result.fuel_used
-            partials.append(kernel.decode(result.output))
-        value = kernel.combine(partials)
-        elapsed = (time.perf_counter() - started) * 1000.0
-        match = _equal(value, expected)
-        all_match &= match
-        print(f"{kernel!r} over {column}")
-        print(f"  module  {kernel.module.name} sha256 {kernel.digest[:16]}...")
-        print(
-            f"  ran     {len(chunks)} chunks, fuel {fuel:,}, {elapsed:.1f} ms "
-            "(encode + sandbox + decode)"
-        )
-        print(f"  result  {_show(value)}")
-        print(f"  check   {'matches' if match else 'DIFFERS FROM'} numpy/zlib computed directly")
-        print()
-    print("all results match" if all_match else "SOME RESULTS DIFFER")
-    return 0 if all_match else 1
+    expected, _ = np.histogram(distance[(distance >= 0) & (distance <= 3000)], 12, (0, 3000))
+    exact = bool(np.array_equal(result.value, expected))
+    verified = int((result.chunks.status == "verified").sum())
+    print(f"\nresult (flights per 250-mile bin): {list(map(int, result.value))}")
+    print(f"equals numpy.histogram on the trusted side: {exact}")
+    print(
+        f"chunks verified: {verified}/{len(result.outcomes)}; lies caught: "
+        f"{result.disagreements}; time {result.seconds:.2f} s"
+    )
+    print(f"merkle root: {result.merkle_root} (tree size {result.tree_size})")
+    proof = result.proof(0)
+    print(f"proof for chunk 0: {len(proof.path)} hashes, verifies: {proof.verify()}")
+    before = result.trust_before.set_index("label")["score"] if len(result.trust_before) else {}
+    after = result.trust.set_index("label")["score"]
+    print("\ntrust      before  after   state")
+    for name in cluster.worker_names():
+        state = "quarantined" if cluster.policy.is_quarantined(cluster.fingerprint(name)) else "ok"
+        start = float(before[name]) if name in before else defaults.TRUST_INITIAL_SCORE
+        print(f"  {name:8} {start:6.3f}  {float(after[name]):6.3f}  {state}")
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    trust_png = args.out / "trust.png"
+    grid_png = args.out / "verification.png"
+    plots.trust_timeline(cluster.ledger.history()).savefig(trust_png, dpi=110)
+    plots.verification_grid(result.verification).savefig(grid_png, dpi=110)
+    print(f"\nplots: {trust_png}, {grid_png}")
 
-def _split(series: Any, chunks: int) -> list[Any]:
-    bounds = np.linspace(0, len(series), max(1, chunks) + 1).astype(int)
-    return [series.iloc[a:b] for a, b in itertools.pairwise(bounds)]
-
-
-def _equal(value: Any, expected: Any) -> bool:
-    if isinstance(value, np.ndarray):
-        return bool(np.array_equal(value, expected))
-    return value == expected
+    _ces_round_trip(wgt, samples)
+    return 0 if exact and result.ok else 1
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        return "[" + " ".join(str(int(v)) for v in value) + "]"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(f"{v:g}" for v in value) + ")"
-    if isinstance(value, float):
-        return f"{value:,.1f}"
-    return f"{value:,}"
+def _ces_round_trip(wgt, samples) -> None:
+    data = samples.path().read_bytes()
+    pipe = wgt.CESPipeline(key=DEMO_KEY, data_shards=8, parity_shards=4)
+    started = time.perf_counter()
+    shards = pipe.process(data)
+    sealed = time.perf_counter() - started
+    lost = [2, 9]
+    for i in lost:
+        shards[i] = None
+    started = time.perf_counter()
+    rebuilt = pipe.reconstruct(shards)
+    rebuilt_s = time.perf_counter() - started
+    size = sum(len(s) for s in shards if s is not None)
+    print(
+        f"\nCES: {len(data):,} bytes -> 12 shards (8 data + 4 parity, zstd + XChaCha20-Poly1305) "
+        f"in {sealed * 1000:.0f} ms; lost shards {lost}; rebuilt in {rebuilt_s * 1000:.0f} ms "
+        f"from {size:,} bytes; exact: {rebuilt == data}"
+    )
+    print("(the demo uses a fixed key; real data needs your own key or CES_ENCRYPTION_KEY)")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import atexit
 import threading
-from importlib.metadata import version
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import wasmtime
 
@@ -33,7 +33,7 @@ class EngineSettings:
         return (
             f"wasmtime={WASMTIME_VERSION};stack={self.max_stack_bytes};fuel={int(self.fuel)};"
             f"epoch={int(self.epoch)};nan={int(self.nan_canonicalization)};"
-            f"cm={int(self.component_model)}"
+            f"cm={int(self.component_model)};rsimd=det"
         )
 
 
@@ -70,6 +70,8 @@ class SandboxEngine:
         config.cranelift_nan_canonicalization = settings.nan_canonicalization
         config.max_wasm_stack = settings.max_stack_bytes
         config.wasm_component_model = settings.component_model
+        # Relaxed SIMD may round differently per CPU; replicas must agree bit for bit.
+        config.wasm_relaxed_simd_deterministic = True
         self.engine = wasmtime.Engine(config)
         self.fingerprint = settings.fingerprint()
         self._ticker: _Ticker | None = None
