@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -82,7 +81,7 @@ def test_one_compile_serves_every_stack_limit(tmp_path):
     small = runner.runner_component(get_engine(128 << 10), root=tmp_path)
     compiled = [p for p in tmp_path.glob("*.bin") if p.stat().st_size > 30 << 20]
     assert len(compiled) == 1  # deserialized for the second engine, not compiled again
-    assert small is not runner.runner_component(get_engine(), root=tmp_path)
+    assert small is not runner.runner_component(get_engine(), root=tmp_path)  # one per engine
 
 
 BUILDER = """
@@ -106,7 +105,6 @@ def test_a_damaged_component_is_rebuilt_once_while_others_wait(tmp_path):
     damaged[-1000] ^= 0x01
     path.write_bytes(bytes(damaged))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    started = time.perf_counter()
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", BUILDER, str(tmp_path)],
@@ -127,7 +125,6 @@ def test_a_damaged_component_is_rebuilt_once_while_others_wait(tmp_path):
     rebuilt = CompiledCache(root=tmp_path).load(runner._component_key())
     assert rebuilt is not None and rebuilt[:8] == wasm[:8] == b"\x00asm\x0d\x00\x01\x00"
     assert reports[0]["sha"] == reports[1]["sha"] == runner.hashlib.sha256(rebuilt).hexdigest()
-    assert time.perf_counter() - started < 600
 
 
 def test_cli_build_and_info(capsys):
