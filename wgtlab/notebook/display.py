@@ -64,17 +64,19 @@ def task_result_html(result: Any) -> str:
     )
 
 
+_GUEST_TRACEBACK = "\n--- traceback inside the sandbox ---"
+
+
 def sandbox_error_html(error: BaseException) -> str:
-    traceback = getattr(error, "traceback", ())
-    details = (
-        _fragment("guest_traceback.html", traceback=escape("".join(traceback))) if traceback else ""
-    )
+    message, _, guest = str(error).partition(_GUEST_TRACEBACK)
+    traceback = "".join(getattr(error, "traceback", ())) or guest.strip("\n")
+    details = _fragment("guest_traceback.html", traceback=escape(traceback)) if traceback else ""
     family = type(error).__mro__[1].__name__ if len(type(error).__mro__) > 1 else ""
     return _view(
         "sandbox_error.html",
         kind=escape(type(error).__name__),
         family=escape(family),
-        message=escape(error),
+        message=escape(message),
         details=details,
     )
 
