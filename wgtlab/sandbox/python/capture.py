@@ -9,9 +9,14 @@ import __future__
 
 import ast
 import builtins
+import datetime
+import decimal
 import dis
+import fractions
 import inspect
 import math
+import re
+import sys
 import textwrap
 import types
 from collections.abc import Callable, Iterator
@@ -191,11 +196,6 @@ def _literal(value: Any, needs: set[str], depth: int = 0) -> str | None:
 
 
 def _value_literal(value: Any, needs: set[str]) -> str | None:
-    import datetime
-    import decimal
-    import fractions
-    import re
-
     kind = type(value)
     text = None
     if kind is re.Pattern:
@@ -404,8 +404,6 @@ def _importable_from(module: str, value: Any) -> bool:
     qualname = getattr(value, "__qualname__", "")
     if not qualname or "." in qualname or "<" in qualname:
         return False
-    import sys
-
     return getattr(sys.modules.get(module), qualname, None) is value
 
 

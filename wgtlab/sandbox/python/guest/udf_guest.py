@@ -299,10 +299,6 @@ sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__ = _Capture(0), _Capture(
 sys.stdin = sys.__stdin__ = io.StringIO("")
 
 
-class _Refused(PermissionError):
-    pass
-
-
 _SANDBOX_NOTE = (
     "inside the wgtlab sandbox: a @wgt.udf function sees only its chunk (no files, network, "
     "processes, threads, clock, entropy or environment)"
