@@ -37,19 +37,18 @@ def generate_key() -> bytes:
 
 def parse_hex_key(text: str, *, source: str = "the key") -> bytes:
     """32 bytes from exactly 64 hex characters; ``source`` names where the text came from."""
-    if len(text) != 2 * KEY_BYTES or not _HEX_DIGITS.issuperset(text):
-        problem = (
-            "is empty"
-            if not text
-            else f"has {len(text)} characters"
-            if len(text) != 2 * KEY_BYTES
-            else "contains characters that are not hex digits"
-        )
-        raise KeyConfigError(
-            f"{source} {problem}; expected exactly {2 * KEY_BYTES} hex characters (a 32-byte "
-            "key), e.g. the output of `wgtlab keygen` or `openssl rand -hex 32`"
-        )
-    return bytes.fromhex(text)
+    if not text:
+        problem = "is empty"
+    elif len(text) != 2 * KEY_BYTES:
+        problem = f"has {len(text)} characters"
+    elif not _HEX_DIGITS.issuperset(text):
+        problem = "contains characters that are not hex digits"
+    else:
+        return bytes.fromhex(text)
+    raise KeyConfigError(
+        f"{source} {problem}; expected exactly {2 * KEY_BYTES} hex characters (a 32-byte key), "
+        "e.g. the output of `wgtlab keygen` or `openssl rand -hex 32`"
+    )
 
 
 def key_from_env(variable: str = defaults.CES_KEY_ENV) -> bytes | None:
