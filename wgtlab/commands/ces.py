@@ -104,7 +104,7 @@ def run_encode(args: argparse.Namespace) -> int:
         parity_shards=args.parity_shards,
     )
     size = _size(args.file)
-    with _progress(size, args, "encode") as progress:
+    with _ByteProgress(size, args, "encode") as progress:
         manifest = pipe.process_file(
             args.file, args.output, overwrite=args.force, progress=progress
         )
@@ -122,7 +122,7 @@ def run_decode(args: argparse.Namespace) -> int:
     pipe = _pipeline(args, required=True)
     fs, root = store.location(args.directory)
     size = store.read_manifest(fs, root).original_size  # only sizes the progress bar
-    with _progress(size, args, "decode") as progress:
+    with _ByteProgress(size, args, "decode") as progress:
         written = pipe.reconstruct_file(args.directory, args.output, progress=progress)
     print(f"{args.directory}: rebuilt {written} bytes into {args.output}")
     return 0
@@ -198,7 +198,7 @@ def _size(url: str) -> int:
         raise ConfigError(f"no such file to encode: {url!r}") from None
 
 
-class _progress:
+class _ByteProgress:
     """A tqdm bar in bytes on a terminal for large inputs; otherwise a no-op."""
 
     def __init__(self, total: int, args: argparse.Namespace, desc: str) -> None:
