@@ -74,6 +74,16 @@ def test_bad_arguments_are_one_line(ip, capsys):
     assert len(lines) == 1 and "the following arguments are required: job" in lines[0]
 
 
+def test_dask_cluster_arguments_are_checked_before_connecting(ip, capsys):
+    lines = failure_lines(ip, capsys, "%wgt cluster dask")
+    assert lines == ["UsageError: %wgt cluster dask ADDRESS: give a tls:// address, or 'local'"]
+    lines = failure_lines(ip, capsys, "%wgt cluster dask tls://127.0.0.1:9")
+    assert len(lines) == 1
+    assert lines[0].startswith("ConfigError: tls://127.0.0.1:9 needs a client certificate")
+    lines = failure_lines(ip, capsys, "%wgt cluster dask local --workers 2 --liars 3")
+    assert lines == ["UsageError: --liars must be between 0 and the 2 workers"]
+
+
 def test_line_command_given_a_cell_is_refused(ip, capsys):
     lines = failure_lines(ip, capsys, "%%wgt run job\nx = 1")
     assert lines == ["UsageError: run is a line command: write %wgt run (one %)"]

@@ -77,13 +77,13 @@ class ProofCheck:
 
 @magic_arguments(name="wgt cluster")
 @argument("kind", nargs="?", choices=["local", "dask"], help="start a cluster (none: show it)")
-@argument("target", nargs="?", help="local: number of workers; dask: scheduler address or 'local'")
-@argument("--liars", type=int, default=0, help="local: how many workers lie (local-0, ...)")
-@argument("--liar-rate", type=float, default=1.0, help="local: how often a liar lies (0..1)")
-@argument("--seed", type=int, default=0, help="local: seed for faults and worker choice")
+@argument("target", nargs="?", help="local: number of workers; dask: tls:// address or 'local'")
+@argument("--liars", type=int, default=0, help="how many workers lie (the first ones)")
+@argument("--liar-rate", type=float, default=1.0, help="how often a liar lies (0..1)")
+@argument("--seed", type=int, default=0, help="seed for simulated faults and worker choice")
 @argument("--ledger", help="trust ledger file (default: in memory for this cluster)")
-@argument("--certs", help="dask: directory with ca.pem, client.pem, client-key.pem")
-@argument("--workers", type=int, default=2, help="dask local: how many workers to start")
+@argument("--certs", help="dask: the client bundle `wgtlab certs init DIR` wrote (DIR/client)")
+@argument("--workers", type=int, default=2, help="dask local: how many worker processes")
 @argument("-o", "--out", help="also bind the cluster to this variable")
 def _cluster_args(line: str) -> None:
     """The session's cluster: what ``%wgt run`` and ``job.run()`` use by default."""
@@ -278,12 +278,18 @@ class WgtMagics(Magics):
 
     def _dask_cluster(self, args: Any) -> Any:
         from wgtlab.cluster.dask import DaskCluster
+        from wgtlab.cluster.faults import Liar
 
         if not args.target:
             raise UsageError("%wgt cluster dask ADDRESS: give a tls:// address, or 'local'")
         if args.target == "local":
-            return DaskCluster.local(workers=args.workers, ledger=args.ledger)
-        return DaskCluster(args.target, certs=args.certs, ledger=args.ledger)
+            if not 0 <= args.liars <= args.workers:
+                raise UsageError(f"--liars must be between 0 and the {args.workers} workers")
+            faults = {i: Liar(rate=args.liar_rate, seed=args.seed + i) for i in range(args.liars)}
+            return DaskCluster.local(
+                args.workers, faults=faults, ledger=args.ledger, seed=args.seed
+            )
+        return DaskCluster(args.target, args.certs, ledger=args.ledger, seed=args.seed)
 
     def cmd_workers(self, args: Any) -> Any:
         return self._cluster()
