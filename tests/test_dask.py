@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import cloudpickle
 import distributed
 import numpy as np
 import pandas as pd
@@ -24,6 +23,8 @@ import pytest
 
 import wgtlab as wgt
 from wgtlab.cli import main as cli
+from wgtlab.cluster.base import Task
+from wgtlab.cluster.dask import reply_from_wire
 from wgtlab.cluster.dask_worker import execution_spec, run_task
 from wgtlab.cluster.identity import WorkerIdentity
 from wgtlab.jobs import events as ev
@@ -179,9 +180,11 @@ def test_code_whose_bytes_do_not_match_their_digest_is_refused(cluster):
     }
     address = cluster.worker_addresses()["dask-0"]
     wire = cluster.client.submit(
-        run_task, header, b"x", None, workers=[address], allow_other_workers=False, pure=False
+        run_task, header, b"x", workers=[address], allow_other_workers=False, pure=False
     ).result(timeout=30)
-    assert "not installed" in wire["refused"]
+    task = Task("j", 0, 0, 0, kernel=None, payload=b"x", limits=wgt.ResourceLimits())
+    with pytest.raises(wgt.ClusterError, match=r"dask-0 refused: code .* is not installed"):
+        reply_from_wire(wire, "dask-0", task)
     # the genuine bytes install, and a job with them runs
     cluster.install(spec, workers=["dask-0"])
     assert run(spin_module(5), b"abc" * 1000, cluster, chunk_bytes=1000).ok
@@ -190,74 +193,81 @@ def test_code_whose_bytes_do_not_match_their_digest_is_refused(cluster):
 # --- the client never unpickles what a worker sends ---------------------------------------------
 
 
-def _touch(path):
-    Path(f"{path}.{os.getpid()}").write_text("unpickled here")
-    return "unpickled"
+def _attacks():
+    """Tasks of a hostile worker. Defined in a function, so Dask ships them by value (the
+    scheduler and workers cannot import this test module)."""
 
+    def touch(path):
+        from pathlib import Path
 
-class _Payload:
-    """Whoever unpickles this runs ``_touch`` (leaving a file named after its process id)."""
+        Path(f"{path}.{os.getpid()}").write_text("unpickled here")
+        return "unpickled"
 
-    def __init__(self, path):
-        self.path = path
+    class Payload:
+        """Whoever unpickles this runs ``touch`` (leaving a file named after its process)."""
 
-    def __reduce__(self):
-        return (_touch, (self.path,))
+        def __init__(self, path):
+            self.path = path
 
+        def __reduce__(self):
+            return (touch, (self.path,))
 
-def _pickled_result(path):
-    from distributed.protocol.serialize import Serialized, serialize
+    def pickled_result(path):
+        from distributed.protocol.serialize import Serialized, serialize
 
-    return Serialized(*serialize(_Payload(path), serializers=["pickle"]))
+        return Serialized(*serialize(Payload(path), serializers=["pickle"]))
 
+    def forged_error(path):
+        """Reports its own task as failed, with a pickle as the exception."""
+        from distributed import get_worker
+        from distributed.protocol.serialize import Serialize
 
-def _forged_error(path):
-    """A hostile worker: it reports its own task as failed, with a pickle as the exception."""
-    from distributed import get_worker
-    from distributed.protocol.serialize import Serialize
+        worker = get_worker()
+        key = worker.get_current_task()
+        worker.batched_send(
+            {
+                "op": "task-erred",
+                "key": key,
+                "run_id": worker.state.tasks[key].run_id,
+                "stimulus_id": "forged",
+                "exception": Serialize(Payload(path)),
+                "traceback": None,
+                "exception_text": "",
+                "traceback_text": "",
+                "thread": None,
+                "startstops": [],
+                "status": "error",
+            }
+        )
+        time.sleep(2)
+        return "late"
 
-    worker = get_worker()
-    key = worker.get_current_task()
-    worker.batched_send(
-        {
-            "op": "task-erred",
-            "key": key,
-            "run_id": worker.state.tasks[key].run_id,
-            "stimulus_id": "forged",
-            "exception": Serialize(_Payload(path)),
-            "traceback": None,
-            "exception_text": "",
-            "traceback_text": "",
-            "thread": None,
-            "startstops": [],
-            "status": "error",
-        }
-    )
-    time.sleep(2)
-    return "late"
+    return {"pickled_result": pickled_result, "forged_error": forged_error}
 
 
 def test_the_client_never_unpickles_what_a_worker_sends(cluster, tmp_path):
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     here = os.getpid()
 
     def unpickled_here(path):
         return Path(f"{path}.{here}").exists()
 
-    for attack in (_pickled_result, _forged_error):
-        mark = tmp_path / f"ours-{attack.__name__}"
+    attacks = _attacks()
+    for name, attack in attacks.items():
+        mark = tmp_path / f"ours-{name}"
         with pytest.raises(Exception) as caught:
             cluster.client.submit(attack, str(mark), pure=False).result(timeout=30)
-        assert not unpickled_here(mark), attack.__name__
-        assert isinstance(caught.value, (TypeError, wgt.ClusterError))
+        assert not unpickled_here(mark), name
+        # refused by the client (not msgpack), or failed without reading the worker's pickle
+        assert isinstance(caught.value, (TypeError, wgt.ClusterError)), caught.value
+        assert "deserialization of the task graph" not in str(caught.value)
     # the same attacks on a stock Dask client with the same certificate do run in this process
     stock = distributed.Client(cluster.address, security=cluster.security, set_as_default=False)
     try:
-        for attack in (_pickled_result, _forged_error):
-            mark = tmp_path / f"stock-{attack.__name__}"
+        for name, attack in attacks.items():
+            mark = tmp_path / f"stock-{name}"
             with contextlib.suppress(Exception):
                 stock.submit(attack, str(mark), pure=False).result(timeout=30)
-            assert unpickled_here(mark), attack.__name__
+            assert unpickled_here(mark), name
     finally:
         stock.close()
 
@@ -302,10 +312,8 @@ def test_a_worker_process_killed_mid_job_loses_no_chunk(cluster):
     result = run(module, data, cluster, subscribers=[kill_after_two_chunks], chunk_bytes=65_536)
     assert time.monotonic() - started < 60  # the lost tasks failed at once, not at the deadline
     assert len(done) == 2
-    with pytest.raises(ProcessLookupError):
-        for _ in range(50):
-            os.kill(pid, 0)
-            time.sleep(0.1)
+    process = cluster.processes.processes[victim]
+    assert process.pid == pid and process.wait(10) == -signal.SIGKILL
     assert result.ok and len(result.outcomes) == 48
     lost = [t for t in result.tasks if t.worker == victim and t.outcome == "crashed"]
     assert lost and all("left the Dask cluster" in t.reason for t in lost)

@@ -49,8 +49,9 @@ WORKER_MAX_IN_FLIGHT = 4  # tasks in flight per worker
 # --- Dask clusters with mutual TLS (wgtlab/cluster/dask.py, certs.py) --------------------------
 DASK_LOCAL_WORKERS = 2  # worker processes DaskCluster.local starts
 DASK_CERT_WORKERS = 2  # worker bundles `wgtlab certs init` writes
-DASK_MAX_IN_FLIGHT = 4  # tasks queued per Dask worker: hides the network round trip
+DASK_MAX_IN_FLIGHT = 8  # tasks queued per Dask worker: hides the round trip through the scheduler
 DASK_CONNECT_TIMEOUT_S = 20.0  # how long a client or worker tries to reach the scheduler
+DASK_INSTALL_TIMEOUT_S = 120.0  # shipping and compiling a kernel on a worker (a UDF runner: ~s)
 DASK_TASK_SLACK_S = 10.0  # added to a remote task's deadline for transfer, queueing, compiling
 CERT_VALID_DAYS = 365  # member certificates
 CA_VALID_DAYS = 3650  # the cluster CA

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
+import re
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -20,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import distributed
+import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from wgtlab import defaults, errors
 from wgtlab.cluster.base import RateLimit, Task, WorkerReply
 from wgtlab.cluster.certs import CertBundle, init_certs, security_for
+from wgtlab.cluster.dask_local import LoopbackProcesses
 from wgtlab.cluster.dask_worker import (
     PLUGIN_NAME,
     ExecutionSpec,
@@ -98,12 +103,35 @@ class _Member:
     public_key: Ed25519PublicKey
     fault: str | None = None
     gone: bool = False
-    installs: dict[str, Any] = field(default_factory=dict)  # code digest -> install future
-    running: dict[str, asyncio.Task[Any]] = field(default_factory=dict)  # key -> waiter
+    installed: set[str] = field(default_factory=set)  # code digests it has
+    running: dict[str, asyncio.Task[Any]] = field(default_factory=dict)  # key -> its waiter
+    to_fetch: dict[str, asyncio.Future[Any]] = field(default_factory=dict)  # finished, unfetched
+    fetching: asyncio.Future[Any] | None = None  # the batch request under way
 
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.public_key)
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """A task submitted by the manager, waiting for the next flush to Dask."""
+
+    member: _Member
+    key: str
+    header: dict[str, Any]
+    task: Task
+    reply: Future[WorkerReply]
+
+
+def _settle(reply: Future[WorkerReply], waiter: asyncio.Future[WorkerReply]) -> None:
+    """Hand an asyncio outcome to the manager's concurrent future."""
+    if waiter.cancelled():
+        reply.set_exception(ClusterError("the task's waiter was cancelled"))
+    elif waiter.exception() is not None:
+        reply.set_exception(waiter.exception())  # type: ignore[arg-type]
+    else:
+        reply.set_result(waiter.result())
 
 
 def _security(security: Any) -> Any:
@@ -146,10 +174,12 @@ class DaskCluster:
             security = security if security is not None else address_or_client.security
         elif isinstance(address_or_client, str):
             address = address_or_client
+        elif isinstance(getattr(address_or_client, "scheduler_address", None), str):
+            address = address_or_client.scheduler_address  # a Dask cluster object
         else:
             raise ConfigError(
-                "DaskCluster needs a scheduler address (tls://host:port) or a distributed.Client,"
-                f" got {type(address_or_client).__name__}"
+                "DaskCluster needs a scheduler address (tls://host:port), a Dask cluster object "
+                f"or a distributed.Client, got {type(address_or_client).__name__}"
             )
         security = _security(security)
         self.security = security
@@ -174,16 +204,24 @@ class DaskCluster:
         self.rate_limit = rate_limit or RateLimit(max_in_flight=defaults.DASK_MAX_IN_FLIGHT)
         self.address = address
         self.faults: dict[str, Fault] = {}
-        self.dask_cluster: Any = None  # the LocalCluster that local() started, if any
+        self.processes: LoopbackProcesses | None = None  # what local() started, if anything
         self._closers: list[Callable[[], Any]] = []  # what close() shuts down, last first
         self._members: dict[str, _Member] = {}
         self._bare: list[str] = []  # addresses of workers without the plugin
         self._specs: dict[int, tuple[Any, ExecutionSpec]] = {}
+        self._outbox: list[_Outgoing] = []  # submitted, not yet sent (see _flush)
+        self._flush_pending = False
         self._lock = threading.Lock()
         self._closed = False
+        # A Dask cluster object lends the client its event loop: one loop thread, not two.
+        target = (
+            address
+            if isinstance(address_or_client, (str, distributed.Client))
+            else (address_or_client)
+        )
         try:
             self.client = UntrustingClient(
-                address, security=security, timeout=timeout, set_as_default=False
+                target, security=security, timeout=timeout, set_as_default=False
             )
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(
@@ -192,7 +230,6 @@ class DaskCluster:
                 "that this client's certificate is signed by the cluster's CA"
             ) from None
         self._closers.append(self.client.close)
-        self.client.subscribe_topic("all", self._on_scheduler_event)
 
     # --- a local cluster for tries and tests ------------------------------------------------------
 
@@ -208,8 +245,9 @@ class DaskCluster:
         dashboard: bool | None = None,
         **options: Any,
     ) -> DaskCluster:
-        """A Dask ``LocalCluster`` of ``n_workers`` worker processes on loopback, with mutual TLS
-        under a fresh cluster CA (``tls=True``), each worker running the sandbox plugin.
+        """A Dask scheduler and ``n_workers`` sandboxed worker processes on loopback, started
+        like ``wgtlab scheduler`` / ``wgtlab worker`` on several machines, with mutual TLS under
+        a fresh cluster CA (``tls=True``). The scheduler runs in its own process, not this one.
 
         Workers are named ``dask-0`` ...; ``faults={0: wgt.faults.Liar()}`` (index or name) makes
         that worker misbehave. ``dashboard``: serve Dask's dashboard (default: if bokeh is
@@ -237,51 +275,49 @@ class DaskCluster:
                 dashboard = False
             else:
                 dashboard = True
-        certs_dir = Path(tempfile.mkdtemp(prefix="wgtlab-dask-certs-"))
-        dask_cluster = None
+        workdir = Path(tempfile.mkdtemp(prefix="wgtlab-dask-"))
+        processes = LoopbackProcesses(workdir)
         try:
-            security = None
-            if tls:
-                bundles = init_certs(certs_dir / "certs", workers=1)
-                security = security_for(
-                    bundles["scheduler"], bundles["worker-0"], bundles["client"]
-                )
-            dask_cluster = distributed.LocalCluster(
-                n_workers=n_workers,
+            bundles = init_certs(workdir / "certs", workers=n_workers) if tls else None
+            address = processes.start(
+                n_workers,
+                bundles,
                 threads_per_worker=threads_per_worker,
-                processes=True,
-                host="127.0.0.1",
-                protocol="tls://" if tls else "tcp://",
-                scheduler_port=0,
-                # Dask's HTTP server runs either way: never on a fixed port (8787 may be taken)
-                dashboard_address="127.0.0.1:0",
-                scheduler_kwargs={"dashboard": bool(dashboard)},
-                worker_dashboard_address=None,
-                security=security,
-                silence_logs=logging.ERROR,
+                identity_dir=Path(identity_dir or workdir / "identities"),
+                dashboard=bool(dashboard),
             )
-            cluster = cls(dask_cluster.scheduler_address, security, **options)
-            cluster.security = security
+            cluster = cls(address, bundles["client"] if bundles else None, **options)
         except BaseException:
-            if dask_cluster is not None:
-                dask_cluster.close()
-            shutil.rmtree(certs_dir, ignore_errors=True)
+            processes.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
             raise
         cluster._closers[:0] = [
-            lambda: shutil.rmtree(certs_dir, ignore_errors=True),
-            dask_cluster.close,
+            lambda: shutil.rmtree(workdir, ignore_errors=True),
+            processes.stop,
         ]
-        cluster.dask_cluster = dask_cluster
+        cluster.processes = processes
         cluster.faults = named
         try:
-            # Registered through the scheduler, so workers the nanny restarts get it too.
-            cluster.client.register_plugin(
-                SandboxPlugin(identity_dir=identity_dir, faults=named), name=PLUGIN_NAME
-            )
-            cluster.client.wait_for_workers(n_workers, timeout=defaults.DASK_CONNECT_TIMEOUT_S)
+            cluster.client.wait_for_workers(n_workers, timeout=defaults.DASK_CONNECT_TIMEOUT_S * 2)
+            if named:
+                # Replaces the plugin the workers started with (same identity directory, so the
+                # same keys) by one that knows its faults.
+                cluster.client.register_plugin(
+                    SandboxPlugin(
+                        identity_dir=identity_dir or workdir / "identities", faults=named
+                    ),
+                    name=PLUGIN_NAME,
+                )
             cluster._refresh()
-        except BaseException:
+        except BaseException as exc:
+            tails = "\n".join(
+                f"--- {name} ---\n{processes.log_tail(name)}" for name in processes.processes
+            )
             cluster.close()
+            if isinstance(exc, Exception):
+                raise ClusterError(
+                    f"the local Dask cluster did not come up: {exc}\n{tails}"
+                ) from None
             raise
         return cluster
 
@@ -289,7 +325,7 @@ class DaskCluster:
 
     def worker_names(self) -> list[str]:
         self._refresh()
-        return [label for label, m in self._members.items() if not m.gone]
+        return sorted((n for n, m in self._members.items() if not m.gone), key=_natural)
 
     def identities(self) -> dict[str, Ed25519PublicKey]:
         if not self._members:
@@ -306,7 +342,7 @@ class DaskCluster:
         if member is None or member.gone:
             raise ClusterError(f"worker {worker} has left the Dask cluster")
         spec = self._spec(task.kernel)
-        installed = self._install_future(member, spec)
+        self._ensure_installed(member, spec)
         header = {
             "job_id": task.job_id,
             "task_id": task.task_id,
@@ -315,21 +351,49 @@ class DaskCluster:
             "digest": spec.digest,
             "limits": task.limits.to_dict(),
         }
-        key = f"wgt-task-{task.job_id}-{task.task_id}"
-        dask_future = self.client.submit(
-            run_task,
-            header,
-            task.payload,
-            installed,
-            key=key,
-            workers=[member.address],
-            allow_other_workers=False,
-            pure=False,
-            retries=0,
-        )
-        return asyncio.run_coroutine_threadsafe(
-            self._reply(member, key, dask_future, task), self.client.loop.asyncio_loop
-        )
+        reply: Future[WorkerReply] = Future()
+        outgoing = _Outgoing(member, f"wgt-task-{task.job_id}-{task.task_id}", header, task, reply)
+        with self._lock:
+            self._outbox.append(outgoing)
+            wake = not self._flush_pending
+            self._flush_pending = True
+        if wake:
+            self.client.loop.asyncio_loop.call_soon_threadsafe(self._flush)
+        return reply
+
+    def _flush(self) -> None:
+        """On the client's loop: send what was submitted since the last flush, one Dask graph
+        per worker (the scheduler's cost is per graph, not per task)."""
+        with self._lock:
+            outbox, self._outbox = self._outbox, []
+            self._flush_pending = False
+        groups: dict[str, list[_Outgoing]] = {}
+        for outgoing in outbox:
+            groups.setdefault(outgoing.member.address, []).append(outgoing)
+        for group in groups.values():
+            member = group[0].member
+            try:
+                if member.gone:
+                    raise ClusterError(f"worker {member.label} left the Dask cluster")
+                futures = self.client.map(
+                    run_task,
+                    [o.header for o in group],
+                    [o.task.payload for o in group],
+                    key=[o.key for o in group],
+                    workers=[member.address],
+                    allow_other_workers=False,
+                    pure=False,
+                    retries=0,
+                )
+            except Exception as exc:
+                for outgoing in group:
+                    outgoing.reply.set_exception(exc)
+                continue
+            for outgoing, dask_future in zip(group, futures, strict=True):
+                waiter = asyncio.ensure_future(
+                    self._reply(member, outgoing.key, dask_future, outgoing.task)
+                )
+                waiter.add_done_callback(functools.partial(_settle, outgoing.reply))
 
     def task_deadline_seconds(self, limits: ResourceLimits) -> float:
         # A task may wait behind the others queued on its worker, and the first one for a kernel
@@ -354,81 +418,124 @@ class DaskCluster:
         self._specs[id(kernel)] = (kernel, spec)
         return spec
 
-    def _install_future(self, member: _Member, spec: ExecutionSpec) -> Any:
-        with self._lock:
-            future = member.installs.get(spec.digest)
-            if future is None:
-                future = self.client.submit(
-                    install_code,
-                    spec.header(),
-                    spec.code,
-                    key=f"wgt-install-{spec.digest[:16]}-{member.address}",
-                    workers=[member.address],
-                    allow_other_workers=False,
-                    pure=False,
-                    retries=0,
-                )
-                member.installs[spec.digest] = future
-        return future
+    def _ensure_installed(self, member: _Member, spec: ExecutionSpec) -> None:
+        """Ship ``spec`` to ``member`` unless it has it: once per worker and digest, waited for
+        (compiling happens there, before the first task, not inside its deadline)."""
+        if spec.digest in member.installed:
+            return
+        future = self.client.submit(
+            install_code,
+            spec.header(),
+            spec.code,
+            key=f"wgt-install-{spec.digest[:16]}-{member.address}-{time.monotonic_ns()}",
+            workers=[member.address],
+            allow_other_workers=False,
+            pure=False,
+            retries=0,
+        )
+        try:
+            answer = future.result(timeout=defaults.DASK_INSTALL_TIMEOUT_S)
+        except Exception as exc:  # gone meanwhile, or an answer that is not plain values
+            raise ClusterError(
+                f"installing {spec.name} on {member.label} failed: {type(exc).__name__}: "
+                f"{str(exc)[:300]}"
+            ) from None
+        finally:
+            future.release()
+        if not (isinstance(answer, Mapping) and answer.get("ok") is True):
+            raise _typed_refusal(answer, member.label)
+        member.installed.add(spec.digest)
 
     def install(self, kernel: Any, workers: list[str] | None = None) -> None:
-        """Ship ``kernel``'s code (or an ``ExecutionSpec``) to ``workers`` (default: all) now,
-        and wait: a worker refuses code whose bytes do not match their digest (InvalidModule).
-        Jobs do this by themselves; calling it first takes compiling out of the first tasks."""
+        """Ship ``kernel``'s code (or an ``ExecutionSpec``) to ``workers`` (default: all) now.
+        A worker refuses code whose bytes do not match their digest (InvalidModule). Jobs do
+        this by themselves, before each worker's first task."""
         spec = kernel if isinstance(kernel, ExecutionSpec) else self._spec(kernel)
         names = self.worker_names() if workers is None else workers
         for name in names:
             member = self._members.get(name)
             if member is None or member.gone:
                 raise ClusterError(f"no worker {name} in this Dask cluster")
-            future = self._install_future(member, spec)
-            try:
-                answer = future.result(timeout=defaults.DASK_CONNECT_TIMEOUT_S * 3)
-            except Exception as exc:
-                with self._lock:
-                    member.installs.pop(spec.digest, None)
-                raise ClusterError(f"installing {spec.name} on {name} failed: {exc}") from None
-            if not (isinstance(answer, Mapping) and answer.get("ok") is True):
-                with self._lock:
-                    member.installs.pop(spec.digest, None)  # a later job tries again
-                raise _typed_refusal(answer, name)
+            self._ensure_installed(member, spec)
 
     # --- replies ---------------------------------------------------------------------------------
 
     async def _reply(self, member: _Member, key: str, dask_future: Any, task: Task) -> WorkerReply:
-        """On the client's event loop: wait for the task, turn its plain values into a reply."""
+        """On the client's event loop: wait for the task, fetch its plain values, make a reply."""
         if member.gone:
             dask_future.release()
             raise ClusterError(f"worker {member.label} left the Dask cluster")
         member.running[key] = asyncio.current_task()  # type: ignore[assignment]
         try:
-            wire = await dask_future
+            await dask_future._state.wait()  # done, without fetching: results come in batches
+            if dask_future.status != "finished":
+                raise RemoteTaskError(
+                    f"task {task.task_id} on {member.label} ended {dask_future.status}"
+                )
+            wire = await self._fetch(member, key)
         except asyncio.CancelledError:
             raise ClusterError(
                 f"worker {member.label} left the Dask cluster with task {task.task_id} on it"
-            ) from None
-        except ClusterError:
-            raise
-        except Exception as exc:
-            # e.g. a result that is not msgpack: refused by the client, never unpickled
-            raise RemoteTaskError(
-                f"task {task.task_id} on {member.label} failed: {type(exc).__name__}: "
-                f"{str(exc)[:300]}"
             ) from None
         finally:
             member.running.pop(key, None)
             dask_future.release()
         return reply_from_wire(wire, member.label, task)
 
-    def _on_scheduler_event(self, event: Any) -> None:
-        """Scheduler events, on the client's loop: a worker that leaves fails its tasks now
-        (pinned tasks would otherwise wait for it forever), so the manager reruns them."""
+    async def _fetch(self, member: _Member, key: str) -> Any:
+        """One task's result, fetched with the others of the same worker that finished
+        meanwhile: one request per batch, and per worker, so a worker whose reply is refused
+        (not msgpack) spoils only its own tasks."""
+        waiter = asyncio.get_running_loop().create_future()
+        member.to_fetch[key] = waiter
+        if member.fetching is None:
+            member.fetching = asyncio.ensure_future(self._fetch_batches(member))
+        return await waiter
+
+    async def _fetch_batches(self, member: _Member) -> None:
+        try:
+            while member.to_fetch:
+                batch, member.to_fetch = member.to_fetch, {}
+                try:
+                    # Straight to the scheduler's gather: the client's own gather merges
+                    # concurrent requests of different workers into one message.
+                    response = await self.client.scheduler.gather(keys=list(batch))
+                    if response.get("status") != "OK":
+                        raise ClusterError(
+                            f"{len(response.get('keys', ()))} results of {member.label} were lost"
+                        )
+                    data = response["data"]
+                except Exception as exc:
+                    error = (
+                        exc
+                        if isinstance(exc, ClusterError)
+                        else RemoteTaskError(
+                            f"results from {member.label} refused: {type(exc).__name__}: "
+                            f"{str(exc)[:300]}"
+                        )
+                    )
+                    for waiter in batch.values():
+                        if not waiter.done():
+                            waiter.set_exception(error)
+                    continue
+                for key, waiter in batch.items():
+                    if waiter.done():
+                        continue
+                    if key in data:
+                        waiter.set_result(data[key])
+                    else:
+                        waiter.set_exception(ClusterError(f"no result for {key}"))
+        finally:
+            member.fetching = None
+
+    def _on_worker_event(self, address: str, event: Any) -> None:
+        """A worker's scheduler events, on the client's loop: one that leaves fails its tasks
+        at once (pinned tasks would otherwise wait for it forever); the manager reruns them."""
         try:
             _, message = event
-            if not (isinstance(message, dict) and message.get("action") == "remove-worker"):
-                return
-            address = message.get("worker")
         except (TypeError, ValueError):
+            return
+        if not (isinstance(message, dict) and message.get("action") == "remove-worker"):
             return
         for member in list(self._members.values()):
             if member.address == address and not member.gone:
@@ -458,9 +565,14 @@ class DaskCluster:
             member = known.get(address)
             if member is None:
                 member = _member(address, worker, described.get(address))
-            if member is None:
-                bare.append(address)
-                continue
+                if member is None:
+                    bare.append(address)
+                    continue
+                # remove-worker is logged to the worker's own topic (the "all" topic would
+                # also bring an event for every gather)
+                self.client.subscribe_topic(
+                    address, functools.partial(self._on_worker_event, address)
+                )
             members[member.label] = member
         with self._lock:
             self._members = members
@@ -509,8 +621,9 @@ class DaskCluster:
         self._closed = True
         for member in self._members.values():
             member.gone = True
-        with contextlib.suppress(Exception):  # the client may be closed already
-            self.client.unsubscribe_topic("all")
+        for member in self._members.values():
+            with contextlib.suppress(Exception):  # the client may be closed already
+                self.client.unsubscribe_topic(member.address)
         for closer in reversed(self._closers):
             try:
                 closer()
@@ -548,6 +661,11 @@ class DaskCluster:
         return cluster_html(self, "DaskCluster", detail)
 
 
+def _natural(label: str) -> tuple[Any, ...]:
+    """``dask-2`` before ``dask-10``."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", label))
+
+
 def _member(address: str, worker: Mapping[str, Any], described: Any) -> _Member | None:
     """A member from the scheduler's record and the worker's own description (plain values,
     checked: the worker is not trusted to say anything but its key)."""
@@ -582,9 +700,18 @@ _BYTES = ("output", "outcome_digest", "signature", "stdout", "stderr")
 _INTS = ("task_id", "chunk", "fuel_used", "memory_bytes")
 
 
-def reply_from_wire(wire: Any, worker: str, task: Task) -> WorkerReply:
-    """Plain values from a worker -> a WorkerReply, every field type-checked (the manager then
+def reply_from_wire(blob: Any, worker: str, task: Task) -> WorkerReply:
+    """A worker's msgpack blob -> a WorkerReply, every field type-checked (the manager then
     checks what they say: assignment, digest, signature)."""
+    if not isinstance(blob, bytes):
+        raise RemoteTaskError(f"worker {worker} answered with a {type(blob).__name__}, not bytes")
+    limit = task.limits.max_output_bytes + 2 * task.limits.max_log_bytes + (1 << 16)
+    if len(blob) > limit:
+        raise RemoteTaskError(f"worker {worker} answered with {len(blob):,} bytes, over the caps")
+    try:
+        wire = msgpack.unpackb(blob, raw=False, strict_map_key=True, use_list=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise RemoteTaskError(f"worker {worker} answered with malformed msgpack: {exc}") from None
     if not isinstance(wire, Mapping):
         raise RemoteTaskError(f"worker {worker} answered with a {type(wire).__name__}, not a reply")
     for problem in ("crashed", "refused"):

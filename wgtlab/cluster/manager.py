@@ -90,7 +90,9 @@ class _JobRun:
         self.buckets = {n: TokenBucket(limit.tasks_per_second, limit.burst) for n in self.names}
         self.in_flight = dict.fromkeys(self.names, 0)
         self.deadline_s = cluster.task_deadline_seconds(self.limits)
-        self.window = max(4, 4 * len(self.names))
+        # Chunks in progress at once: enough to fill every worker's queue twice over (remote
+        # workers queue several tasks to hide the round trip).
+        self.window = max(4, 4 * len(self.names), 2 * len(self.names) * self.max_in_flight)
         self.completions: queue.SimpleQueue[tuple[int, Future[WorkerReply]]] = queue.SimpleQueue()
         self.assignments: dict[int, _Assignment] = {}
         self.next_task_id = 0

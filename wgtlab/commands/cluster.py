@@ -73,9 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a Dask scheduler that only admits holders of the cluster's certificates",
         description="A Dask scheduler on tls://HOST:PORT with mutual TLS.",
     )
-    scheduler.add_argument(
-        "--certs", type=Path, required=True, help="the scheduler bundle (DIR/scheduler)"
-    )
+    scheduler.add_argument("--certs", type=Path, help="the scheduler bundle (DIR/scheduler)")
+    scheduler.add_argument("--insecure-loopback", action="store_true", help=argparse.SUPPRESS)
     scheduler.add_argument("--host", default="0.0.0.0", help="address to listen on")
     scheduler.add_argument("--port", type=int, default=8786, help="port (0: any free port)")
     scheduler.add_argument(
@@ -100,9 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     worker.add_argument("--scheduler", required=True, metavar="tls://HOST:PORT")
-    worker.add_argument(
-        "--certs", type=Path, required=True, help="this worker's bundle (DIR/worker-N)"
-    )
+    worker.add_argument("--certs", type=Path, help="this worker's bundle (DIR/worker-N)")
+    worker.add_argument("--insecure-loopback", action="store_true", help=argparse.SUPPRESS)
     worker.add_argument(
         "--name", default=None, help="the worker's name (default: the bundle's name, e.g. worker-0)"
     )
@@ -148,6 +146,24 @@ def certs_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _security(args: argparse.Namespace, role: str) -> Any:
+    """The member's ``distributed.Security`` from ``--certs``; None only for the hidden
+    ``--insecure-loopback`` (``DaskCluster.local(tls=False)``), which binds to 127.0.0.1."""
+    from wgtlab.cluster.certs import CertBundle
+    from wgtlab.errors import ConfigError
+
+    if args.certs is not None:
+        return CertBundle.load(args.certs, role).security()
+    if not args.insecure_loopback:
+        raise ConfigError(
+            f"--certs is required: the {role} bundle `wgtlab certs init DIR` wrote (DIR/{role}"
+            f"{'-N' if role == 'worker' else ''})"
+        )
+    if args.host not in ("127.0.0.1", "localhost"):
+        raise ConfigError("without certificates, listen on loopback only (--host 127.0.0.1)")
+    return None
+
+
 def _identity_dir(args: argparse.Namespace) -> Path:
     if args.identity_dir is not None:
         return args.identity_dir
@@ -167,19 +183,18 @@ async def _serve(server: Any) -> None:
 def run_worker(args: argparse.Namespace) -> int:
     from distributed import Worker
 
-    from wgtlab.cluster.certs import CertBundle
     from wgtlab.cluster.dask_worker import SandboxPlugin
     from wgtlab.errors import ClusterError, ConfigError
 
-    if not args.scheduler.startswith("tls://"):
+    security = _security(args, "worker")
+    if security is not None and not args.scheduler.startswith("tls://"):
         raise ConfigError(f"--scheduler must be a tls:// address, got {args.scheduler!r}")
-    bundle = CertBundle.load(args.certs, "worker")
-    name = args.name or bundle.name
+    name = args.name or (args.certs.name if args.certs is not None else None)
 
     async def main() -> None:
         worker = Worker(
             args.scheduler,
-            security=bundle.security(),
+            security=security,
             name=name,
             nthreads=args.nthreads,
             host=args.host,
@@ -208,9 +223,7 @@ def run_worker(args: argparse.Namespace) -> int:
 def run_scheduler(args: argparse.Namespace) -> int:
     from distributed import Scheduler
 
-    from wgtlab.cluster.certs import CertBundle
-
-    bundle = CertBundle.load(args.certs, "scheduler")
+    security = _security(args, "scheduler")
 
     async def main() -> None:
         options: dict[str, Any] = {}
@@ -219,10 +232,10 @@ def run_scheduler(args: argparse.Namespace) -> int:
         else:
             options["dashboard"] = False
         scheduler = Scheduler(
-            security=bundle.security(),
+            security=security,
             host=args.host,
             port=args.port,
-            protocol="tls://",
+            protocol="tls://" if security is not None else "tcp://",
             scheduler_file=None if args.scheduler_file is None else str(args.scheduler_file),
             **options,
         )
