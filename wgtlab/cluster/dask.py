@@ -558,7 +558,7 @@ class DaskCluster:
             ) from None
         known = {m.address: m for m in self._members.values() if not m.gone}
         fresh = [address for address in info if address not in known]
-        described = {address: self._describe(address) for address in fresh}
+        described = self._describe(fresh)
         members: dict[str, _Member] = {}
         bare = []
         for address, worker in info.items():
@@ -578,21 +578,28 @@ class DaskCluster:
             self._members = members
             self._bare = bare
 
-    def _describe(self, address: str) -> Any:
-        future = self.client.submit(
-            describe_worker,
-            key=f"wgt-describe-{address}-{id(self)}-{threading.get_ident()}",
-            workers=[address],
-            allow_other_workers=False,
-            pure=False,
-        )
-        try:
-            return future.result(timeout=defaults.DASK_CONNECT_TIMEOUT_S)
-        except Exception as exc:  # gone meanwhile, or answered with something not plain
-            logger.warning("wgtlab: worker %s did not describe itself: %s", address, exc)
-            return None
-        finally:
-            future.release()
+    def _describe(self, addresses: list[str]) -> dict[str, Any]:
+        """Ask each worker (all at once) for its label and public key."""
+        futures = {
+            address: self.client.submit(
+                describe_worker,
+                key=f"wgt-describe-{address}-{time.monotonic_ns()}",
+                workers=[address],
+                allow_other_workers=False,
+                pure=False,
+            )
+            for address in addresses
+        }
+        deadline = time.monotonic() + defaults.DASK_CONNECT_TIMEOUT_S
+        described: dict[str, Any] = {}
+        for address, future in futures.items():
+            try:
+                described[address] = future.result(timeout=max(0.1, deadline - time.monotonic()))
+            except Exception as exc:  # gone meanwhile, or answered with something not plain
+                logger.warning("wgtlab: worker %s did not describe itself: %s", address, exc)
+            finally:
+                future.release()
+        return described
 
     def worker_pids(self) -> dict[str, int]:
         """Each worker's process id, as it reported it (for tests that kill workers)."""
