@@ -71,9 +71,9 @@ def test_ledger_view(html, tmp_path):
     ledger.record("ed25519:" + "b" * 32, True, label="local-1")
     page = html(ledger)
     assert "2 workers" in page and str(tmp_path) in page
-    row0 = page[page.index("<td>local-0</td>") :].split("</tr>")[0]
+    row0 = page[page.index(">local-0</td>") :].split("</tr>")[0]
     assert "quarantined" in row0 and "0.174" in row0
-    row1 = page[page.index("<td>local-1</td>") :].split("</tr>")[0]
+    row1 = page[page.index(">local-1</td>") :].split("</tr>")[0]
     assert "active" in row1 and "0.550" in row1
 
 

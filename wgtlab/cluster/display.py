@@ -32,5 +32,5 @@ def cluster_html(cluster: Any, kind: str, detail: str) -> str:
     rows = worker_rows(
         [(name, states[ids[name]], fault_note(faults.get(name))) for name in cluster.worker_names()]
     )
-    table = render("worker_table.html", style="", rows=rows, note_title="simulated fault")
+    table = render("worker_table.html", rows=rows, note_title="simulated fault")
     return render("cluster.html", _TEMPLATES, kind=kind, detail=detail, table=table)

@@ -219,7 +219,7 @@ class JobResult:
         )
 
     def _repr_html_(self) -> str:
-        from wgtlab.jobs.templates import escape, render
+        from wgtlab.jobs.templates import badge, escape, render
 
         verified = sum(1 for c in self.outcomes if c.status == "verified")
         failed = len(self.outcomes) - verified
@@ -227,7 +227,6 @@ class JobResult:
         rows = "".join(
             render(
                 "job_result_chunk.html",
-                style="",
                 index=c.index,
                 status=escape(c.status),
                 agreed=escape(", ".join(c.workers)),
@@ -241,8 +240,7 @@ class JobResult:
         return render(
             "job_result.html",
             name=escape(self.name),
-            status="verified" if self.ok else f"{failed} not verified",
-            status_class="wgt-ok" if self.ok else "wgt-bad",
+            status=badge("verified", "ok") if self.ok else badge(f"{failed} not verified", "bad"),
             verified=verified,
             total=len(self.outcomes),
             mode=escape(self.mode),

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wgtlab import defaults
-from wgtlab.jobs.templates import escape, render, worker_rows
+from wgtlab.jobs.templates import STYLES, badge, escape, render, worker_rows
 
 _TEMPLATES = "wgtlab.notebook.templates"
 
@@ -29,7 +29,7 @@ def _view(template: str, **fields: Any) -> str:
 
 
 def _fragment(template: str, **fields: Any) -> str:
-    return render(template, _TEMPLATES, style="", **fields)
+    return render(template, _TEMPLATES, **fields)
 
 
 def _size(n: int) -> str:
@@ -74,7 +74,7 @@ def sandbox_error_html(error: BaseException) -> str:
     family = type(error).__mro__[1].__name__ if len(type(error).__mro__) > 1 else ""
     return _view(
         "sandbox_error.html",
-        kind=escape(type(error).__name__),
+        kind=badge(type(error).__name__, "bad"),
         family=escape(family),
         message=escape(message),
         details=details,
@@ -98,6 +98,15 @@ def wasm_module_html(module: Any) -> str:
 # --- layer 1: CES -----------------------------------------------------------------------------
 
 
+def shard_label(status: Any, data_shards: int | None) -> str:
+    """ "d3" / "p1" for a shard whose header says which it is, else "#position"."""
+    if status.index is None or data_shards is None:
+        return f"#{status.position}"
+    if status.index < data_shards:
+        return f"d{status.index}"
+    return f"p{status.index - data_shards}"
+
+
 def shard_report_html(report: Any) -> str:
     header = report.header
     data_shards = header.data_shards if header is not None else None
@@ -105,12 +114,9 @@ def shard_report_html(report: Any) -> str:
         _fragment(
             "shard_cell.html",
             colour=SHARD_COLOURS.get(s.state, "#444"),
+            text_colour="#333" if s.state == "missing" else "#fff",
             title=escape(f"{s.name}: {s.state}{' (' + s.reason + ')' if s.reason else ''}"),
-            label=(
-                ("d" if s.index < data_shards else "p")
-                if s.index is not None and data_shards is not None
-                else "?"
-            ),
+            label=escape(shard_label(s, data_shards)),
         )
         for s in report.shards
     )
@@ -133,12 +139,13 @@ def shard_report_html(report: Any) -> str:
     problem = getattr(report, "problem", "")
     return _view(
         "shard_report.html",
-        verdict="recoverable" if report.recoverable else "NOT recoverable",
-        verdict_class="wgt-ok" if report.recoverable else "wgt-bad",
+        verdict=badge("recoverable", "ok")
+        if report.recoverable
+        else badge("NOT recoverable", "bad"),
         usable=report.usable,
         needed=report.needed,
         cells=cells,
-        legend=escape(legend) + " · d = data shard, p = parity shard",
+        legend=escape(legend) + " · d: data shard, p: parity shard, #: position of a lost one",
         header_rows=header_rows,
         problem=f"<div>{escape(problem)}</div>" if problem else "",
     )
@@ -150,7 +157,7 @@ def shard_report_html(report: Any) -> str:
 def ledger_html(ledger: Any) -> str:
     frame = ledger.scores()
     rows = worker_rows([(row.label or "", row, "") for row in frame.itertuples(index=False)])
-    table = render("worker_table.html", style="", rows=rows, note_title="")
+    table = render("worker_table.html", rows=rows, note_title="")
     where = "in memory" if ledger.path == ":memory:" else ledger.path
     return _view(
         "ledger.html",
@@ -167,15 +174,17 @@ def ledger_html(ledger: Any) -> str:
 def proof_html(result: Any, index: int, ok: bool) -> str:
     proof = result.proof(index)
     record = result.record(index)
-    path = " ".join(f"<code title='{p.hex()}'>{p.hex()[:12]}…</code>" for p in proof.path)
+    code = STYLES["code"]
+    path = " ".join(
+        f"<code style='{code}' title='{p.hex()}'>{p.hex()[:12]}…</code>" for p in proof.path
+    )
     return _view(
         "proof.html",
         index=index,
-        verdict="verified" if ok else "does NOT verify",
-        verdict_class="wgt-ok" if ok else "wgt-bad",
+        verdict=badge("verified", "ok") if ok else badge("does NOT verify", "bad"),
         input_digest=escape(_hex(getattr(record, "input_digest", b"")), 17),
         output_digest=escape(_hex(getattr(record, "output_digest", b"")), 17),
-        path=path or "<span class='wgt-dim'>(empty: a one-chunk tree)</span>",
+        path=path or "(empty: a one-chunk tree)",
         root=escape(proof.root.hex()),
         tree_size=proof.tree_size,
     )

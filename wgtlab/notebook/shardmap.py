@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from wgtlab.notebook.display import SHARD_COLOURS
+from wgtlab.notebook.display import SHARD_COLOURS, shard_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -16,15 +16,6 @@ if TYPE_CHECKING:
 __all__ = ["shard_map"]
 
 _OK_TEXT, _BAD_TEXT = "#006B4F", "#B23A00"
-
-
-def _label(status: Any, data_shards: int | None) -> str:
-    """ "d3" / "p1" for a shard whose header says which it is, else its position."""
-    if status.index is None or data_shards is None:
-        return f"#{status.position}"
-    if status.index < data_shards:
-        return f"d{status.index}"
-    return f"p{status.index - data_shards}"
 
 
 def shard_map(report: Any, *, ax: Axes | None = None) -> Figure:
@@ -48,7 +39,7 @@ def shard_map(report: Any, *, ax: Axes | None = None) -> Figure:
                 edgecolor=colour, hatch="///" if missing else None, lw=1.5,
             )
         )  # fmt: skip
-        ax.text(i + 0.5, 0.5, _label(status, data_shards), ha="center", va="center",
+        ax.text(i + 0.5, 0.5, shard_label(status, data_shards), ha="center", va="center",
                 fontsize=9, color="#333333" if missing else "white", weight="bold")  # fmt: skip
         if status.damaged_fragments:
             ax.text(i + 0.5, -0.18, f"{status.damaged_fragments} bad", ha="center", va="center",

@@ -14,17 +14,17 @@ from typing import Any
 from wgtlab import defaults
 from wgtlab.jobs import events as ev
 from wgtlab.jobs.events import Event, Subscriber
-from wgtlab.jobs.templates import render
+from wgtlab.jobs.templates import badge, render
 
 PROGRESS_KINDS = ("auto", "widget", "text", "none")
 _TEMPLATES = "wgtlab.notebook.templates"
 _REFRESH_S = 0.2  # how often the ticker redraws: smooth to the eye, negligible for the kernel
-_STATE_STYLE = {
-    "waiting": "background:#eee;color:#555",
-    "running": "background:#e0ecfb;color:#1d4f91",
-    "done": "background:#dff3e4;color:#1b6e34",
-    "failed": "background:#fbe0e0;color:#9b1c1c",
-    "interrupted": "background:#fff1cc;color:#7a5a00",
+_STATE_TONES = {
+    "waiting": "off",
+    "running": "info",
+    "done": "ok",
+    "failed": "bad",
+    "interrupted": "warn",
 }
 
 
@@ -211,7 +211,7 @@ class JobDashboard:
                 w.Label(worker, layout=w.Layout(width="90px")),
                 w.HTML(layout=w.Layout(width="430px")),
                 w.FloatProgress(min=0.0, max=1.0, layout=w.Layout(width="120px")),
-                w.HTML(layout=w.Layout(width="150px")),
+                w.HTML(layout=w.Layout(width="230px")),
             )
             self.rows[worker] = row
             self.grid.children = [*self.grid.children, w.HBox(list(row))]
@@ -231,7 +231,6 @@ class JobDashboard:
         self.header.value = render(
             "dashboard_header.html",
             _TEMPLATES,
-            style="",
             name=_escape(self.name),
             mode=_escape(self.mode),
             workers=len(tallies),
@@ -244,13 +243,11 @@ class JobDashboard:
         self.status.value = render(
             "dashboard_status.html",
             _TEMPLATES,
-            style="",
-            state=state,
-            badge_style=_STATE_STYLE[state],
+            state=badge(state, _STATE_TONES[state]),
             verified=f"{verified}/{total}",
             lies=lies,
             failed=failed,
-            elapsed=f"{elapsed:.1f}",
+            elapsed=f"{elapsed:.2f}",
         )
         widest = max([1] + [t.done + t.failed for t in tallies.values()])
         for name, tally in tallies.items():
@@ -259,7 +256,6 @@ class JobDashboard:
             bar.value = render(
                 "dashboard_worker.html",
                 _TEMPLATES,
-                style="",
                 agreed_pct=f"{100 * tally.agreed / widest:.1f}",
                 disagreed_pct=f"{100 * tally.disagreed / widest:.1f}",
                 pending_pct=f"{100 * (pending + tally.failed) / widest:.1f}",
@@ -276,8 +272,8 @@ class JobDashboard:
                 if tally.score < defaults.TRUST_INITIAL_SCORE
                 else "success"
             )
-            badge = " <b style='color:#9b1c1c'>quarantined</b>" if tally.quarantined else ""
-            score.value = f"<code>trust {tally.score:.3f}</code>{badge}"
+            flag = " " + badge("quarantined", "bad") if tally.quarantined else ""
+            score.value = f"<code>trust {tally.score:.3f}</code>{flag}"
 
     # --- display -------------------------------------------------------------------------------
 

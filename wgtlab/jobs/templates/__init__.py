@@ -12,7 +12,38 @@ from importlib import resources
 from string import Template
 from typing import Any
 
-__all__ = ["escape", "render"]
+__all__ = ["STYLES", "badge", "escape", "render", "trust_bar", "worker_rows"]
+
+# Inline styles rather than a <style> block: JupyterLab strips <style> elements from the outputs
+# of notebooks it does not trust (any notebook opened from disk) but keeps style attributes.
+# Colours read on light and dark themes alike. Templates use them as $s_NAME.
+STYLES = {
+    "card": "font-size:13px;line-height:1.45;border:1px solid #8884;border-radius:6px;"
+    "padding:8px 12px;margin:2px 0;width:fit-content;max-width:100%;overflow-x:auto;"
+    "box-sizing:border-box",
+    "title": "margin:0 0 4px 0;font-size:14px;font-weight:600",
+    "dim": "color:#888",
+    "table": "border-collapse:collapse;margin-top:4px",
+    "th": "padding:1px 8px;text-align:left;border:none;font-size:12px;white-space:nowrap;"
+    "color:#888;font-weight:500;background:none",
+    "td": "padding:1px 8px;text-align:left;border:none;font-size:12px;white-space:nowrap;"
+    "vertical-align:middle;background:none",
+    "code": "font-size:12px",
+    "pre": "margin:2px 0;font-size:12px;white-space:pre-wrap",
+    "badge": "display:inline-block;padding:0 6px;border-radius:8px;font-size:12px;font-weight:600",
+    "bar": "display:inline-flex;width:80px;height:8px;border-radius:4px;background:#8883;"
+    "vertical-align:middle;overflow:hidden",
+    "cell": "display:inline-block;width:20px;height:20px;margin:1px;border-radius:3px;"
+    "text-align:center;font-size:10px;line-height:20px;font-weight:600",
+}
+TONES = {  # badge colours by meaning
+    "ok": "background:#dff3e4;color:#1b6e34",
+    "bad": "background:#fbe0e0;color:#9b1c1c",
+    "warn": "background:#fff1cc;color:#7a5a00",
+    "off": "background:#e8e8e8;color:#555",
+    "info": "background:#e0ecfb;color:#1d4f91",
+}
+_STYLE_FIELDS = {f"s_{name}": value for name, value in STYLES.items()}
 
 
 @cache
@@ -23,10 +54,14 @@ def _template(package: str, name: str) -> Template:
 
 
 def render(name: str, package: str = __name__, /, **fields: Any) -> str:
-    """Fill template ``name`` of ``package``; ``$style`` (the shared CSS) is always available."""
-    if "style" not in fields:
-        fields["style"] = _template(__name__, "style.html").template
-    return _template(package, name).substitute({k: str(v) for k, v in fields.items()})
+    """Fill template ``name`` of ``package`` with ``fields`` (and the ``$s_*`` styles)."""
+    values = {**_STYLE_FIELDS, **{k: str(v) for k, v in fields.items()}}
+    return _template(package, name).substitute(values)
+
+
+def badge(text: str, tone: str) -> str:
+    """A small coloured label; ``tone`` is one of ``TONES`` (ok, bad, warn, off, info)."""
+    return render("badge.html", text=escape(text), tone=TONES[tone])
 
 
 def escape(value: Any, limit: int | None = None) -> str:
@@ -51,7 +86,6 @@ def trust_bar(score: float) -> str:
     )
     return render(
         "trust_bar.html",
-        style="",
         width=f"{100 * max(0.0, min(1.0, score)):.0f}",
         colour=colour,
         score=f"{score:.3f}",
@@ -62,13 +96,16 @@ def worker_rows(workers: list[tuple[str, Any, str]]) -> str:
     """Table rows for ``(name, WorkerState, note)`` triples: trust, tasks, verdicts, status."""
     rows = []
     for name, state, note in workers:
-        status, badge = ("quarantined", "wgt-bad") if state.quarantined else ("active", "wgt-ok")
-        if not state.tasks:
-            status, badge = "new", "wgt-off"
+        status = (
+            badge("new", "off")
+            if not state.tasks
+            else badge("quarantined", "bad")
+            if state.quarantined
+            else badge("active", "ok")
+        )
         rows.append(
             render(
                 "worker_row.html",
-                style="",
                 name=escape(name),
                 worker_id=escape(state.worker),
                 worker_short=escape(state.worker, 24),
@@ -77,7 +114,6 @@ def worker_rows(workers: list[tuple[str, Any, str]]) -> str:
                 agreed=state.agreed,
                 disagreed=state.disagreed,
                 status=status,
-                badge=badge,
                 note=escape(note),
             )
         )

@@ -1,0 +1,214 @@
+"""Tried as a new user would: JupyterLab on loopback, 01-quickstart opened in headless Chromium,
+Run All, and the live dashboard and the plot really drawn. Screenshots go to benchmarks/output/.
+
+Needs Chromium at /usr/bin/chromium (Debian's package; CI installs it) and the `jupyterlab` and
+`playwright` packages; skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "01-quickstart.ipynb"
+SCREENSHOTS = REPO / "benchmarks" / "output"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+START_TIMEOUT_S = 90
+RUN_TIMEOUT_S = 180
+
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` to run the browser test",
+    ),
+    pytest.mark.timeout(START_TIMEOUT_S + RUN_TIMEOUT_S + 60),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_copy(directory: Path) -> Path:
+    """The tutorial without its stored outputs, so whatever shows was drawn by this run."""
+    notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    notebook["metadata"].pop("widgets", None)
+    copy = directory / NOTEBOOK.name
+    copy.write_text(json.dumps(notebook), encoding="utf-8")
+    return copy
+
+
+@pytest.fixture
+def jupyterlab(tmp_path: Path) -> Iterator[str]:
+    """A JupyterLab server on loopback with a random token; every directory it (and its kernels)
+    write to is under tmp_path. Yields the notebook's URL."""
+    pytest.importorskip("jupyterlab", reason="jupyterlab is not installed (pip install jupyterlab)")
+    root = tmp_path / "lab"
+    root.mkdir()
+    fresh_copy(root)
+    port, token = free_port(), secrets.token_hex(16)
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(home / "jupyter-config"),
+        "JUPYTER_DATA_DIR": str(home / "jupyter-data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "jupyter-runtime"),
+        "IPYTHONDIR": str(home / "ipython"),
+        "MPLCONFIGDIR": str(home / "matplotlib"),
+        "WGTLAB_CACHE_DIR": str(home / "wgtlab-cache"),
+        "WGTLAB_DATA_DIR": str(home / "wgtlab-data"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--LabApp.workspaces_dir={home / 'workspaces'}",
+        f"--LabApp.user_settings_dir={home / 'settings'}",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.extension_manager=readonly",  # no package index queries (the network is shut)
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
+        command.append("--allow-root")
+    # No "get official Jupyter news?" prompt over the notebook (and no attempt to fetch it).
+    notification = home / "settings" / "@jupyterlab" / "apputils-extension"
+    notification.mkdir(parents=True)
+    (notification / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    log = (tmp_path / "jupyterlab.log").open("wb")
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail(
+                        "JupyterLab did not start:\n"
+                        + (tmp_path / "jupyterlab.log").read_text(errors="replace")[-3000:]
+                    )
+                time.sleep(0.5)
+        yield f"{base}/lab/tree/{NOTEBOOK.name}?token={token}&reset"
+    finally:
+        request = urllib.request.Request(
+            f"{base}/api/shutdown", method="POST", headers={"Authorization": f"token {token}"}
+        )
+        try:
+            urllib.request.urlopen(request, timeout=5).close()
+            server.wait(timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        log.close()
+
+
+def test_quickstart_runs_in_jupyterlab(jupyterlab: str) -> None:
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(jupyterlab, timeout=START_TIMEOUT_S * 1000)
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=START_TIMEOUT_S * 1000)
+            page.wait_for_function(
+                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                ".connectionStatus === 'connected'",
+                timeout=START_TIMEOUT_S * 1000,
+            )
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            # Done when every code cell has an execution count and the kernel is idle again.
+            page.wait_for_function(
+                """() => {
+                    const panel = window.jupyterapp.shell.currentWidget;
+                    const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+                    const kernel = panel.sessionContext.session.kernel;
+                    return cells.every(c => c.model.executionCount !== null)
+                        && kernel.status === 'idle';
+                }""",
+                timeout=RUN_TIMEOUT_S * 1000,
+                polling=500,
+            )
+            errors = page.locator(
+                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
+            )
+            assert errors.count() == 0, errors.first.inner_text()
+
+            # The live dashboard: a widget view with the overall bar full and the worker rows.
+            dashboard = page.locator(".jp-OutputArea-output .widget-vbox").first
+            dashboard.scroll_into_view_if_needed()
+            dashboard.wait_for(state="visible", timeout=30_000)
+            assert "distance-histogram" in dashboard.inner_text()
+            assert "10/10 verified" in dashboard.inner_text()
+            assert dashboard.locator(".widget-label", has_text="local-0").count() == 1
+            assert "quarantined" in dashboard.inner_text()
+            bar = dashboard.locator(".progress-bar").first
+            assert bar.evaluate("e => parseFloat(e.style.width)") == pytest.approx(100.0)
+            dashboard.screenshot(path=str(SCREENSHOTS / "browser-quickstart-dashboard.png"))
+
+            # The trust timeline: a PNG that the browser decoded to a real image.
+            plot = page.locator(".jp-RenderedImage img").last
+            plot.scroll_into_view_if_needed()
+            size = plot.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
+            assert size[0] and size[1] > 300 and size[2] > 150, size
+            plot.screenshot(path=str(SCREENSHOTS / "browser-quickstart-plot.png"))
+
+            result_card = page.locator(".jp-OutputArea-output .wgt-result").first
+            result_card.scroll_into_view_if_needed()
+            assert "10 of 10 chunks verified" in result_card.inner_text()
+            result_card.screenshot(path=str(SCREENSHOTS / "browser-quickstart-result.png"))
+            cluster_card = page.locator(".jp-OutputArea-output .wgt-cluster").first
+            cluster_card.scroll_into_view_if_needed()
+            assert "4 sandboxed workers, 1 with simulated faults" in cluster_card.inner_text()
+            cluster_card.screenshot(path=str(SCREENSHOTS / "browser-quickstart-cluster.png"))
+            page.screenshot(path=str(SCREENSHOTS / "browser-quickstart.png"))
+        finally:
+            browser.close()
