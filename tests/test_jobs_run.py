@@ -224,27 +224,6 @@ def wgt_data(name: str) -> str:
     return str(Path(__file__).resolve().parents[1] / "data" / name)
 
 
-def test_decorator_form_runs_python_execute_in_the_sandbox(cluster):
-    @wgt.Job.define
-    def upper_job():
-        @wgt.Job.split
-        def split(data: bytes) -> list[bytes]:
-            return [data[i : i + 65536] for i in range(0, len(data), 65536)]
-
-        @wgt.Job.execute
-        def execute(chunk: bytes) -> bytes:
-            return chunk.upper()
-
-        @wgt.Job.merge
-        def merge(parts: list[bytes]) -> bytes:
-            return b"".join(parts)
-
-    assert upper_job.run(b"hello world", on=cluster).value == b"HELLO WORLD"
-    text = Path(wgt_data("flights-2013-01.csv")).read_bytes()
-    result = upper_job.run(text, on=cluster)
-    assert result.value == text.upper() and len(result.outcomes) == math.ceil(len(text) / 65536)
-
-
 def test_a_udf_over_dataframe_rows_equals_pandas(cluster):
     @wgt.udf
     def delay_by_carrier(rows):

@@ -15,7 +15,10 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from wgtlab import defaults
+from wgtlab.errors import ConfigError
 from wgtlab.sandbox.limits import ResourceLimits
+from wgtlab.trust.ledger import TrustLedger
+from wgtlab.trust.policy import TrustPolicy
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,21 @@ class RateLimit:
                 "RateLimit needs tasks_per_second > 0, burst >= 1 and max_in_flight >= 1, got "
                 f"{self.tasks_per_second}, {self.burst}, {self.max_in_flight}"
             )
+
+
+def cluster_trust(
+    ledger: TrustLedger | str | Any | None, policy: TrustPolicy | None, seed: int | None
+) -> tuple[TrustLedger, TrustPolicy]:
+    """A cluster's ledger and policy from what its constructor was given: a policy (which brings
+    its ledger), a ledger or a path to one, or nothing (an in-memory ledger for the cluster's
+    life)."""
+    if policy is not None:
+        if ledger is not None and ledger is not policy.ledger:
+            raise ConfigError("give a ledger or a policy (which has its own ledger), not both")
+        return policy.ledger, policy
+    if not isinstance(ledger, TrustLedger):
+        ledger = TrustLedger(":memory:" if ledger is None else ledger)
+    return ledger, TrustPolicy(ledger, seed=seed)
 
 
 class Cluster(Protocol):

@@ -27,7 +27,7 @@ import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from wgtlab import defaults, errors
-from wgtlab.cluster.base import RateLimit, Task, WorkerReply
+from wgtlab.cluster.base import RateLimit, Task, WorkerReply, cluster_trust
 from wgtlab.cluster.certs import CertBundle, init_certs, security_for
 from wgtlab.cluster.dask_local import LoopbackProcesses
 from wgtlab.cluster.dask_worker import (
@@ -190,16 +190,7 @@ class DaskCluster:
                 f"{address} needs a client certificate: DaskCluster(address, security="
                 "'DIR/client') with the bundle `wgtlab certs init DIR` wrote"
             )
-        if policy is not None:
-            if ledger is not None and ledger is not policy.ledger:
-                raise ConfigError("give a ledger or a policy (which has its own ledger), not both")
-            self.policy, self.ledger = policy, policy.ledger
-        else:
-            if isinstance(ledger, TrustLedger):
-                self.ledger = ledger
-            else:
-                self.ledger = TrustLedger(":memory:" if ledger is None else ledger)
-            self.policy = TrustPolicy(self.ledger, seed=seed)
+        self.ledger, self.policy = cluster_trust(ledger, policy, seed)
         # A few tasks queued per worker hide the round trip through the scheduler.
         self.rate_limit = rate_limit or RateLimit(max_in_flight=defaults.DASK_MAX_IN_FLIGHT)
         self.address = address

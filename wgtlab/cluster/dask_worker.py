@@ -21,7 +21,7 @@ from wgtlab import defaults
 from wgtlab.cluster.base import Task, WorkerReply
 from wgtlab.cluster.faults import Fault, SimulatedCrash
 from wgtlab.cluster.identity import WorkerIdentity
-from wgtlab.cluster.worker import execute_chunk
+from wgtlab.cluster.worker import execute_chunk, sandbox_for
 from wgtlab.errors import ConfigError, InvalidModule, WgtError
 from wgtlab.sandbox.engine import get_engine
 from wgtlab.sandbox.limits import ResourceLimits
@@ -191,7 +191,6 @@ class SandboxPlugin(WorkerPlugin):
         self.engine_fingerprint = engine.fingerprint
         self.fault = self.faults.get(self.label)
         self.kernels: dict[str, Any] = {}  # code digest -> executing part
-        self.sandboxes: dict[ResourceLimits, Sandbox] = {}
         self.lock = threading.Lock()
 
     # --- installing code ---------------------------------------------------------------------
@@ -232,13 +231,6 @@ class SandboxPlugin(WorkerPlugin):
 
     # --- running a task ----------------------------------------------------------------------
 
-    def _sandbox(self, limits: ResourceLimits) -> Sandbox:
-        sandbox = self.sandboxes.get(limits)
-        if sandbox is None:
-            with self.lock:
-                sandbox = self.sandboxes.setdefault(limits, Sandbox(limits))
-        return sandbox
-
     def run(self, header: dict[str, Any], payload: bytes) -> bytes:
         kernel = self.kernels.get(header["digest"])
         if kernel is None:
@@ -258,7 +250,7 @@ class SandboxPlugin(WorkerPlugin):
                 fault.before(task)
             reply = execute_chunk(
                 task,
-                self._sandbox(task.limits),
+                sandbox_for(task.limits),
                 self.identity,
                 tamper=fault.tamper if fault is not None else None,
             )

@@ -14,14 +14,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from wgtlab import defaults
-from wgtlab.cluster.base import RateLimit, Task, WorkerReply
+from wgtlab.cluster.base import RateLimit, Task, WorkerReply, cluster_trust
 from wgtlab.cluster.faults import Fault
 from wgtlab.cluster.identity import WorkerIdentity
 from wgtlab.cluster.manager import delegate_job
-from wgtlab.cluster.worker import execute_chunk
+from wgtlab.cluster.worker import execute_chunk, sandbox_for
 from wgtlab.errors import ClusterError, ConfigError
 from wgtlab.sandbox.limits import ResourceLimits
-from wgtlab.sandbox.runner import Sandbox
 from wgtlab.trust.ledger import TrustLedger
 from wgtlab.trust.policy import TrustPolicy
 
@@ -62,16 +61,7 @@ class LocalCluster:
             if not isinstance(fault, Fault):
                 raise ConfigError(f"faults[{name!r}] must be a wgt.faults fault, got {fault!r}")
         self.faults: dict[str, Fault] = dict(faults or {})
-        if policy is not None:
-            if ledger is not None and ledger is not policy.ledger:
-                raise ConfigError("give a ledger or a policy (which has its own ledger), not both")
-            self.policy, self.ledger = policy, policy.ledger
-        else:
-            if isinstance(ledger, TrustLedger):
-                self.ledger = ledger
-            else:
-                self.ledger = TrustLedger(":memory:" if ledger is None else ledger)
-            self.policy = TrustPolicy(self.ledger, seed=seed)
+        self.ledger, self.policy = cluster_trust(ledger, policy, seed)
         # One task at a time per worker: a worker is the unit of parallelism, as a remote one is.
         self.rate_limit = rate_limit or RateLimit(max_in_flight=1)
         self._identities = {
@@ -88,7 +78,6 @@ class LocalCluster:
             )
             for name in self.names
         }
-        self._sandboxes: dict[ResourceLimits, Sandbox] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -117,20 +106,13 @@ class LocalCluster:
 
     # --- a worker's work -------------------------------------------------------------------------
 
-    def _sandbox(self, limits: ResourceLimits) -> Sandbox:
-        sandbox = self._sandboxes.get(limits)
-        if sandbox is None:
-            with self._lock:
-                sandbox = self._sandboxes.setdefault(limits, Sandbox(limits))
-        return sandbox
-
     def _work(self, worker: str, task: Task) -> WorkerReply:
         fault = self.faults.get(worker)
         if fault is not None:
             fault.before(task)
         reply = execute_chunk(
             task,
-            self._sandbox(task.limits),
+            sandbox_for(task.limits),
             self._identities[worker],
             tamper=fault.tamper if fault is not None else None,
         )

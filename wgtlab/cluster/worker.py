@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from functools import lru_cache
 
 from wgtlab.cluster.base import Task, WorkerReply, error_digest
 from wgtlab.cluster.identity import WorkerIdentity, result_message
 from wgtlab.errors import SandboxError
+from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.sandbox.runner import Sandbox
 
 Tamper = Callable[[Task, bytes], bytes]
+
+
+@lru_cache(maxsize=64)
+def sandbox_for(limits: ResourceLimits) -> Sandbox:
+    """One shared Sandbox per set of limits (a Sandbox is safe to share between threads)."""
+    return Sandbox(limits)
 
 
 def execute_chunk(
