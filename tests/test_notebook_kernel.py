@@ -57,18 +57,23 @@ def test_interrupting_a_running_job(kernel) -> None:
     )
     assert not [m for m in setup if m["msg_type"] == "error"]
     msg_id = client.execute("%wgt run job --on stalled")
-    # The dashboard appears as a widget view once the job has started.
-    while True:
+    shown = False
+    states: list[str] = []
+    # The dashboard appears as a widget view, then says "running" once the job has started.
+    while not (states and ">running<" in states[-1]):
         msg = client.get_iopub_msg(timeout=REPLY_S)
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
-        data = msg["content"].get("data", {})
         if msg["msg_type"] == "display_data":
-            assert "application/vnd.jupyter.widget-view+json" in data
-            break
+            assert "application/vnd.jupyter.widget-view+json" in msg["content"]["data"]
+            shown = True
+        elif msg["msg_type"] == "comm_msg":
+            value = msg["content"]["data"].get("state", {}).get("value", "")
+            if isinstance(value, str) and "verified ·" in value:
+                states.append(value)
+    assert shown
     kernel[0].interrupt_kernel()
     error = None
-    states: list[str] = []
     try:
         while error is None:
             msg = client.get_iopub_msg(timeout=INTERRUPT_S)

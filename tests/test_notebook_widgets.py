@@ -100,6 +100,10 @@ def test_display_bundle_has_the_widget_and_a_text_fallback():
         bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == dashboard.widget.model_id
     )
     assert bundle["text/plain"] == "wgtlab dashboard for job 'shown' (live in Jupyter)"
+    dashboard(Event(ev.JOB_STARTED, "shown-1", time=10.0))
+    dashboard(Event(ev.JOB_DONE, "shown-1", data={"ok": True}, time=12.5))
+    done = dashboard._repr_mimebundle_()["text/plain"]
+    assert done == "shown: done, 0/0 chunks verified, 0 lies caught, 0 failed, 2.5 s"
 
 
 def test_progress_kinds(cluster):

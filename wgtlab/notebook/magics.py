@@ -356,8 +356,9 @@ class WgtMagics(Magics):
             job.verify(mode, replicas=args.replicas)
         cluster = self._lookup(args.cluster, "a cluster") if args.cluster else self._cluster()
         job.validate(len(cluster.worker_names()))
-        progress = job_progress(job, cluster, args.progress)
+        progress = None
         try:
+            progress = job_progress(job, cluster, args.progress)
             result = delegate_job(job, cluster, subscribers=[progress] if progress else [])
         except BaseException as exc:
             _close(progress, exc)

@@ -80,6 +80,7 @@ class JobDashboard:
         self._dirty = True
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
+        self.display_handle: Any = None  # set when shown, to leave a text summary behind
         self._build()
 
     @classmethod
@@ -167,6 +168,11 @@ class JobDashboard:
             self._dirty = True
         self._stop.set()
         self.draw()
+        if self.display_handle is not None:
+            # Front ends without ipywidgets (nbconvert, GitHub, some editors) show text/plain:
+            # leave the final summary there instead of a note about the live view.
+            self.display_handle.update(self)
+            self.display_handle = None
 
     @property
     def lies_caught(self) -> int:
@@ -280,7 +286,10 @@ class JobDashboard:
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = self.widget._repr_mimebundle_(**kwargs)
         # What a front end without ipywidgets shows instead of the live view.
-        bundle["text/plain"] = f"wgtlab dashboard for job {self.name!r} (live in Jupyter)"
+        live = self.state in ("waiting", "running")
+        bundle["text/plain"] = (
+            f"wgtlab dashboard for job {self.name!r} (live in Jupyter)" if live else self.summary()
+        )
         return bundle
 
     def __repr__(self) -> str:
@@ -335,7 +344,7 @@ def job_progress(job: Any, cluster: Any, kind: str = "auto") -> Subscriber | Non
         from IPython.display import display
 
         dashboard = JobDashboard.for_job(job, cluster)
-        display(dashboard)
+        dashboard.display_handle = display(dashboard, display_id=True)
         return dashboard
     if kind == "text":
         from wgtlab.commands.progress import TextProgress
