@@ -231,6 +231,22 @@ def test_tab_completion(ip):
         assert ip.Completer.complete("", "%wgt cl", 7)[1] == ["cluster"]
 
 
+def test_command_help(ip, capsys):
+    capsys.readouterr()
+    assert run(ip, "%wgt verify --help").success
+    out = capsys.readouterr().out
+    assert out.startswith("%wgt verify [--root ROOT] result chunk")
+    assert "the published Merkle root" in out
+
+
+def test_udf_cell_options(ip):
+    made = run(ip, "%%wgt udf lengths --input text --combine list\nreturn len(rows)")
+    assert made.success, made.error_in_exec
+    lengths = ip.user_ns["lengths"]
+    assert lengths.input_kind == "text" and lengths.params["combine"] == "list"
+    assert lengths.combine([3, 4]) == [3, 4]
+
+
 def test_help_prints_the_overview(ip, capsys):
     capsys.readouterr()
     run(ip, "%wgt help")

@@ -91,7 +91,9 @@ def _cluster_args(line: str) -> None:
 
 @magic_arguments(name="wgt udf")
 @argument("name", help="variable the sandboxed function is bound to")
-@argument("--input", dest="input_kind", help="input kind: records, float64, bytes or text")
+@argument("--input", dest="input_kind", choices=["records", "text", "bytes"], help="chunk kind")
+@argument("--rows", choices=["records", "columns"], help="records: list of row dicts (default)")
+@argument("--combine", help="natural (default), sum, concat, list, min or max")
 @argument("--arg", default="rows", help="parameter name when the cell is a function body")
 def _udf_args(line: str) -> None:
     """(cell) A Python function (a def, or a body using ``rows``) compiled into a sandboxed UDF."""
@@ -208,6 +210,9 @@ class WgtMagics(Magics):
                     if command in CELL_COMMANDS
                     else f"{command} is a line command: write %wgt {command} (one %)"
                 )
+            if {"-h", "--help"} & set(rest.split()):
+                print(PARSERS[command].parser.format_help().strip().removeprefix("::").strip())
+                return None
             args = parse_argstring(PARSERS[command], rest)
             handler = getattr(self, f"cmd_{command}")
             return handler(args, cell) if cell is not None else handler(args)
@@ -336,7 +341,16 @@ class WgtMagics(Magics):
         from wgtlab.sandbox.python import udf
 
         function = _function_from_cell(args.name, args.arg, cell, self.shell.user_ns)
-        kernel = udf(function, input=args.input_kind) if args.input_kind else udf(function)
+        options = {
+            name: value
+            for name, value in (
+                ("input", args.input_kind),
+                ("rows", args.rows),
+                ("combine", args.combine),
+            )
+            if value is not None
+        }
+        kernel = udf(function, **options)
         self._bind(args.name, kernel)
         return kernel
 
