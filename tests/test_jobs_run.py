@@ -242,3 +242,35 @@ def test_a_udf_over_dataframe_rows_equals_pandas(cluster):
     known = flights.dropna(subset=["arr_delay"])
     assert result.value == pytest.approx(known.groupby("carrier")["arr_delay"].sum().to_dict())
     assert result.disagreements == 0 and len(result.outcomes) == 10
+
+
+def test_two_independent_liars_cannot_outvote_the_honest_majority():
+    faults = {"local-0": wgt.faults.Liar(seed=1), "local-1": wgt.faults.Liar(seed=1)}
+    with wgt.LocalCluster(workers=5, faults=faults) as cluster:
+        result = run_redundant(cluster, replicas=3)
+        assert result.ok and result.value == int((VALUES > 10.0).sum())
+        for liar in ("local-0", "local-1"):
+            assert cluster.policy.is_quarantined(cluster.fingerprint(liar))
+
+
+def test_an_honest_worker_on_probation_is_compared_with_the_decided_result():
+    with wgt.LocalCluster(workers=4) as cluster:
+        suspect = cluster.fingerprint("local-3")
+        for _ in range(6):  # a bad past: quarantined before this job starts
+            cluster.policy.record(suspect, False, label="local-3", reason="earlier lies")
+        assert cluster.policy.is_quarantined(suspect)
+        result = run_redundant(cluster, replicas=2)
+    assert result.ok
+    shadow = result.verification[result.verification.role == "probation"]
+    assert len(shadow) > 0 and set(shadow.worker) == {"local-3"}
+    assert set(shadow.outcome) == {"agreed"}  # never logged as a liar for telling the truth
+    assert result.disagreements == 0
+    assert cluster.ledger.score(suspect) > 0.5 * 0.9**6
+
+
+def run_redundant(cluster, replicas: int):
+    with wgt.Job("redundant") as job:
+        wgt.input(VALUES, chunk_rows=500)
+        wgt.kernel(wgt.kernels.count_where(">", 10.0))
+        wgt.verify("redundancy", replicas=replicas)
+    return job.run(on=cluster)

@@ -151,3 +151,12 @@ def test_plots_render_headless_without_pyplot(tmp_path):
         cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     assert out.stdout.strip() == "False"
+
+
+def test_verification_grid_shows_worker_failures_as_failed():
+    rows = pd.DataFrame(
+        {"chunk": [0, 0, 1, 1], "worker": ["a", "b", "a", "b"],
+         "outcome": ["crashed", "agreed", "stalled", "rejected"]}
+    )  # fmt: skip
+    grid = np.asarray(verification_grid(rows).axes[0].images[0].get_array())
+    assert grid.tolist() == [[3, 3], [1, 3]]  # rows a, b; columns chunks 0, 1

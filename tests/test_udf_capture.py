@@ -387,3 +387,22 @@ def test_named_and_callable_combines():
     assert wgt.udf(uses_double, combine="sum").empty() == 0
     assert wgt.udf(uses_double, combine="concat").empty() == []
     assert wgt.udf(uses_double).empty() is None
+
+
+def test_a_wrapper_of_a_builtin_in_the_namespace_is_not_captured():
+    # IPython puts a functools.wraps wrapper of open() into every notebook's namespace; the
+    # function must still reach the guest's own open (which refuses files), not fail capture.
+    import functools
+
+    @functools.wraps(open)
+    def notebook_open(*args, **kwargs):
+        return open(*args, **kwargs)
+
+    namespace = {"open": notebook_open, "__name__": "__main__"}
+    exec(compile("def reads(rows):\n    return open('/etc/passwd').read()\n", __file__, "exec"),
+         namespace)  # fmt: skip
+    from wgtlab.sandbox.python.capture import _library_stand_in
+
+    assert _library_stand_in("open", notebook_open, namespace["reads"])
+    assert not _library_stand_in("open", lambda path: path, namespace["reads"])
+    assert not _library_stand_in("len", len, namespace["reads"])

@@ -51,18 +51,27 @@ class Fault:
 
 @dataclass(frozen=True)
 class Liar(Fault):
-    """Returns altered output with a valid signature of its own (caught only by redundancy)."""
+    """Returns altered output with a valid signature of its own (caught only by redundancy).
+
+    Each lie is drawn from (seed, chunk, replica), so two liars never tell the same lie about a
+    chunk: independent liars cannot outvote an honest majority by agreeing with each other."""
 
     def tamper(self, task: Task, output: bytes) -> bytes:
         if not self.strikes(task):
             return output
+        rng = random.Random(f"lie:{self.seed}:{task.chunk}:{task.replica}")
         if not output:
-            return b"\x00"
+            return bytes([rng.randrange(1, 256)])
         altered = bytearray(output)
-        # Flip a bit inside a digit if there is one (keeps text outputs parseable), else byte 0.
-        digits = [i for i, b in enumerate(altered[:4096]) if 0x31 <= b <= 0x38]
-        position = digits[0] if digits else 0
-        altered[position] ^= 0x01 if digits else 0x80
+        # Change a digit into another digit if there is one (text outputs stay parseable),
+        # else one byte into another.
+        digits = [i for i, b in enumerate(altered[:4096]) if 0x30 <= b <= 0x39]
+        if digits:
+            position = rng.choice(digits)
+            altered[position] = rng.choice([d for d in b"0123456789" if d != altered[position]])
+        else:
+            position = rng.randrange(len(altered))
+            altered[position] ^= rng.randrange(1, 256)
         return bytes(altered)
 
 

@@ -50,6 +50,7 @@ class _Chunk:
     used: set[str] = field(default_factory=set)  # workers ever given this chunk
     in_flight: int = 0
     failures: list[str] = field(default_factory=list)
+    shadows: list[str] = field(default_factory=list)  # probation replies awaiting the decision
     status: str = "running"  # running | verified | error | failed
     digest: str | None = None  # canonical outcome digest (hex)
     agreed: tuple[str, ...] = ()
@@ -67,6 +68,7 @@ class _Assignment:
     worker: str
     deadline: float
     probation: bool = False
+    future: Future[WorkerReply] | None = None
 
 
 class _JobRun:
@@ -108,19 +110,15 @@ class _JobRun:
         started = time.time()
         trust_before = self.cluster.ledger.scores()
         self._emit(ev.JOB_STARTED, data={"workers": len(self.names), "mode": self.mode})
-        source: Iterator[Any] = enumerate(self.job.chunks())
-        exhausted = False
-        while True:
-            while not exhausted and len(self.active) < self.window:
-                item = next(source, None)
-                if item is None:
-                    exhausted = True
-                    break
-                self._admit(*item)
-            self._dispatch()
-            if exhausted and not self.active:
-                break
-            self._wait()
+        try:
+            self._loop(enumerate(self.job.chunks()))
+        except BaseException:
+            # Interrupted (or broken): tasks not yet started are withdrawn, so the workers are
+            # free for the next job at once.
+            for assignment in self.assignments.values():
+                if assignment.future is not None:
+                    assignment.future.cancel()
+            raise
         finished = time.time()
         result = self._result(started, finished, trust_before)
         self._emit(ev.JOB_DONE, data={"ok": result.ok, "seconds": finished - started})
@@ -138,6 +136,20 @@ class _JobRun:
             error.result = result  # type: ignore[attr-defined]
             raise error
         return result
+
+    def _loop(self, source: Iterator[Any]) -> None:
+        exhausted = False
+        while True:
+            while not exhausted and len(self.active) < self.window:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                    break
+                self._admit(*item)
+            self._dispatch()
+            if exhausted and not self.active:
+                return
+            self._wait()
 
     def _admit(self, index: int, chunk: Any) -> None:
         payload = self.kernel.encode(chunk)
@@ -225,6 +237,7 @@ class _JobRun:
         except Exception as exc:  # the worker is gone before it took the task
             future = Future()
             future.set_exception(exc)
+        self.assignments[task.task_id].future = future
         future.add_done_callback(lambda f, tid=task.task_id: self.completions.put((tid, f)))
 
     def _wait(self) -> None:
@@ -293,17 +306,11 @@ class _JobRun:
             {"digest": digest, "fuel": reply.fuel_used, "wall_ms": reply.wall_ms},
         )
         state.replies[assignment.worker] = reply
+        if assignment.probation and not state.decided:
+            state.shadows.append(assignment.worker)  # compared once the chunk is decided
+            return
         if assignment.probation or state.decided:
-            agreed = state.digest == digest
-            self._record_reply(
-                state.index,
-                assignment.worker,
-                reply,
-                "agreed" if agreed else "dissented",
-                assignment.probation,
-            )
-            if state.status in ("verified", "error"):
-                self._trust(assignment.worker, agreed, state.index, None if agreed else "disagreed")
+            self._settle(state, assignment.worker, assignment.probation)
             return
         state.votes.append((assignment.worker, digest))
         self._decide(state)
@@ -414,6 +421,24 @@ class _JobRun:
 
     def _finish(self, state: _Chunk) -> None:
         self.active.pop(state.index, None)
+        for worker in state.shadows:
+            self._settle(state, worker, probation=True)
+        state.shadows.clear()
+
+    def _settle(self, state: _Chunk, worker: str, probation: bool) -> None:
+        """A reply that does not vote (a probation shadow, or one arriving after the decision)
+        is compared with the decided outcome; it earns or loses trust only under redundancy."""
+        reply = state.replies[worker]
+        if state.digest is None:
+            self._record_reply(state.index, worker, reply, "failed", probation)
+            return
+        agreed = reply.outcome_digest.hex() == state.digest
+        self._record_reply(
+            state.index, worker, reply, "agreed" if agreed else "dissented", probation
+        )
+        if self.mode == "redundancy":
+            reason = None if agreed else "disagreed with the quorum"
+            self._trust(worker, agreed, state.index, reason)
 
     def _no_workers_reason(self, state: _Chunk) -> str:
         left = len(self.names) - len(self.quarantined)

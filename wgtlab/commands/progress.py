@@ -18,6 +18,9 @@ class TextProgress:
         self.quarantined: list[str] = []
 
     def __call__(self, event: ev.Event) -> None:
+        if event.kind == ev.JOB_DONE:
+            self.bar.close()
+            return
         if event.kind in (ev.CHUNK_VERIFIED, ev.CHUNK_FAILED):
             self.bar.update(1)
             self.caught += len(event.data.get("dissented", ()))
@@ -29,8 +32,6 @@ class TextProgress:
         if self.quarantined:
             postfix["quarantined"] = ",".join(self.quarantined)
         self.bar.set_postfix(postfix, refresh=False)
-        if event.kind == ev.JOB_DONE:
-            self.bar.close()
 
     def close(self) -> None:
         self.bar.close()

@@ -36,6 +36,8 @@ OUTCOME_COLOURS = {
     "dissented": "#E69F00",
     "failed": "#000000",
 }
+# A task the worker itself failed (JobResult.verification) shows as failed in the grid.
+_WORKER_FAILURES = {"crashed": "failed", "stalled": "failed", "rejected": "failed"}
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
@@ -130,17 +132,22 @@ def _display_names(history: pd.DataFrame) -> dict[str, str]:
 
 def verification_grid(verification: pd.DataFrame, *, ax: Axes | None = None) -> Figure:
     """Chunks x workers, each cell coloured by the outcome of that worker's replica of that
-    chunk: agreed, dissented, failed (no quorum), or not run (no row for the pair).
+    chunk: agreed, dissented, failed (no quorum, or the worker crashed, stalled or was rejected),
+    or not run (no row for the pair).
 
     ``verification`` needs ``chunk``, ``worker`` and ``outcome`` columns; for a pair listed
     twice (a retry) the last row wins. Integer chunks are shown over their whole range, so a
     chunk nobody ran shows as an empty column.
     """
     _require(verification, ("chunk", "worker", "outcome"), "verification_grid")
+    verification = verification.assign(
+        outcome=verification["outcome"].map(lambda o: _WORKER_FAILURES.get(o, o))
+    )
     bad = sorted(set(verification["outcome"]) - set(OUTCOMES[1:]), key=str)
     if bad:
         raise ConfigError(
-            f"verification_grid outcomes must be agreed, dissented or failed; got {bad}"
+            "verification_grid outcomes must be agreed, dissented, failed, crashed, stalled "
+            f"or rejected; got {bad}"
         )
     latest = verification.drop_duplicates(["chunk", "worker"], keep="last")
     workers = sorted(latest["worker"].unique(), key=_natural)

@@ -299,6 +299,8 @@ class _Assembler:
                 value = closure[name]
             elif name in fn.__globals__:
                 value = fn.__globals__[name]
+                if _library_stand_in(name, value, fn):
+                    continue  # e.g. IPython's wrapper of open(): the guest has the real builtin
             else:
                 continue  # a builtin, or a name that is undefined natively too
             self._bind(name, value, label)
@@ -453,3 +455,15 @@ def capture(fn: Callable[..., Any]) -> GuestProgram:
             label, f"its assembled source does not compile ({exc})", "report this"
         ) from None
     return program
+
+
+def _library_stand_in(name: str, value: Any, fn: Any) -> bool:
+    """True for a wrapper of the builtin of the same name (IPython puts a ``functools.wraps``
+    wrapper of ``open`` in every notebook's namespace): the guest uses its real builtin."""
+    builtin = vars(builtins).get(name)
+    if builtin is None or value is builtin or not callable(value):
+        return False
+    try:
+        return inspect.unwrap(value) is builtin
+    except ValueError:  # a __wrapped__ cycle: not a plain wrapper
+        return False
