@@ -37,7 +37,7 @@ class CompiledCache:
         return self.root / (hashlib.sha256(key.encode()).hexdigest() + ".bin")
 
     def load(self, key: str) -> bytes | None:
-        """The payload stored under ``key``, or None if absent, corrupt or written for another key."""
+        """The payload stored under ``key``; None if absent, corrupt or written for another key."""
         path = self.path_for(key)
         try:
             blob = path.read_bytes()
