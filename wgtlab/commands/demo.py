@@ -95,11 +95,14 @@ def run_demo(args: argparse.Namespace) -> int:
     plots.verification_grid(result.verification).savefig(grid_png, dpi=110)
     print(f"\nplots: {trust_png}, {grid_png}")
 
-    _ces_round_trip(wgt, samples)
+    _ces_round_trip()
     return 0 if exact and result.ok else 1
 
 
-def _ces_round_trip(wgt, samples) -> None:
+def _ces_round_trip() -> None:
+    import wgtlab as wgt
+    from wgtlab import samples
+
     data = samples.path().read_bytes()
     pipe = wgt.CESPipeline(key=DEMO_KEY, data_shards=8, parity_shards=4)
     started = time.perf_counter()

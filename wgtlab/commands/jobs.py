@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_jobfile(args: argparse.Namespace) -> int:
     import wgtlab as wgt
+    from wgtlab.cluster.manager import delegate_job
     from wgtlab.commands.progress import TextProgress
     from wgtlab.errors import JobDefinitionError
 
@@ -47,8 +48,6 @@ def run_jobfile(args: argparse.Namespace) -> int:
         for variable, job in jobs.items():
             progress = None if args.no_progress else TextProgress(desc=job.name)
             subscribers = [] if progress is None else [progress]
-            from wgtlab.cluster.manager import delegate_job
-
             try:
                 result = delegate_job(job, cluster, subscribers=subscribers)
             finally:

@@ -18,11 +18,17 @@ if TYPE_CHECKING:
 _local = threading.local()
 
 
-def _stack() -> list[Any]:
-    stack = getattr(_local, "stack", None)
+def thread_stack(name: str) -> list[Any]:
+    """This thread's stack called ``name`` (open jobs, open ``@Job.define`` builders)."""
+    stack = getattr(_local, name, None)
     if stack is None:
-        stack = _local.stack = []
+        stack = []
+        setattr(_local, name, stack)
     return stack
+
+
+def _stack() -> list[Any]:
+    return thread_stack("jobs")
 
 
 def push(job: Any) -> None:

@@ -7,7 +7,6 @@ the manager. The seed system's decorator form (``@Job.define`` with ``split`` / 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from wgtlab import defaults
 from wgtlab.errors import JobDefinitionError
 from wgtlab.jobs import dsl, runtime
-from wgtlab.jobs.chunking import InputSpec, iter_chunks, source_kind
+from wgtlab.jobs.chunking import InputSpec, default_chunk_bytes, iter_chunks, source_kind
 from wgtlab.jobs.events import Subscriber
 from wgtlab.jobs.kernels import resolve_kernel
 from wgtlab.sandbox.limits import ResourceLimits
@@ -236,14 +235,8 @@ class Job:
         return fn
 
 
-_builder_local = threading.local()
-
-
 def _builders() -> list[_Builder]:
-    stack = getattr(_builder_local, "stack", None)
-    if stack is None:
-        stack = _builder_local.stack = []
-    return stack
+    return dsl.thread_stack("builders")
 
 
 def _current_builder(what: str) -> _Builder:
@@ -272,7 +265,7 @@ class _Builder:
 
 def _default_split(data: Any) -> list[bytes]:
     raw = data.encode() if isinstance(data, str) else bytes(data)
-    size = max(defaults.CHUNK_MIN_BYTES, min(defaults.CHUNK_MAX_BYTES, len(raw) // 16 or 1))
+    size = default_chunk_bytes(len(raw))
     return [raw[i : i + size] for i in range(0, len(raw), size)]
 
 
