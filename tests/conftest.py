@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import settings
 
 # CI runs each property test on the same examples every time: a red CI is a real regression,
@@ -11,3 +12,13 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory):
+    """Compiled modules go to a temporary cache for the module's tests, not the user's.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("private_cache")``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WGTLAB_CACHE_DIR", str(tmp_path_factory.mktemp("wgt-cache")))
+        yield

@@ -32,11 +32,7 @@ OPS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WGTLAB_CACHE_DIR", str(tmp_path_factory.mktemp("wgt-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")

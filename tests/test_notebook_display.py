@@ -6,6 +6,7 @@ import base64
 
 import numpy as np
 import pytest
+import sandbox_hostile as hostile
 from IPython.core.interactiveshell import InteractiveShell
 from matplotlib.colors import to_hex
 
@@ -13,21 +14,6 @@ import wgtlab as wgt
 from wgtlab.notebook.display import SHARD_COLOURS
 from wgtlab.notebook.shardmap import shard_map
 
-ECHO_WAT = """
-(module
-  (memory (export "memory") 1)
-  (func (export "wgt_alloc") (param i32) (result i32) (i32.const 0))
-  (func (export "wgt_run") (param $ptr i32) (param $len i32) (result i64)
-    (i64.extend_i32_u (local.get $len))))
-"""
-LOOP_WAT = """
-(module
-  (memory (export "memory") 1)
-  (func (export "wgt_alloc") (param i32) (result i32) (i32.const 0))
-  (func (export "wgt_run") (param i32 i32) (result i64)
-    (loop $forever (br $forever))
-    (i64.const 0)))
-"""
 KEY = bytes(range(32))
 
 
@@ -41,7 +27,7 @@ def html():
 
 
 def test_task_result_view(html):
-    module = wgt.WasmModule.from_wat(ECHO_WAT, name="echo")
+    module = wgt.WasmModule.from_wat(hostile.ECHO, name="echo")
     result = wgt.Sandbox().run(module, b"<b>hi</b>")
     page = html(result)
     assert "TaskResult" in page and result.output_sha256 in page
@@ -50,7 +36,7 @@ def test_task_result_view(html):
 
 
 def test_sandbox_error_view(html):
-    module = wgt.WasmModule.from_wat(LOOP_WAT, name="spin")
+    module = wgt.WasmModule.from_wat(hostile.INFINITE_LOOP, name="spin")
     with pytest.raises(wgt.OutOfFuel) as caught:
         wgt.Sandbox(wgt.ResourceLimits(max_cpu_cycles=50_000)).run(module, b"x")
     page = html(caught.value)
@@ -59,7 +45,7 @@ def test_sandbox_error_view(html):
 
 
 def test_module_view(html):
-    module = wgt.WasmModule.from_wat(ECHO_WAT, name="echo")
+    module = wgt.WasmModule.from_wat(hostile.ECHO, name="echo")
     page = html(module)
     assert module.digest in page and "none" in page and "wgt_run" in page
 

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import sandbox_hostile as hostile
 from IPython.core.completer import provisionalcompleter
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -15,21 +16,6 @@ from wgtlab.jobs import runtime
 from wgtlab.notebook.magics import MagicError, ProofCheck, WgtMagics
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-LOOP_WAT = """
-(module
-  (memory (export "memory") 1)
-  (func (export "wgt_alloc") (param i32) (result i32) (i32.const 0))
-  (func (export "wgt_run") (param i32 i32) (result i64)
-    (loop $forever (br $forever))
-    (i64.const 0)))
-"""
-ECHO_WAT = """
-(module
-  (memory (export "memory") 1)
-  (func (export "wgt_alloc") (param i32) (result i32) (i32.const 0))
-  (func (export "wgt_run") (param $ptr i32) (param $len i32) (result i64)
-    (i64.extend_i32_u (local.get $len))))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +128,7 @@ def test_cluster_run_and_verify(ip, capsys):
 def test_failed_job_is_one_line_and_keeps_the_partial_result(ip, capsys):
     run(ip, "%wgt cluster local 2")
     ip.user_ns["data"] = b"x" * 10_000
-    run(ip, "%%wgt wat spin\n" + LOOP_WAT)
+    run(ip, "%%wgt wat spin\n" + hostile.INFINITE_LOOP)
     run(
         ip,
         "bad = wgt.Job('spin')\n"
@@ -160,7 +146,7 @@ def test_failed_job_is_one_line_and_keeps_the_partial_result(ip, capsys):
 
 
 def test_wat_cell_binds_a_module_and_bad_wat_is_one_line(ip, capsys):
-    module = run(ip, "%%wgt wat echo\n" + ECHO_WAT).result
+    module = run(ip, "%%wgt wat echo\n" + hostile.ECHO).result
     assert isinstance(module, wgt.WasmModule) and ip.user_ns["echo"] is module
     assert module.name == "echo"
     lines = failure_lines(ip, capsys, "%%wgt wat broken\n(module (func (export oops)))")
