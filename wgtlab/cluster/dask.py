@@ -492,8 +492,11 @@ class DaskCluster:
                     # concurrent requests of different workers into one message.
                     response = await self.client.scheduler.gather(keys=list(batch))
                     if response.get("status") != "OK":
+                        # The scheduler no longer reaches the worker that holds them.
+                        lost = len(response.get("keys", ()))
                         raise ClusterError(
-                            f"{len(response.get('keys', ()))} results of {member.label} were lost"
+                            f"worker {member.label} left the Dask cluster with {lost} "
+                            "finished results not yet fetched"
                         )
                     data = response["data"]
                 except Exception as exc:
