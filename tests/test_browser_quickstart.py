@@ -187,7 +187,7 @@ def test_quickstart_runs_in_jupyterlab(jupyterlab: str) -> None:
             dashboard.scroll_into_view_if_needed()
             dashboard.wait_for(state="visible", timeout=30_000)
             assert "distance-histogram" in dashboard.inner_text()
-            assert "10/10 verified" in dashboard.inner_text()
+            assert "28/28 verified" in dashboard.inner_text()
             assert dashboard.locator(".widget-label", has_text="local-0").count() == 1
             assert "quarantined" in dashboard.inner_text()
             bar = dashboard.locator(".progress-bar").first
@@ -203,7 +203,7 @@ def test_quickstart_runs_in_jupyterlab(jupyterlab: str) -> None:
 
             result_card = page.locator(".jp-OutputArea-output .wgt-result").first
             result_card.scroll_into_view_if_needed()
-            assert "10 of 10 chunks verified" in result_card.inner_text()
+            assert "28 of 28 chunks verified" in result_card.inner_text()
             result_card.screenshot(path=str(SCREENSHOTS / "browser-quickstart-result.png"))
             cluster_card = page.locator(".jp-OutputArea-output .wgt-cluster").first
             cluster_card.scroll_into_view_if_needed()
