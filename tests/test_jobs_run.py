@@ -247,7 +247,8 @@ def test_a_udf_over_dataframe_rows_equals_pandas(cluster):
 def test_two_independent_liars_cannot_outvote_the_honest_majority():
     faults = {"local-0": wgt.faults.Liar(seed=1), "local-1": wgt.faults.Liar(seed=1)}
     with wgt.LocalCluster(workers=5, faults=faults) as cluster:
-        result = run_redundant(cluster, replicas=3)
+        # 41 chunks: enough votes for both liars to reach quarantine whatever the timing.
+        result = run_redundant(cluster, replicas=3, chunk_rows=250)
         assert result.ok and result.value == int((VALUES > 10.0).sum())
         for liar in ("local-0", "local-1"):
             assert cluster.policy.is_quarantined(cluster.fingerprint(liar))
@@ -268,9 +269,9 @@ def test_an_honest_worker_on_probation_is_compared_with_the_decided_result():
     assert cluster.ledger.score(suspect) > 0.5 * 0.9**6
 
 
-def run_redundant(cluster, replicas: int):
+def run_redundant(cluster, replicas: int, chunk_rows: int = 500):
     with wgt.Job("redundant") as job:
-        wgt.input(VALUES, chunk_rows=500)
+        wgt.input(VALUES, chunk_rows=chunk_rows)
         wgt.kernel(wgt.kernels.count_where(">", 10.0))
         wgt.verify("redundancy", replicas=replicas)
     return job.run(on=cluster)

@@ -87,7 +87,7 @@ def test_cluster_run_and_verify(ip, capsys):
     run(
         ip,
         "job = wgt.Job('hist')\n"
-        "job.input(values, chunk_rows=2_000)\n"
+        "job.input(values, chunk_rows=500)\n"
         "job.kernel(wgt.kernels.histogram(bins=10, lo=0.0, hi=100.0))",
     )
     result = run(ip, "%wgt run job --replicas 3 -o res --progress none")
@@ -109,7 +109,7 @@ def test_cluster_run_and_verify(ip, capsys):
     lines = failure_lines(ip, capsys, f"%wgt verify res 3 --root {other}")
     assert len(lines) == 1 and lines[0].startswith("ProofError: the audit path of chunk 3 in res")
     lines = failure_lines(ip, capsys, "%wgt verify res 99")
-    assert lines == ["ProofError: chunk 99 is not in this result (0..9)"]
+    assert lines == ["ProofError: chunk 99 is not in this result (0..39)"]
 
     assert run(ip, "%wgt workers").result is cluster
     assert run(ip, "%wgt trust").result is cluster.ledger

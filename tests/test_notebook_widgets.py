@@ -30,15 +30,17 @@ def cluster():
 
 
 def test_dashboard_counts_match_the_result(cluster):
-    values = np.random.default_rng(1).uniform(0, 80, 12_000)
+    # 30 chunks: the liar (trust-weighted, so picked less as it falls) is quarantined whatever
+    # the timing; with 12 it missed the 5 lies that takes in a few percent of runs.
+    values = np.random.default_rng(1).uniform(0, 80, 30_000)
     job = histogram_job(values)
     dashboard = JobDashboard.for_job(job, cluster)
-    assert dashboard.total == 12 and dashboard.state == "waiting"
+    assert dashboard.total == 30 and dashboard.state == "waiting"
     assert [t.score for t in dashboard.tallies.values()] == [0.5] * 4
     result = wgt.delegate_job(job, cluster, subscribers=[dashboard])
 
-    assert dashboard.state == "done" and dashboard.verified == 12 and dashboard.failed == 0
-    assert dashboard.overall.value == dashboard.overall.max == 12
+    assert dashboard.state == "done" and dashboard.verified == 30 and dashboard.failed == 0
+    assert dashboard.overall.value == dashboard.overall.max == 30
     assert dashboard.overall.bar_style == "success"
     # Every trust outcome the ledger holds for this run is on the dashboard, worker by worker.
     history = cluster.ledger.history()
@@ -56,8 +58,8 @@ def test_dashboard_counts_match_the_result(cluster):
     assert liar.agreed == 0 and liar.quarantined
     assert dashboard.rows["local-0"][2].bar_style == "danger"
     assert "quarantined" in dashboard.rows["local-0"][3].value
-    assert "12/12 verified" in dashboard.status.value
-    assert dashboard.summary().startswith("fares: done, 12/12 chunks verified")
+    assert "30/30 verified" in dashboard.status.value
+    assert dashboard.summary().startswith("fares: done, 30/30 chunks verified")
 
 
 def test_ticker_stops_when_the_job_ends(cluster):
