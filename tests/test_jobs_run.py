@@ -275,3 +275,81 @@ def run_redundant(cluster, replicas: int, chunk_rows: int = 500):
         wgt.kernel(wgt.kernels.count_where(">", 10.0))
         wgt.verify("redundancy", replicas=replicas)
     return job.run(on=cluster)
+
+
+def test_replicas_that_never_agree_fail_with_their_digests_and_keep_their_rows():
+    # Three workers, two independent liars: every chunk gets three different answers and no
+    # worker is left to break the tie.
+    faults = {"local-0": wgt.faults.Liar(seed=1), "local-1": wgt.faults.Liar(seed=2)}
+    with wgt.LocalCluster(workers=3, faults=faults) as cluster:
+        before = cluster.ledger.scores().set_index("label")["score"].to_dict()
+        with pytest.raises(wgt.ChunkFailed) as caught:
+            run_redundant(cluster, replicas=3, chunk_rows=5_000)
+        after = cluster.ledger.scores().set_index("label")["score"].to_dict()
+    result = caught.value.result
+    assert [c.status for c in result.outcomes] == ["failed"] * 3
+    for outcome in result.outcomes:
+        assert outcome.reason.startswith("no strict majority among 3 replicas (")
+        for worker in ("local-0", "local-1", "local-2"):
+            assert f" from {worker}" in outcome.reason
+        assert outcome.reason.endswith(
+            "; all 3 usable workers (0 quarantined) have run it: add workers"
+        )
+    rows = result.verification
+    assert len(rows) == 9 and set(rows.outcome) == {"failed"} and rows.digest.notna().all()
+    assert sorted(rows.groupby("chunk").worker.nunique()) == [3, 3, 3]
+    assert after == before  # no majority, so nobody can be called a liar
+
+
+def test_when_every_worker_crashed_on_a_chunk_the_error_says_how():
+    faults = {f"local-{i}": wgt.faults.Crash() for i in range(2)}
+    with wgt.LocalCluster(workers=2, faults=faults) as cluster:
+        job = wgt.Job("crashing").retries(3)
+        job.input(VALUES[:1_000], chunk_rows=1_000)
+        job.kernel(wgt.kernels.sum())
+        with pytest.raises(wgt.ChunkFailed) as caught:
+            job.run(on=cluster)
+    (outcome,) = caught.value.result.outcomes
+    assert outcome.reason == (
+        "all 2 usable workers (0 quarantined) failed on this chunk [failed tries: "
+        + "; ".join(
+            f"{w} crashed: SimulatedCrash: simulated crash on chunk 0"
+            for w in [r.worker for r in caught.value.result.verification.itertuples()]
+        )
+        + "]"
+    )
+
+
+def test_a_closed_cluster_refuses_jobs_and_nobody_loses_trust():
+    cluster = wgt.LocalCluster(workers=2)
+    cluster.close()
+    job = wgt.Job("late")
+    job.input(VALUES[:1_000], chunk_rows=500)
+    job.kernel(wgt.kernels.sum())
+    with pytest.raises(wgt.ClusterError, match=r"^this LocalCluster is closed; create a new one$"):
+        job.run(on=cluster)
+    assert cluster.ledger.scores().empty and cluster.ledger.history().empty
+
+
+def test_closing_the_cluster_under_a_running_job_stops_it_without_blaming_workers():
+    cluster = wgt.LocalCluster(workers=2)
+    job = wgt.Job("interrupted")
+    job.input(VALUES, chunk_rows=100)
+    job.kernel(wgt.kernels.sum())
+
+    def close_on_first_result(event):
+        if event.kind == ev.CHUNK_DONE:
+            cluster.close()
+
+    job.subscribe(close_on_first_result)
+    with pytest.raises(wgt.ClusterError, match=r"^the LocalCluster was closed while job "):
+        job.run(on=cluster)
+    assert cluster.ledger.history().empty  # no task counted as crashed: nobody lost trust
+
+
+def test_run_on_something_that_is_not_a_cluster_is_a_config_error():
+    job = wgt.Job("where")
+    job.input(VALUES[:1_000], chunk_rows=500)
+    job.kernel(wgt.kernels.sum())
+    with pytest.raises(wgt.ConfigError, match=r"on= takes a cluster .* got str 'nope'"):
+        job.run(on="nope")

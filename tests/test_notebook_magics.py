@@ -68,6 +68,11 @@ def test_dask_cluster_arguments_are_checked_before_connecting(ip, capsys):
     assert lines[0].startswith("ConfigError: tls://127.0.0.1:9 needs a client certificate")
     lines = failure_lines(ip, capsys, "%wgt cluster dask local --workers 2 --liars 3")
     assert lines == ["UsageError: --liars must be between 0 and the 2 workers"]
+    lines = failure_lines(ip, capsys, "%wgt cluster dask tcp://127.0.0.1:9")
+    assert lines == [
+        "UsageError: %wgt cluster dask: 'tcp://127.0.0.1:9' is not a tls:// address; wgtlab "
+        "talks to Dask only over mutual TLS (tls://HOST:PORT with --certs), or use 'local'"
+    ]
 
 
 def test_line_command_given_a_cell_is_refused(ip, capsys):
@@ -163,6 +168,32 @@ def test_udf_cell_body_and_def(ip):
     as_def = run(ip, "%%wgt udf biggest\ndef largest(rows):\n    return max(r['x'] for r in rows)")
     assert as_def.success, as_def.error_in_exec
     assert ip.user_ns["biggest"].run(ip.user_ns["rows_in"], echo=False) == 4
+
+
+def test_a_name_that_is_not_a_variable_is_refused_before_anything_runs(ip, capsys):
+    for name in ("1bad", "class", "a-b"):
+        lines = failure_lines(ip, capsys, f"%%wgt udf {name}\ndef f(rows):\n    return 1")
+        assert lines == [
+            f"UsageError: {name!r} is not a valid variable name: use a Python identifier"
+        ]
+    lines = failure_lines(ip, capsys, "%%wgt wat 2x\n(module)")
+    assert lines == ["UsageError: '2x' is not a valid variable name: use a Python identifier"]
+
+
+def test_run_of_a_defined_job_without_data_says_to_give_data(ip, capsys):
+    run(
+        ip,
+        "import wgtlab as wgt\n"
+        "@wgt.Job.define\n"
+        "def doubled():\n"
+        "    wgt.Job.split(lambda data: [data[:2], data[2:]])\n"
+        "    wgt.Job.execute(wgt.kernels.sum())\n"
+        "    wgt.Job.merge(sum)",
+    )
+    lines = failure_lines(ip, capsys, "%wgt run doubled")
+    assert lines == [
+        "UsageError: doubled is a @wgt.Job.define job: give it its input with --data VAR"
+    ]
 
 
 def test_udf_cell_with_two_defs_must_name_one(ip, capsys):

@@ -37,7 +37,8 @@ def test_dashboard_counts_match_the_result(cluster):
     dashboard = JobDashboard.for_job(job, cluster)
     assert dashboard.total == 30 and dashboard.state == "waiting"
     assert [t.score for t in dashboard.tallies.values()] == [0.5] * 4
-    result = wgt.delegate_job(job, cluster, subscribers=[dashboard])
+    text = TextProgress(total=30, disable=True)
+    result = wgt.delegate_job(job, cluster, subscribers=[dashboard, text])
 
     assert dashboard.state == "done" and dashboard.verified == 30 and dashboard.failed == 0
     assert dashboard.overall.value == dashboard.overall.max == 30
@@ -54,6 +55,10 @@ def test_dashboard_counts_match_the_result(cluster):
         assert trust.value == pytest.approx(tally.score)
         assert f"{tally.agreed} verified · {tally.disagreed} disagreed" in bar.value
     assert dashboard.lies_caught == int((~history.ok).sum()) > 0
+    # The dashboard, the terminal bar and the result count the same lies (late and probation
+    # replies that lose the vote included).
+    assert dashboard.lies_caught == text.caught == result.disagreements
+    assert text.quarantined == ["local-0"]
     liar = dashboard.tallies["local-0"]
     assert liar.agreed == 0 and liar.quarantined
     assert dashboard.rows["local-0"][2].bar_style == "danger"

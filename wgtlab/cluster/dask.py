@@ -616,6 +616,10 @@ class DaskCluster:
         except Exception:
             return None
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return

@@ -120,6 +120,10 @@ class LocalCluster:
 
     # --- life cycle and display ------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         self._closed = True
         for executor in self._executors.values():

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from wgtlab.cluster.base import Task, WorkerReply, error_digest
 from wgtlab.cluster.identity import fingerprint, result_message, verify_signature
 from wgtlab.cluster.ratelimit import TokenBucket
 from wgtlab.cluster.worker import execute_chunk
-from wgtlab.errors import ChunkFailed, NoEligibleWorkers, SignatureError, WgtError
+from wgtlab.errors import ChunkFailed, ClusterError, NoEligibleWorkers, SignatureError, WgtError
 from wgtlab.jobs import events as ev
 from wgtlab.jobs.events import Event, EventStream, Subscriber
 from wgtlab.jobs.result import ChunkOutcome, JobResult, TaskRecord
@@ -32,8 +32,13 @@ __all__ = ["delegate_job", "execute_chunk"]
 _NO_DIGEST = bytes(32)  # the Merkle leaf's output digest for a chunk without a verified outcome
 
 
+DISSENT = "disagreed with the quorum"  # the trust reason of a reply that lost the vote
+
+
 def delegate_job(job: Any, cluster: Any, *, subscribers: Iterable[Subscriber] = ()) -> JobResult:
     """Run ``job`` on ``cluster``: chunks -> tasks -> trusted workers -> verified JobResult."""
+    if getattr(cluster, "closed", False):
+        raise ClusterError(f"this {type(cluster).__name__} is closed; create a new one")
     job.validate(len(cluster.worker_names()))
     return _JobRun(job, cluster, list(job.subscribers) + list(subscribers)).run()
 
@@ -168,7 +173,7 @@ class _JobRun:
             ]
             if not candidates:
                 if state.in_flight == 0:
-                    self._fail(state, self._no_workers_reason(state))
+                    self._out_of_workers(state)
                 continue  # replicas in flight may still decide it
             ready = [
                 n
@@ -235,6 +240,7 @@ class _JobRun:
         try:
             future = self.cluster.submit(worker, task)
         except Exception as exc:  # the worker is gone before it took the task
+            self._abort_if_closed(exc)
             future = Future()
             future.set_exception(exc)
         self.assignments[task.task_id].future = future
@@ -283,7 +289,8 @@ class _JobRun:
         if assignment is None:
             return  # a late reply from a worker already counted as stalled
         self._release(assignment)
-        exc = future.exception()
+        self._abort_if_closed(None)
+        exc = CancelledError("the task was cancelled") if future.cancelled() else future.exception()
         if exc is not None:
             self._worker_failed(
                 assignment, f"crashed: {type(exc).__name__}: {exc}", outcome="crashed"
@@ -314,6 +321,14 @@ class _JobRun:
             return
         state.votes.append((assignment.worker, digest))
         self._decide(state)
+
+    def _abort_if_closed(self, cause: BaseException | None) -> None:
+        """The cluster was closed under the job: that is no worker's fault (no trust changes)."""
+        if getattr(self.cluster, "closed", False):
+            raise ClusterError(
+                f"the {type(self.cluster).__name__} was closed while job {self.job.name!r} "
+                "was running; run it again on an open cluster"
+            ) from cause
 
     def _check(self, assignment: _Assignment, reply: Any) -> str | None:
         """Why ``reply`` cannot be accepted from ``assignment.worker``, or None."""
@@ -358,7 +373,7 @@ class _JobRun:
                     self._trust(worker, True, state.index, None)
             for worker in decision.dissented:
                 self._record_reply(state.index, worker, state.replies[worker], "dissented")
-                self._trust(worker, False, state.index, "disagreed with the quorum")
+                self._trust(worker, False, state.index, DISSENT)
             kind = ev.CHUNK_VERIFIED if state.status == "verified" else ev.CHUNK_FAILED
             self._emit(
                 kind,
@@ -382,10 +397,7 @@ class _JobRun:
             for _ in range(max(0, decision.extra_needed - state.in_flight)):
                 self.pending.append(state)
         else:
-            for worker, _digest in state.votes:
-                self._record_reply(state.index, worker, state.replies[worker], "failed")
-            groups = "; ".join(f"{d[:12]} from {', '.join(w)}" for d, w in decision.groups)
-            self._fail(state, f"no strict majority among {len(state.votes)} replicas ({groups})")
+            self._fail_undecided(state, "")
 
     def _worker_failed(self, assignment: _Assignment, reason: str, *, outcome: str) -> None:
         state = self.chunks[assignment.task.chunk]
@@ -437,15 +449,32 @@ class _JobRun:
             state.index, worker, reply, "agreed" if agreed else "dissented", probation
         )
         if self.mode == "redundancy":
-            reason = None if agreed else "disagreed with the quorum"
+            reason = None if agreed else DISSENT
             self._trust(worker, agreed, state.index, reason)
 
-    def _no_workers_reason(self, state: _Chunk) -> str:
-        left = len(self.names) - len(self.quarantined)
-        return (
-            f"not enough eligible workers: {len(state.used)} already tried this chunk, "
-            f"{len(self.quarantined)} quarantined, {left} usable; add workers or lower replicas"
-        )
+    def _fail_undecided(self, state: _Chunk, why: str) -> None:
+        """Replicas ran but no strict majority formed: every vote is kept as a failed row, the
+        digests and who returned them go into the reason, and nobody's trust changes (there is
+        no majority to say who lied)."""
+        for worker, _digest in state.votes:
+            self._record_reply(state.index, worker, state.replies[worker], "failed")
+        groups: dict[str, list[str]] = {}
+        for worker, digest in state.votes:
+            groups.setdefault(digest, []).append(worker)
+        shown = "; ".join(f"{d[:12]} from {', '.join(w)}" for d, w in groups.items())
+        self._fail(state, f"no strict majority among {len(state.votes)} replicas ({shown}){why}")
+
+    def _out_of_workers(self, state: _Chunk) -> None:
+        """No worker is left that has not run ``state``, and nothing of it is in flight."""
+        quarantined = len(self.quarantined)
+        tried = f" [failed tries: {'; '.join(state.failures)}]" if state.failures else ""
+        usable = f"all {len(self.names) - quarantined} usable workers ({quarantined} quarantined)"
+        if state.votes:  # replicas disagreed and nobody is left to break the tie
+            self._fail_undecided(state, f"{tried}; {usable} have run it: add workers")
+        elif state.failures:
+            self._fail(state, f"{usable} failed on this chunk{tried}")
+        else:
+            self._fail(state, f"{usable} are too few for this chunk: add workers or lower replicas")
 
     # --- trust and records -----------------------------------------------------------------------
 
@@ -453,7 +482,12 @@ class _JobRun:
         state = self.policy.update(
             self.ids[worker], ok, job=self.job_id, chunk=chunk, reason=reason, label=worker
         )
-        self._emit(ev.TRUST_UPDATED, chunk, worker, {"score": state.score, "ok": ok})
+        self._emit(
+            ev.TRUST_UPDATED,
+            chunk,
+            worker,
+            {"score": state.score, "ok": ok, "dissent": reason == DISSENT},
+        )
         if state.quarantined and worker not in self.quarantined:
             self.quarantined.add(worker)
             self._emit(ev.WORKER_QUARANTINED, chunk, worker, {"score": state.score})

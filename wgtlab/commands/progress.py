@@ -23,7 +23,8 @@ class TextProgress:
             return
         if event.kind in (ev.CHUNK_VERIFIED, ev.CHUNK_FAILED):
             self.bar.update(1)
-            self.caught += len(event.data.get("dissented", ()))
+        elif event.kind == ev.TRUST_UPDATED and event.data.get("dissent"):
+            self.caught += 1  # late and probation replies that lose count too, as in the result
         elif event.kind == ev.WORKER_QUARANTINED and event.worker:
             self.quarantined.append(event.worker)
         else:

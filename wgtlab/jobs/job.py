@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wgtlab import defaults
-from wgtlab.errors import JobDefinitionError
+from wgtlab.errors import ConfigError, JobDefinitionError
 from wgtlab.jobs import dsl, runtime
 from wgtlab.jobs.chunking import InputSpec, default_chunk_bytes, iter_chunks, source_kind
 from wgtlab.jobs.events import Subscriber
@@ -182,6 +182,11 @@ class Job:
     def run(self, on: Any = None) -> Any:
         """Run on a cluster (default: the session's, else a new ``LocalCluster``) -> JobResult."""
         cluster = on if on is not None else runtime.default_cluster()
+        if not callable(getattr(cluster, "run", None)):
+            raise ConfigError(
+                f"on= takes a cluster (wgt.LocalCluster(...), wgt.DaskCluster(...)), "
+                f"got {type(cluster).__name__} {cluster!r:.60}"
+            )
         return cluster.run(self)
 
     def _check_kernel_fits_input(self) -> None:

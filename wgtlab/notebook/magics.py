@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import keyword
 import linecache
 import os
 import textwrap
@@ -237,8 +238,7 @@ class WgtMagics(Magics):
 
     def _bind(self, name: str | None, value: Any) -> None:
         if name:
-            if not name.isidentifier():
-                raise UsageError(f"{name!r} is not a valid variable name")
+            _check_variable(name)
             self.shell.user_ns[name] = value
 
     def _cluster(self) -> Any:
@@ -294,6 +294,11 @@ class WgtMagics(Magics):
             return DaskCluster.local(
                 args.workers, faults=faults, ledger=args.ledger, seed=args.seed
             )
+        if not args.target.startswith("tls://"):
+            raise UsageError(
+                f"%wgt cluster dask: {args.target!r} is not a tls:// address; wgtlab talks to "
+                "Dask only over mutual TLS (tls://HOST:PORT with --certs), or use 'local'"
+            )
         return DaskCluster(args.target, args.certs, ledger=args.ledger, seed=args.seed)
 
     def cmd_workers(self, args: Any) -> Any:
@@ -333,6 +338,7 @@ class WgtMagics(Magics):
     def cmd_wat(self, args: Any, cell: str) -> Any:
         from wgtlab.sandbox.module import WasmModule
 
+        _check_variable(args.name)
         module = WasmModule.from_wat(cell, name=args.name)
         self._bind(args.name, module)
         return module
@@ -340,6 +346,7 @@ class WgtMagics(Magics):
     def cmd_udf(self, args: Any, cell: str) -> Any:
         from wgtlab.sandbox.python import udf
 
+        _check_variable(args.name)
         function = _function_from_cell(args.name, args.arg, cell, self.shell.user_ns)
         options = {
             name: value
@@ -358,7 +365,13 @@ class WgtMagics(Magics):
         from wgtlab.cluster.manager import delegate_job
         from wgtlab.notebook.widgets import job_progress
 
+        if args.out:
+            _check_variable(args.out)
         job = self._lookup(args.job, "a job")
+        if args.data is None and hasattr(job, "job") and not hasattr(job, "validate"):
+            raise UsageError(
+                f"{args.job} is a @wgt.Job.define job: give it its input with --data VAR"
+            )
         if args.data is not None:
             if not hasattr(job, "job"):
                 raise UsageError(f"--data is for @wgt.Job.define jobs; {args.job} has its input")
@@ -581,6 +594,11 @@ def _matcher(shell: Any) -> Callable[[Any], dict[str, Any]]:
         }
 
     return wgt_completions
+
+
+def _check_variable(name: str) -> None:
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise UsageError(f"{name!r} is not a valid variable name: use a Python identifier")
 
 
 def _variables(shell: Any, command: str) -> list[str]:

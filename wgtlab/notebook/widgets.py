@@ -34,14 +34,10 @@ class WorkerTally:
 
     done: int = 0  # replies that passed the digest and signature checks
     agreed: int = 0
-    untrusted: int = 0  # trust updates with ok=False: disagreements and failures
+    disagreed: int = 0  # replies that lost the vote (the job result's ``disagreements``)
     failed: int = 0  # crashed, stalled or rejected tasks
     score: float = defaults.TRUST_INITIAL_SCORE
     quarantined: bool = False
-
-    @property
-    def disagreed(self) -> int:
-        return max(0, self.untrusted - self.failed)
 
 
 class JobDashboard:
@@ -137,8 +133,8 @@ class JobDashboard:
             tally.score = float(data.get("score", tally.score))
             if data.get("ok"):
                 tally.agreed += 1
-            else:
-                tally.untrusted += 1
+            elif data.get("dissent"):
+                tally.disagreed += 1
         elif kind == ev.WORKER_QUARANTINED and tally is not None:
             tally.quarantined = True
         elif kind == ev.JOB_DONE:
