@@ -187,6 +187,39 @@ def test_ces_shards_as_input_with_two_missing(cluster):
     assert result.value == len(data.split())
 
 
+def test_a_dataframe_shard_set_feeds_row_kernels(cluster):
+    frame = pd.DataFrame({"value": VALUES})
+    pipe = wgt.CESPipeline(key=bytes(range(32)), data_shards=4, parity_shards=2)
+    shards = wgt.ces.shard_dataframe(frame, pipe)
+    shards[1] = shards[4] = None
+    total = run(wgt.kernels.sum(), shards, cluster, pipeline=pipe, chunk_rows=1_000)
+    assert total.value == pytest.approx(math.fsum(VALUES), rel=0, abs=1e-9)
+    assert len(total.outcomes) == 11
+    counts = run(wgt.kernels.histogram(bins=4, lo=0, hi=100), shards, cluster, pipeline=pipe)
+    expected, _ = np.histogram(VALUES[(VALUES >= 0) & (VALUES <= 100)], bins=4, range=(0, 100))
+    np.testing.assert_array_equal(np.asarray(counts.value), expected)
+    # Shards of bytes that are not a DataFrame cannot feed a row kernel.
+    with pytest.raises(wgt.IntegrityError, match="do not hold a DataFrame"):
+        run(wgt.kernels.sum(), pipe.process(b"1 2 3"), cluster, pipeline=pipe)
+    # A bytes kernel reads the shard set as bytes: rows mean nothing to it.
+    with pytest.raises(wgt.JobDefinitionError, match="use chunk_bytes or chunk_lines"):
+        run(wgt.kernels.word_count(), shards, cluster, pipeline=pipe, chunk_rows=10)
+
+
+def test_a_shard_list_without_a_pipeline_opens_with_the_environment_key(cluster, monkeypatch):
+    key = bytes(range(32, 64))
+    data = b"alpha beta gamma " * 1_000
+    shards = wgt.CESPipeline(key=key).process(data)
+    monkeypatch.delenv("CES_ENCRYPTION_KEY", raising=False)
+    with pytest.raises(wgt.JobDefinitionError, match=r"CES shard set but no key was given"):
+        run(wgt.kernels.word_count(), shards, cluster)
+    monkeypatch.setenv("CES_ENCRYPTION_KEY", bytes(32).hex())  # the wrong key
+    with pytest.raises(wgt.KeyMismatchError):
+        run(wgt.kernels.word_count(), shards, cluster)
+    monkeypatch.setenv("CES_ENCRYPTION_KEY", key.hex())
+    assert run(wgt.kernels.word_count(), shards, cluster).value == 3_000
+
+
 def test_decorator_form_with_a_wasm_execute(cluster):
     identity = wgt.WasmModule.from_wat(
         """(module (memory (export "memory") 2)

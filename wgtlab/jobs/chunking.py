@@ -41,7 +41,7 @@ class InputSpec:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise JobDefinitionError(f"{name} must be a positive int, got {value!r}")
         kind = source_kind(self.source, self.pipeline)
-        if self.chunk_rows is not None and kind not in ("table", "array", "list"):
+        if self.chunk_rows is not None and kind not in ("table", "array", "list", "shards"):
             raise JobDefinitionError(
                 f"chunk_rows applies to DataFrames, Series, arrays and lists, not {kind} input; "
                 "use chunk_bytes or chunk_lines"
@@ -56,9 +56,10 @@ def source_kind(source: Any, pipeline: Any = None) -> str:
     """'table', 'array', 'list', 'bytes', 'text', 'file' or 'shards'; JobDefinitionError otherwise.
 
     With a CES ``pipeline``, the source is a shard set: a list of shards (None for missing ones)
-    or an fsspec URL that ``wgt.ces.save`` wrote.
+    or an fsspec URL that ``wgt.ces.save`` wrote. A list of shards is recognised without one too
+    (it is then opened with ``$CES_ENCRYPTION_KEY``).
     """
-    if pipeline is not None:
+    if pipeline is not None or is_shard_list(source):
         if isinstance(source, (str, os.PathLike, list, tuple)):
             return "shards"
         raise JobDefinitionError(
@@ -84,6 +85,19 @@ def source_kind(source: Any, pipeline: Any = None) -> str:
     )
 
 
+def is_shard_list(source: Any) -> bool:
+    """Whether ``source`` is a list of CES shards (None for missing ones), by their magic."""
+    from wgtlab.ces.format import MAGIC
+
+    if not isinstance(source, (list, tuple)):
+        return False
+    present = [s for s in source if s is not None]
+    return bool(present) and all(
+        isinstance(s, (bytes, bytearray, memoryview)) and bytes(s[: len(MAGIC)]) == MAGIC
+        for s in present
+    )
+
+
 def default_chunk_bytes(total: int) -> int:
     """Between 64 KiB and 1 MiB (the seed system's bounds), aiming at ~16 chunks."""
     return max(defaults.CHUNK_MIN_BYTES, min(defaults.CHUNK_MAX_BYTES, total // 16 or 1))
@@ -98,7 +112,15 @@ def iter_chunks(spec: InputSpec, input_kind: str) -> Iterator[Any]:
     if kind == "file":
         yield from _file_chunks(Path(spec.source), spec, input_kind)
         return
+    if kind == "shards" and input_kind in _ROW_KERNELS:
+        yield from _row_chunks(_shards_as_dataframe(spec), spec.chunk_rows)
+        return
     if kind == "shards":
+        if spec.chunk_rows is not None:
+            raise JobDefinitionError(
+                f"chunk_rows applies to DataFrame shard sets read by row kernels; a "
+                f"{input_kind} kernel reads the shard set as bytes: use chunk_bytes or chunk_lines"
+            )
         data: bytes | str = _decode_shards(spec.source, spec.pipeline)
     else:
         data = spec.source
@@ -193,9 +215,33 @@ def _file_chunks(path: Path, spec: InputSpec, input_kind: str) -> Iterator[bytes
                 carry = b""
 
 
-def _decode_shards(source: Any, pipeline: Any) -> bytes:
-    if isinstance(source, (str, os.PathLike)):
-        from wgtlab import ces
+_ROW_KERNELS = ("float64", "records")  # kernels that read rows: a shard set is a DataFrame
 
+
+def _shard_source(source: Any, pipeline: Any) -> tuple[list[Any], Any]:
+    """The shards (loaded if ``source`` is a URL) and the pipeline that opens them."""
+    from wgtlab import ces
+    from wgtlab.ces.keys import key_from_env
+
+    if pipeline is None:
+        if key_from_env() is None:
+            raise JobDefinitionError(
+                "the job's input is a CES shard set but no key was given: pass "
+                f"pipeline=wgt.CESPipeline(key=...) to wgt.input, or set {defaults.CES_KEY_ENV}"
+            )
+        pipeline = ces.CESPipeline()
+    if isinstance(source, (str, os.PathLike)):
         source = ces.load(os.fspath(source))
-    return pipeline.reconstruct(list(source))
+    return list(source), pipeline
+
+
+def _decode_shards(source: Any, pipeline: Any) -> bytes:
+    shards, pipeline = _shard_source(source, pipeline)
+    return pipeline.reconstruct(shards)
+
+
+def _shards_as_dataframe(spec: InputSpec) -> Any:
+    from wgtlab.ces.frames import dataframe_from_shards
+
+    shards, pipeline = _shard_source(spec.source, spec.pipeline)
+    return dataframe_from_shards(shards, pipeline)

@@ -22,8 +22,8 @@ from wgtlab.sandbox.limits import ResourceLimits
 VERIFICATION_MODES = ("hash", "merkle", "redundancy")
 ON_ERROR = ("fail", "continue")
 _KERNEL_INPUTS = {  # which input kinds each kernel input kind accepts
-    "float64": ("table", "array", "list"),
-    "records": ("table", "array", "list"),
+    "float64": ("table", "array", "list", "shards"),  # shard sets made by shard_dataframe
+    "records": ("table", "array", "list", "shards"),
     "bytes": ("bytes", "text", "file", "shards"),
     "text": ("bytes", "text", "file", "shards"),
 }
