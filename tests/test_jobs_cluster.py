@@ -93,6 +93,16 @@ def test_trust_is_keyed_by_the_worker_key_not_its_name(tmp_path):
     assert oct((keys / "local-0.ed25519").stat().st_mode & 0o777) == "0o600"
 
 
+def test_fault_parameters_are_checked():
+    with pytest.raises(wgt.ConfigError, match=r"^Liar.rate must be in \[0, 1\], got 2.0$"):
+        wgt.faults.Liar(rate=2.0)
+    with pytest.raises(wgt.ConfigError, match=r"^Crash.rate must be a number, got 'often'$"):
+        wgt.faults.Crash(rate="often")
+    with pytest.raises(wgt.ConfigError, match=r"^Stall.seconds must be in \[0, 3600\], got -1$"):
+        wgt.faults.Stall(seconds=-1)
+    assert wgt.faults.Stall(seconds=0.5, rate=0.25).seconds == 0.5
+
+
 def test_fault_names_must_exist():
     with pytest.raises(wgt.ConfigError, match="unknown workers"):
         wgt.LocalCluster(workers=2, faults={"local-7": wgt.faults.Liar()})

@@ -173,6 +173,13 @@ def test_a_bad_item_rolls_back_the_whole_batch():
     assert len(ledger.history()) == 1 and ledger.score("w") == ema([True])
     with pytest.raises(ConfigError, match="record_many takes Outcome objects"):
         ledger.record_many([42])
+    with pytest.raises(ConfigError, match=r"^record_many: \('w',\) is not an outcome"):
+        ledger.record_many([("w", True), ("w",)])
+    with pytest.raises(ConfigError, match=r"is not an outcome .*unexpected keyword .*'worke'"):
+        ledger.record_many([{"worke": "w", "ok": True}])
+    with pytest.raises(ConfigError, match=r"is not an outcome"):
+        ledger.record_many([("w", True, "j", 1, None, "label", "one too many")])
+    assert len(ledger.history()) == 1 and ledger.score("w") == ema([True])
 
 
 def test_bad_parameters():

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from wgtlab.cluster.base import Task, WorkerReply
+from wgtlab.errors import ConfigError
 
 
 class SimulatedCrash(RuntimeError):
@@ -28,8 +29,10 @@ class Fault:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)):
+            raise ConfigError(f"{type(self).__name__}.rate must be a number, got {self.rate!r}")
         if not 0.0 <= self.rate <= 1.0:
-            raise ValueError(f"{type(self).__name__}.rate must be in [0, 1], got {self.rate}")
+            raise ConfigError(f"{type(self).__name__}.rate must be in [0, 1], got {self.rate}")
 
     def strikes(self, task: Task) -> bool:
         if self.rate >= 1.0:
@@ -89,6 +92,11 @@ class Stall(Fault):
     """Answers only after ``seconds`` (past the deadline, the manager gives up on it)."""
 
     seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.seconds, (int, float)) or not 0.0 <= self.seconds <= 3600.0:
+            raise ConfigError(f"Stall.seconds must be in [0, 3600], got {self.seconds!r}")
 
     def before(self, task: Task) -> None:
         if self.strikes(task):

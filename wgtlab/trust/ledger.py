@@ -129,10 +129,16 @@ class WorkerState:
 def _as_outcome(item: object) -> Outcome:
     if isinstance(item, Outcome):
         return item
-    if isinstance(item, Mapping):
-        return Outcome(**item)
-    if isinstance(item, Sequence) and not isinstance(item, (str, bytes)):
-        return Outcome(*item)
+    try:
+        if isinstance(item, Mapping):
+            return Outcome(**item)
+        if isinstance(item, Sequence) and not isinstance(item, (str, bytes)):
+            return Outcome(*item)
+    except TypeError as exc:  # missing, extra or unknown fields
+        raise ConfigError(
+            f"record_many: {item!r:.80} is not an outcome ({exc}); give (worker, ok, job, chunk, "
+            "reason, label) with the trailing fields optional, or a dict of those names"
+        ) from None
     raise ConfigError(
         "record_many takes Outcome objects, (worker, ok, ...) tuples or dicts, "
         f"got {type(item).__name__}"
