@@ -182,3 +182,22 @@ def test_inspect_without_key_still_finds_rot(monkeypatch, keyed, source, tmp_pat
     assert main(["ces", "inspect", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "header MACs not checked" in out and "damaged" in out
+
+
+def test_decode_into_a_missing_directory_is_one_typed_line(
+    keyed, source, tmp_path, monkeypatch, capsys
+):
+    assert main(["ces", "encode", str(source), "-o", str(tmp_path / "s")]) == 0
+    capsys.readouterr()
+    before = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
+    monkeypatch.chdir(tmp_path)
+    assert main(["ces", "decode", "s", "-o", "missing/dir/file"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "wgtlab ces: ConfigError: cannot write the rebuilt data to 'missing/dir/file': its "
+        "directory 'missing/dir' does not exist; create that directory first, or choose an "
+        "output path in an existing one\n"
+    )
+    assert KEY_HEX not in err
+    assert {p.relative_to(tmp_path) for p in tmp_path.rglob("*")} == before

@@ -161,6 +161,45 @@ def test_reconstruct_arguments_are_checked():
         pipe.reconstruct([])
 
 
+def test_str_shards_are_refused_up_front_with_what_was_given():
+    """Shards read as text (or hex strings) used to be reported as "0 bytes" shards."""
+    pipe = wgt.CESPipeline(KEY)  # 8 + 4: twelve shards
+    good = pipe.process(b"real data " * 50)
+    assert len(good) == 12
+    with pytest.raises(ConfigError) as caught:
+        pipe.reconstruct(["abc"] * 12)
+    message = str(caught.value)
+    assert "all 12 shards are str" in message
+    assert "each shard must be bytes, bytearray or a contiguous memoryview" in message
+    assert "None for a missing shard" in message and "decode them back to bytes" in message
+    assert "0 bytes" not in message and "\n" not in message
+
+    # Hex text of genuine shards: still refused, naming the type, never the content.
+    as_hex = [s.hex() for s in good]
+    with pytest.raises(ConfigError, match="all 12 shards are str") as caught:
+        pipe.reconstruct(as_hex)
+    assert as_hex[0][:32] not in str(caught.value)
+
+
+def test_wrong_shard_types_are_named_by_position():
+    pipe = pipeline(2, 1)
+    shards = pipe.process(b"x" * 3000)
+    with pytest.raises(ConfigError, match=r"; but shard 2 is int$"):
+        pipe.reconstruct([shards[0], shards[1], 7])  # even though 2 good shards would do
+    with pytest.raises(ConfigError, match=r"but shard 1 is str; shard 2 is list \(shards are"):
+        pipe.reconstruct([shards[0], shards[1].decode("latin-1"), [1, 2]])
+    strided = memoryview(shards[2])[::2]
+    with pytest.raises(ConfigError, match="shard 2 is non-contiguous memoryview"):
+        pipe.reconstruct([shards[0], None, strided])
+    with pytest.raises(ConfigError, match="all 3 shards are str"):
+        wgt.ces.inspect(["a", "b", "c"], key=KEY)
+    with pytest.raises(ConfigError, match="all 3 shards are str"):
+        wgt.ces.rotate(["a", "b", "c"], KEY, bytes(range(1, 33)))
+    # None, bytearray and memoryview shards stay accepted; damaged bytes count as missing.
+    assert pipe.reconstruct([None, bytearray(shards[1]), memoryview(shards[2])]) == b"x" * 3000
+    assert pipe.reconstruct([b"", shards[1], shards[2]]) == b"x" * 3000
+
+
 def test_forked_child_gets_a_working_pool():
     pipe = pipeline(2, 1)
     shards = pipe.process(sample(5 * SEGMENT))  # starts the shared pool in this process

@@ -264,6 +264,75 @@ def test_xchacha_tampering_fails():
         XChaCha20Poly1305(os.urandom(32)).decrypt(nonce, sealed, aad)
 
 
+AUTH_FAILED = "XChaCha20-Poly1305 authentication failed"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["flip a ciphertext bit", "flip a tag bit", "other associated data", "other key"],
+)
+def test_failed_decrypt_into_leaves_only_zeros(tamper):
+    """OpenSSL writes the plaintext before checking the tag: none of it may survive a failure."""
+    key, nonce, aad = os.urandom(32), os.urandom(24), b"dataset 7, segment 3"
+    plaintext = b"account 4711 owes 1,000,000 EUR; " * 200
+    sealed = XChaCha20Poly1305(key).encrypt(nonce, plaintext, aad)
+    opener = XChaCha20Poly1305(key)
+    if tamper == "flip a ciphertext bit":
+        sealed = sealed[:100] + bytes([sealed[100] ^ 0x01]) + sealed[101:]
+    elif tamper == "flip a tag bit":
+        sealed = sealed[:-1] + bytes([sealed[-1] ^ 0x80])
+    elif tamper == "other associated data":
+        aad = b"dataset 7, segment 4"
+    else:
+        opener = XChaCha20Poly1305(os.urandom(32))
+
+    # A bytearray the exact size, pre-filled with a marker.
+    out = bytearray(b"\xa5" * len(plaintext))
+    with pytest.raises(IntegrityError, match=AUTH_FAILED) as caught:
+        opener.decrypt_into(nonce, sealed, aad, out)
+    assert bytes(out) == bytes(len(plaintext))
+    assert "4711" not in str(caught.value) and key.hex() not in str(caught.value)
+
+    # A writable window into a larger buffer: the window is zeroed, the rest is untouched.
+    backing = bytearray(b"\x5a" * (len(plaintext) + 64))
+    with memoryview(backing) as whole, pytest.raises(IntegrityError, match=AUTH_FAILED):
+        opener.decrypt_into(nonce, sealed, aad, whole[32 : 32 + len(plaintext)])
+    assert bytes(backing[32 : 32 + len(plaintext)]) == bytes(len(plaintext))
+    assert bytes(backing[:32]) == bytes(backing[-32:]) == b"\x5a" * 32
+
+    # The same buffer still works for a genuine ciphertext afterwards.
+    genuine = XChaCha20Poly1305(key).encrypt(nonce, plaintext, b"dataset 7, segment 3")
+    assert XChaCha20Poly1305(key).decrypt_into(nonce, genuine, b"dataset 7, segment 3", out) == (
+        len(plaintext)
+    )
+    assert bytes(out) == plaintext
+
+
+def test_failed_segment_leaves_no_plaintext_in_the_pipeline_scratch():
+    """The pipeline decrypts segments into a reused per-thread buffer: a segment that fails
+    authentication must not leave its decrypted (compressed) bytes there."""
+    from wgtlab.ces import pipeline as pipeline_module
+
+    pipe = wgt.CESPipeline(bytes(range(32)), data_shards=2, parity_shards=1, segment_size=1024)
+    secret = os.urandom(1000)  # incompressible: the compressed segment holds it verbatim
+    shards = pipe.process(secret)
+    shard_set = pipeline_module.ShardSet.open(
+        pipeline_module._memory_sources(shards, None), pipe._keys
+    )
+    header = shard_set.header
+    sealed = shard_set.sealed_segment(0)
+    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])  # a tag bit
+    pipeline_module._scratch.buffer = scratch = bytearray(b"\xa5" * (1 << 20))
+    with pytest.raises(
+        IntegrityError, match=r"segment 0 of dataset [0-9a-f]{32} failed authentication"
+    ):
+        pipe._unseal(header, 0, tampered)
+    used = len(sealed) - 24 - 16
+    assert bytes(scratch[:used]) == bytes(used)
+    assert secret[:64] not in scratch
+    assert bytes(pipe._unseal(header, 0, sealed)).find(secret[:64]) >= 0  # genuine still opens
+
+
 def test_xchacha_refuses_bad_key_and_nonce():
     with pytest.raises(KeyConfigError):
         XChaCha20Poly1305(b"short")

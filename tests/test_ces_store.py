@@ -178,6 +178,50 @@ def test_reconstruct_file_leaves_nothing_on_failure(pipe, tmp_path):
     assert not (tmp_path / "out.bin").exists() and not (tmp_path / "out.bin.partial").exists()
 
 
+def _tree(root) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_reconstruct_file_into_a_missing_directory_is_a_config_error(
+    pipe, tmp_path, monkeypatch, relative
+):
+    data = payload()
+    pipe.process_file(_write(tmp_path / "in.csv", data), tmp_path / "shards")
+    before = _tree(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    out = "missing/dir/file.csv" if relative else str(tmp_path / "missing" / "dir" / "file.csv")
+    parent = out.rsplit("/", 1)[0]
+    with pytest.raises(ConfigError) as caught:
+        pipe.reconstruct_file(tmp_path / "shards", out)
+    assert str(caught.value) == (
+        f"cannot write the rebuilt data to {out!r}: its directory {parent!r} does not exist; "
+        "create that directory first, or choose an output path in an existing one"
+    )
+    assert not isinstance(caught.value, FileNotFoundError)
+    assert _tree(tmp_path) == before  # no directory, no .partial, nothing else
+
+    (tmp_path / "missing" / "dir").mkdir(parents=True)  # doing what it says works
+    assert pipe.reconstruct_file(tmp_path / "shards", out) == len(data)
+    assert (tmp_path / "missing" / "dir" / "file.csv").read_bytes() == data
+
+
+def test_reconstruct_file_under_a_file_is_a_config_error(pipe, tmp_path):
+    pipe.process_file(_write(tmp_path / "in.csv", payload()), tmp_path / "shards")
+    (tmp_path / "plain").write_bytes(b"not a directory")
+    before = _tree(tmp_path)
+    out = str(tmp_path / "plain" / "file.csv")
+    with pytest.raises(ConfigError, match=r"its directory '.*/plain' is not a directory; create"):
+        pipe.reconstruct_file(tmp_path / "shards", out)
+    assert _tree(tmp_path) == before
+    assert (tmp_path / "plain").read_bytes() == b"not a directory"
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
 def test_process_file_missing_source(pipe, tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         pipe.process_file(tmp_path / "nope.csv", tmp_path / "shards")

@@ -93,11 +93,24 @@ class XChaCha20Poly1305:
     def decrypt_into(
         self, nonce: Buffer, data: Buffer, aad: Buffer | None, buf: bytearray | memoryview
     ) -> int:
+        """Decrypt into ``buf`` (exactly ``len(data) - 16`` bytes); the bytes written.
+
+        The plaintext is written before the tag is checked (OpenSSL decrypts and verifies in
+        one pass), so on failure ``buf`` is zeroed before ``IntegrityError`` is raised: the
+        caller never holds unauthenticated plaintext. Success pays nothing extra.
+        """
         aead, inner_nonce = self._inner(nonce)
         try:
             return aead.decrypt_into(inner_nonce, data, aad, buf)
         except InvalidTag:
+            _wipe(buf)
             raise IntegrityError(
                 "XChaCha20-Poly1305 authentication failed: the ciphertext, tag, nonce, "
                 "associated data or key is not the one it was sealed with"
             ) from None
+
+
+def _wipe(buf: bytearray | memoryview) -> None:
+    """Overwrite every byte of ``buf`` with zero."""
+    with memoryview(buf) as view, view.cast("B") as flat:
+        flat[:] = bytes(flat.nbytes)

@@ -304,8 +304,9 @@ class CESPipeline:
                 return _write_parts(out, parts, progress)  # type: ignore[arg-type]
             fs, path = store.location(out)  # type: ignore[arg-type]
             partial = f"{path}.partial"
+            sink = _open_output(fs, partial, out)  # type: ignore[arg-type]
             try:
-                with fs.open(partial, "wb") as f:
+                with sink as f:
                     written = _write_parts(f, parts, progress)
                 fs.mv(partial, path)
             except BaseException:
@@ -488,6 +489,20 @@ def _decompress_into(dctx: zstandard.ZstdDecompressor, compressed: bytes, into: 
     return written
 
 
+def _open_output(fs: Any, partial: str, out: store.URL) -> IO[bytes]:
+    """``partial`` opened for writing; a missing directory is a ``ConfigError`` naming it."""
+    try:
+        return fs.open(partial, "wb")
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        given = os.fspath(out)
+        parent = os.path.dirname(given) or "."
+        problem = "does not exist" if isinstance(exc, FileNotFoundError) else "is not a directory"
+        raise ConfigError(
+            f"cannot write the rebuilt data to {given!r}: its directory {parent!r} {problem}; "
+            "create that directory first, or choose an output path in an existing one"
+        ) from None
+
+
 def _byte_view(data: Any) -> memoryview:
     if isinstance(data, str):
         raise ConfigError("CES processes bytes, not str (encode text first, e.g. text.encode())")
@@ -513,16 +528,54 @@ def _memory_sources(
             f"present has {len(present)} entries but there are {len(shards)} shards; give one "
             "flag per shard"
         )
-    sources: list[ShardSource | None] = []
+    _check_shard_types(shards)
+    return [
+        None if shard is None or (present is not None and not present[i]) else BytesSource(shard)
+        for i, shard in enumerate(shards)
+    ]
+
+
+def _check_shard_types(shards: Sequence[Any]) -> None:
+    """Refuse, before any work, a shard that is neither None nor contiguous bytes-like data.
+
+    Damaged bytes count as a missing shard; a str or another object is a caller's mistake, and
+    calling it damage would only say "0 bytes" about data that was never bytes at all.
+    """
+    wrong: dict[str, list[int]] = {}
     for i, shard in enumerate(shards):
-        if shard is None or (present is not None and not present[i]):
-            sources.append(None)
-        else:
+        if shard is None:
+            continue
+        if not isinstance(shard, str):
             try:
-                sources.append(BytesSource(shard))
-            except (TypeError, ValueError):  # not bytes at all: a damaged shard, not a crash
-                sources.append(BytesSource(b""))
-    return sources
+                with memoryview(shard) as view:
+                    if view.c_contiguous:
+                        continue
+                    kind = f"non-contiguous {type(shard).__name__}"
+            except TypeError:
+                kind = type(shard).__name__
+        else:
+            kind = "str"
+        wrong.setdefault(kind, []).append(i)
+    if not wrong:
+        return
+    given = "; ".join(f"{_positions(at, len(shards))} {kind}" for kind, at in wrong.items())
+    hint = (
+        " (shards are binary: read shard files in binary mode; if you stored them as text, "
+        "e.g. hex or base64, decode them back to bytes first)"
+        if "str" in wrong
+        else ""
+    )
+    raise ConfigError(
+        f"each shard must be bytes, bytearray or a contiguous memoryview (or None for a missing "
+        f"shard), as process() returns them; but {given}{hint}"
+    )
+
+
+def _positions(at: list[int], total: int) -> str:
+    if len(at) == total:
+        return f"all {total} shards are" if total > 1 else "the shard is"
+    listed = ", ".join(map(str, at[:8])) + (", ..." if len(at) > 8 else "")
+    return f"shard {listed} is" if len(at) == 1 else f"shards {listed} are"
 
 
 def _segments(shard_set: ShardSet) -> range:

@@ -7,6 +7,8 @@ prints WgtErrors); usage figures go to stderr so stdout carries only the output.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -67,12 +69,14 @@ def run_module(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ConfigError(str(exc).replace("ResourceLimits.", "limit ")) from None
+    if args.output:
+        _check_output_directory(args.output)  # before the run, not after it
     module = WasmModule.from_file(args.module)
     data = _read_input(args.input)
     result = Sandbox(limits).run(module, data)
 
     if args.output:
-        Path(args.output).write_bytes(result.output)
+        _write_output(args.output, result.output)
     else:
         sys.stdout.buffer.write(result.output)
         sys.stdout.buffer.flush()
@@ -102,3 +106,34 @@ def _read_input(name: str | None) -> bytes:
         return Path(name).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read input file {name}: {exc.strerror}") from None
+
+
+def _check_output_directory(name: str) -> None:
+    parent = os.path.dirname(name) or "."
+    if not os.path.isdir(parent):
+        problem = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise ConfigError(
+            f"cannot write the output to {name!r}: its directory {parent!r} {problem}; create "
+            "that directory first, or choose an output path in an existing one"
+        )
+
+
+def _write_output(name: str, output: bytes) -> None:
+    """Write ``output`` to ``name`` whole or not at all: a temporary file, then a rename (a
+    device or pipe such as /dev/stdout is written directly)."""
+    _check_output_directory(name)  # it may have gone while the module ran
+    special = os.path.exists(name) and not os.path.isfile(name) and not os.path.isdir(name)
+    partial = name if special else f"{name}.partial"
+    try:
+        with open(partial, "wb") as f:
+            f.write(output)
+        if not special:
+            os.replace(partial, name)
+    except BaseException as exc:
+        if not special:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+        if isinstance(exc, OSError):
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(f"cannot write the output to {name!r}: {reason}") from None
+        raise
