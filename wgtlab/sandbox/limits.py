@@ -17,12 +17,17 @@ _CEILINGS = {
     "max_log_bytes": 64 << 20,
 }
 
+# Below this a stack limit is a typo too: the host-to-wasm entry needs stack before the first
+# instruction runs (at 10 bytes every call overflows at once), and 64 KiB leaves a real
+# kernel's call chain room to work.
+MIN_STACK_BYTES = 64 << 10
+
 
 @dataclass(frozen=True)
 class ResourceLimits:
     """Limits for one task: memory, CPU fuel, wall clock, wasm stack, output and log sizes.
 
-    Defaults are the seed system's: 256 MiB, 1e9 fuel, 30 s, 1 MiB of stack.
+    Defaults are the seed system's: 256 MiB, 1e9 fuel, 30 s, 1 MiB of stack (at least 64 KiB).
     """
 
     max_memory_bytes: int = defaults.MAX_MEMORY_BYTES
@@ -41,6 +46,12 @@ class ResourceLimits:
                 )
             if value <= 0:
                 raise ValueError(f"ResourceLimits.{name} must be positive, got {value}")
+            if name == "max_stack_bytes" and value < MIN_STACK_BYTES:
+                raise ValueError(
+                    f"ResourceLimits.max_stack_bytes must be at least {MIN_STACK_BYTES:,} "
+                    f"(64 KiB), got {value:,}; a smaller stack overflows in the first calls of "
+                    "real code"
+                )
             if value > ceiling:
                 raise ValueError(
                     f"ResourceLimits.{name}={value} is absurdly large (ceiling {ceiling}); "

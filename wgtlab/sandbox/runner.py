@@ -17,17 +17,20 @@ from typing import Any
 import wasmtime
 
 from wgtlab import defaults
-from wgtlab.errors import AbiError, MemoryLimitExceeded, SandboxError
+from wgtlab.errors import AbiError, MemoryLimitExceeded, SandboxError, WasmTrap
 from wgtlab.sandbox.engine import get_engine
 from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.sandbox.module import WasmModule
-from wgtlab.sandbox.traps import classify_trap, memory_limit_error
+from wgtlab.sandbox.traps import classify_trap, memory_limit_error, trap_message
 from wgtlab.sandbox.wasi import TaskLogs, wasi_config
 
 __all__ = ["Sandbox", "TaskResult"]
 
 _PAGE = 1 << 16
 _U32 = 0xFFFFFFFF
+# Traps that code hits after memory.grow answered -1: abort() / an allocation-failure handler,
+# or an access through the -1 (as a page number: address 0xFFFF0000) it got back.
+_AFTER_REFUSED_GROWTH = (wasmtime.TrapCode.UNREACHABLE, wasmtime.TrapCode.MEMORY_OUT_OF_BOUNDS)
 
 
 @dataclass(frozen=True)
@@ -141,53 +144,59 @@ class Sandbox:
         store = wasmtime.Store(engine.engine)
         logs = None
         memory = None
+        baseline = 0  # memory size when the call now running began
         try:
-            store.set_fuel(limits.max_cpu_cycles)
-            store.set_epoch_deadline(engine.deadline_ticks(limits.max_execution_time_ms))
-            store.set_limits(
-                memory_size=limits.max_memory_bytes,
-                table_elements=defaults.MAX_TABLE_ELEMENTS,
-                memories=1,
-            )
-            if prepared.uses_wasi:
-                logs = TaskLogs(limits.max_log_bytes)
-                store.set_wasi(wasi_config(logs))
-            try:
-                exports = prepared.pre.instantiate(store).exports(store)
-                memory = exports["memory"]
-                if size >= defaults.HUGEPAGE_INPUT_BYTES:
-                    _advise_huge_pages(_address(memory, store), size + 2 * _PAGE)
-                in_ptr = exports["wgt_alloc"](store, size) & _U32
-                mem_size = memory.data_len(store)
-                if in_ptr + size > mem_size:
-                    if mem_size + size > limits.max_memory_bytes:
-                        raise memory_limit_error(
-                            limits, f"wgt_alloc could not make room for {size:,} input bytes"
+            # The lease keeps the engine's epoch ticker running until the task is over.
+            with engine.lease(limits.max_execution_time_ms) as deadline_ticks:
+                store.set_fuel(limits.max_cpu_cycles)
+                store.set_epoch_deadline(deadline_ticks)
+                store.set_limits(
+                    memory_size=limits.max_memory_bytes,
+                    table_elements=defaults.MAX_TABLE_ELEMENTS,
+                    memories=1,
+                )
+                if prepared.uses_wasi:
+                    logs = TaskLogs(limits.max_log_bytes)
+                    store.set_wasi(wasi_config(logs))
+                try:
+                    exports = prepared.pre.instantiate(store).exports(store)
+                    memory = exports["memory"]
+                    baseline = memory.data_len(store)
+                    if size >= defaults.HUGEPAGE_INPUT_BYTES:
+                        _advise_huge_pages(_address(memory, store), size + 2 * _PAGE)
+                    in_ptr = exports["wgt_alloc"](store, size) & _U32
+                    mem_size = memory.data_len(store)
+                    if in_ptr + size > mem_size:
+                        if mem_size + size > limits.max_memory_bytes:
+                            raise memory_limit_error(
+                                limits, f"wgt_alloc could not make room for {size:,} input bytes"
+                            )
+                        raise AbiError(
+                            f"{module.name}: wgt_alloc({size}) returned {in_ptr:#x}, but the "
+                            f"input would end past its memory ({mem_size:,} bytes); wgt_alloc "
+                            "must return room for the whole input"
                         )
-                    raise AbiError(
-                        f"{module.name}: wgt_alloc({size}) returned {in_ptr:#x}, but the input "
-                        f"would end past its memory ({mem_size:,} bytes); wgt_alloc must return "
-                        "room for the whole input"
-                    )
-                if size:
-                    _copy_in(_address(memory, store) + in_ptr, data, size)
-                packed = exports["wgt_run"](store, in_ptr, size)
-                out_ptr, out_len = (packed >> 32) & _U32, packed & _U32
-                mem_size = memory.data_len(store)
-                if out_len > limits.max_output_bytes:
-                    raise AbiError(
-                        f"{module.name} returned {out_len:,} output bytes, over max_output_bytes="
-                        f"{limits.max_output_bytes:,}; raise max_output_bytes or return less"
-                    )
-                if out_ptr + out_len > mem_size:
-                    raise AbiError(
-                        f"{module.name} returned output at {out_ptr:#x}+{out_len:,}, past the end "
-                        f"of its memory ({mem_size:,} bytes); wgt_run must return "
-                        "(out_ptr << 32) | out_len of bytes inside memory"
-                    )
-                output = ctypes.string_at(_address(memory, store) + out_ptr, out_len)
-            except (wasmtime.Trap, wasmtime.WasmtimeError, AbiError) as exc:
-                raise self._failure(exc, store, memory) from None
+                    if size:
+                        _copy_in(_address(memory, store) + in_ptr, data, size)
+                    baseline = mem_size
+                    packed = exports["wgt_run"](store, in_ptr, size)
+                    out_ptr, out_len = (packed >> 32) & _U32, packed & _U32
+                    mem_size = memory.data_len(store)
+                    if out_len > limits.max_output_bytes:
+                        raise AbiError(
+                            f"{module.name} returned {out_len:,} output bytes, over "
+                            f"max_output_bytes={limits.max_output_bytes:,}; raise "
+                            "max_output_bytes or return less"
+                        )
+                    if out_ptr + out_len > mem_size:
+                        raise AbiError(
+                            f"{module.name} returned output at {out_ptr:#x}+{out_len:,}, past the "
+                            f"end of its memory ({mem_size:,} bytes); wgt_run must return "
+                            "(out_ptr << 32) | out_len of bytes inside memory"
+                        )
+                    output = ctypes.string_at(_address(memory, store) + out_ptr, out_len)
+                except (wasmtime.Trap, wasmtime.WasmtimeError, AbiError) as exc:
+                    raise self._failure(exc, store, memory, baseline) from None
             fuel_used = limits.max_cpu_cycles - store.get_fuel()
             memory_bytes = memory.data_len(store)
         finally:
@@ -207,19 +216,61 @@ class Sandbox:
         )
 
     def _failure(
-        self, exc: BaseException, store: wasmtime.Store, memory: wasmtime.Memory | None
+        self,
+        exc: BaseException,
+        store: wasmtime.Store,
+        memory: wasmtime.Memory | None,
+        baseline: int,
     ) -> SandboxError:
+        """The typed error for ``exc``, raised while the call that began at ``baseline`` bytes of
+        memory ran.
+
+        ``memory.grow`` past the store limit only returns -1 to the guest, and wasmtime-py tells
+        the host nothing about it (``Store.set_limits`` has no callback, and the guest's code
+        cannot be instrumented without rewriting it). So a refused growth is inferred from what
+        the host can see when the guest then fails:
+
+        1. its memory is within one page of the limit: any growth would have been refused;
+        2. or it trapped the way code does when ``memory.grow`` answers -1 (``unreachable``, as
+           C's ``abort()`` and Rust's allocation-failure handler compile to, or an out-of-bounds
+           access through the -1 it got back), after growing by ``grown`` bytes during this
+           call, and one more step of that size would pass the limit. A guest that grew in
+           steps of at most ``grown`` bytes (any fixed or geometric step) is caught wherever its
+           last step stopped; one that failed after its very first growth request is caught
+           only by rule 1.
+
+        Neither applies if the module declares a maximum no larger than the limit: then the
+        module's own maximum, not ``max_memory_bytes``, refused the growth. Any other trap
+        (divide by zero, fuel, deadline, stack) keeps its own type.
+        """
         error = classify_trap(exc, self.limits)
         if isinstance(error, MemoryLimitExceeded) or memory is None:
             return error
-        # memory.grow past the limit only returns -1 to the guest; a module that then fails with
-        # its memory already filled up to the limit ran out of memory, whatever trap it hit.
+        limit = self.limits.max_memory_bytes
+        memory_type = memory.type(store)
+        page = 1 << memory_type.page_size_log2
+        declared = memory_type.limits.max
+        if declared is not None and declared * page <= limit:
+            return error
         used = memory.data_len(store)
-        if used + _PAGE > self.limits.max_memory_bytes:
+        if used + page > limit:
             return memory_limit_error(
                 self.limits,
                 f"its memory reached {used:,} bytes, memory.grow was refused and it then failed "
                 f"({error})",
+            )
+        grown = used - baseline
+        if (
+            isinstance(error, WasmTrap)
+            and getattr(exc, "trap_code", None) in _AFTER_REFUSED_GROWTH
+            and grown > 0
+            and used + grown > limit
+        ):
+            return memory_limit_error(
+                self.limits,
+                f"its memory grew by {grown:,} bytes to {used:,} bytes during the call, then it "
+                f"trapped ({trap_message(exc)}) as code does when memory.grow is refused, and a "
+                "further growth of that size would pass the limit",
             )
         return error
 
