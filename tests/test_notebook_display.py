@@ -11,18 +11,26 @@ from IPython.core.interactiveshell import InteractiveShell
 from matplotlib.colors import to_hex
 
 import wgtlab as wgt
-from wgtlab.notebook.display import SHARD_COLOURS
 from wgtlab.notebook.shardmap import shard_map
+from wgtlab.views import SHARD_COLOURS
 
 KEY = bytes(range(32))
 
 
 @pytest.fixture(scope="module")
 def html():
+    """IPython's HTML formatter, without ``%load_ext wgtlab``: every object draws itself."""
+    shell = InteractiveShell.instance()
+    formatter = shell.display_formatter.formatters["text/html"]
+    assert not any(k.startswith("wgtlab") for k in formatter.deferred_printers)
+    return formatter
+
+
+@pytest.fixture(scope="module")
+def extension():
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "wgtlab")
-    formatter = shell.display_formatter.formatters["text/html"]
-    yield formatter
+    yield shell
     shell.run_line_magic("unload_ext", "wgtlab")
 
 
@@ -112,9 +120,8 @@ def test_job_result_and_cluster_views():
         assert cluster.fingerprint("local-2") in card
 
 
-def test_figures_render_as_png(html):
-    shell = InteractiveShell.instance()
-    png = shell.display_formatter.formatters["image/png"]
+def test_figures_render_as_png(extension):
+    png = extension.display_formatter.formatters["image/png"]
     shards, pipeline = damaged_set()
     data = png(shard_map(wgt.ces.inspect(shards, key=pipeline)))
     assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")

@@ -54,6 +54,11 @@ class ConfigError(WgtError, ValueError):
 class SandboxError(WgtError):
     """A kernel could not run inside the sandbox, or the sandbox stopped it."""
 
+    def _repr_html_(self) -> str:
+        from wgtlab.views import sandbox_error_html
+
+        return sandbox_error_html(self)
+
 
 class InvalidModule(SandboxError):
     """The bytes are not a valid WebAssembly module, or its exports do not follow ABI v1."""

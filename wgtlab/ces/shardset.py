@@ -110,6 +110,11 @@ class ShardSetReport:
     def counts(self) -> dict[str, int]:
         return dict(Counter(s.state for s in self.shards))
 
+    def _repr_html_(self) -> str:
+        from wgtlab.views import shard_report_html
+
+        return shard_report_html(self)
+
     def to_frame(self) -> pd.DataFrame:
         """One row per shard position (pandas)."""
         import pandas as pd

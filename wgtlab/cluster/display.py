@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from wgtlab.cluster.identity import fingerprint
-from wgtlab.jobs.templates import render, worker_rows
+from wgtlab.views import render, worker_rows
 
 _TEMPLATES = "wgtlab.cluster.templates"
 

@@ -13,6 +13,7 @@ from wgtlab.errors import ProofError
 from wgtlab.verify import MerkleTree, parse_chunk_record, verify_proof
 
 _HTML_CHUNK_ROWS = 20  # chunks listed in the notebook view; the rest are counted
+_TEMPLATES = "wgtlab.jobs.templates"
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ class JobResult:
         )
 
     def _repr_html_(self) -> str:
-        from wgtlab.jobs.templates import badge, escape, render
+        from wgtlab.views import badge, escape, render
 
         verified = sum(1 for c in self.outcomes if c.status == "verified")
         failed = len(self.outcomes) - verified
@@ -227,6 +228,7 @@ class JobResult:
         rows = "".join(
             render(
                 "job_result_chunk.html",
+                _TEMPLATES,
                 index=c.index,
                 status=escape(c.status),
                 agreed=escape(", ".join(c.workers)),
@@ -239,6 +241,7 @@ class JobResult:
         hidden = len(self.outcomes) - len(shown)
         return render(
             "job_result.html",
+            _TEMPLATES,
             name=escape(self.name),
             status=badge("verified", "ok") if self.ok else badge(f"{failed} not verified", "bad"),
             verified=verified,

@@ -614,7 +614,7 @@ def _variables(shell: Any, command: str) -> list[str]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext wgtlab``: the magics, the HTML views, tab completion."""
+    """``%load_ext wgtlab``: the magics, inline figures, tab completion."""
     from wgtlab.notebook import display
 
     ipython.register_magics(WgtMagics)
@@ -627,9 +627,6 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from wgtlab.notebook import display
-
-    display.unregister(ipython)
     magics = ipython.magics_manager.registry.get("WgtMagics")
     if magics is not None and magics._started is not None:
         magics._started.close()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from wgtlab.notebook.display import SHARD_COLOURS, shard_label
+from wgtlab.views import SHARD_COLOURS, shard_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -14,7 +14,7 @@ from typing import Any
 from wgtlab import defaults
 from wgtlab.jobs import events as ev
 from wgtlab.jobs.events import Event, Subscriber
-from wgtlab.jobs.templates import badge, render
+from wgtlab.views import badge, render
 
 PROGRESS_KINDS = ("auto", "widget", "text", "none")
 _TEMPLATES = "wgtlab.notebook.templates"

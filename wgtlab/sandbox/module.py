@@ -288,6 +288,11 @@ class WasmModule:
     def __repr__(self) -> str:
         return f"WasmModule({self.name!r}, {len(self.wasm):,} bytes, sha256={self.digest[:16]}...)"
 
+    def _repr_html_(self) -> str:
+        from wgtlab.views import wasm_module_html
+
+        return wasm_module_html(self)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, WasmModule) and other.digest == self.digest
 

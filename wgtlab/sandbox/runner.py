@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import html
 import sys
 import time
 from dataclasses import dataclass
@@ -55,22 +54,9 @@ class TaskResult:
         )
 
     def _repr_html_(self) -> str:
-        rows = [
-            ("output", f"{len(self.output):,} bytes"),
-            ("output SHA-256", f"<code>{self.output_sha256}</code>"),
-            ("fuel used", f"{self.fuel_used:,}"),
-            ("wall time", f"{self.wall_ms:.3f} ms"),
-            ("memory", f"{self.memory_bytes / (1 << 20):.2f} MiB"),
-            ("module", f"<code>{self.module_digest[:16]}…</code>"),
-        ]
-        for label, stream in (("stdout", self.stdout), ("stderr", self.stderr)):
-            if stream:
-                text = html.escape(stream[:2000].decode("utf-8", "replace"))
-                rows.append((label, f"<pre>{text}</pre>"))
-        body = "".join(
-            f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in rows
-        )
-        return f"<table><caption>TaskResult</caption>{body}</table>"
+        from wgtlab.views import task_result_html
+
+        return task_result_html(self)
 
 
 if sys.platform == "linux":

@@ -511,6 +511,11 @@ class TrustLedger:
     def __repr__(self) -> str:
         return f"TrustLedger({self.path!r})"
 
+    def _repr_html_(self) -> str:
+        from wgtlab.views import ledger_html
+
+        return ledger_html(self)
+
 
 def _state_from_row(row: tuple[Any, ...]) -> WorkerState:
     worker, label, score, tasks, agreed, disagreed, run, quarantined, last_seq, updated = row
