@@ -177,6 +177,24 @@ SLEEP = abi_module(
 )
 WASI_ERRNO_NOTSUP = 58
 
+# Reads the realtime and monotonic clocks, draws 32 and 5 bytes of entropy, and asks for a
+# clock that does not exist and for entropy past the end of memory. Output (64 bytes): the
+# two times (u64), the random bytes at 16 and 48, then the last two errnos (u32) at 56.
+TIME_AND_ENTROPY = abi_module(
+    """
+    (i32.store (i32.const 200) (call $clock (i32.const 0) (i64.const 1) (i32.const 0)))
+    (i32.store (i32.const 204) (call $clock (i32.const 1) (i64.const 1) (i32.const 8)))
+    (i32.store (i32.const 208) (call $random (i32.const 16) (i32.const 32)))
+    (i32.store (i32.const 212) (call $random (i32.const 48) (i32.const 5)))
+    (i32.store (i32.const 56) (call $clock (i32.const 9) (i64.const 1) (i32.const 0)))
+    (i32.store (i32.const 60) (call $random (i32.const 65530) (i32.const 100)))
+    (i64.const 64)
+    """,
+    imports="""(import "wasi_snapshot_preview1" "clock_time_get"
+    (func $clock (param i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))""",
+)
+
 MISSING_EXPORTS = """(module (memory (export "memory") 1)
   (func (export "wgt_alloc") (param i32) (result i32) (i32.const 0)))"""
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import sandbox_hostile as hostile
 import wgtlab as wgt
 from wgtlab.sandbox.module import WasmModule
 from wgtlab.sandbox.runner import Sandbox, TaskResult
+from wgtlab.sandbox.wasi import CLOCK_STEP_NS, REALTIME_EPOCH_NS
 
 MiB = 1 << 20
 
@@ -257,6 +260,22 @@ def test_wasi_has_no_files_arguments_or_environment(small, monkeypatch):
     assert path_open == hostile.WASI_ERRNO_BADF
     assert prestat == hostile.WASI_ERRNO_BADF
     assert (argc, envc) == (0, 0)
+
+
+def test_wasi_time_and_entropy_are_the_same_on_every_run(small):
+    module = WasmModule.from_wat(hostile.TIME_AND_ENTROPY)
+    result = small.run(module, b"")
+    realtime, monotonic = struct.unpack_from("<2Q", result.output, 0)
+    assert realtime == REALTIME_EPOCH_NS + CLOCK_STEP_NS  # 2000-01-01, 1 us into the task
+    assert monotonic == 2 * CLOCK_STEP_NS
+    assert result.output[16:48] == hashlib.shake_256(b"wgtlab-wasi-random-v1:1").digest(32)
+    assert result.output[48:53] == hashlib.shake_256(b"wgtlab-wasi-random-v1:2").digest(5)
+    bad_clock, out_of_memory = struct.unpack_from("<2I", result.output, 56)
+    assert (bad_clock, out_of_memory) == (28, 21)  # EINVAL, EFAULT: nothing written
+    # Another run, another thread, another sandbox: the same bytes, so replicas agree.
+    with ThreadPoolExecutor(2) as pool:
+        again = list(pool.map(lambda _: Sandbox().run(module, b"").output, range(4)))
+    assert again == [result.output] * 4
 
 
 def test_sleeping_in_wasi_is_refused_not_waited_for(echo):

@@ -20,6 +20,7 @@ import wasmtime
 
 from wgtlab import defaults
 from wgtlab.errors import ForbiddenImport, InvalidModule
+from wgtlab.sandbox import wasi
 from wgtlab.sandbox.cache import CompiledCache
 from wgtlab.sandbox.engine import SandboxEngine, get_engine
 from wgtlab.sandbox.wasi import WASI_MODULE, WASI_PREVIEW1_FUNCTIONS
@@ -185,12 +186,27 @@ def _linker(engine: SandboxEngine) -> wasmtime.Linker:
                 # reaches: a kernel could hold a worker thread for ever. Kernels have no reason
                 # to wait for anything, so it answers ENOTSUP.
                 linker.allow_shadowing = True
-                i32 = wasmtime.ValType.i32()
+                i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
                 linker.define_func(
                     WASI_MODULE,
                     "poll_oneoff",
                     wasmtime.FuncType([i32, i32, i32, i32], [i32]),
                     _poll_oneoff_refused,
+                )
+                # Time and entropy are deterministic, so replicas of a task agree (wasi.py).
+                linker.define_func(
+                    WASI_MODULE,
+                    "clock_time_get",
+                    wasmtime.FuncType([i32, i64, i32], [i32]),
+                    wasi.clock_time_get,
+                    access_caller=True,
+                )
+                linker.define_func(
+                    WASI_MODULE,
+                    "random_get",
+                    wasmtime.FuncType([i32, i32], [i32]),
+                    wasi.random_get,
+                    access_caller=True,
                 )
                 linker.allow_shadowing = False
                 _linkers[engine.fingerprint] = linker

@@ -21,7 +21,7 @@ from wgtlab.sandbox.engine import get_engine
 from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.sandbox.module import WasmModule
 from wgtlab.sandbox.traps import classify_trap, memory_limit_error, trap_message
-from wgtlab.sandbox.wasi import TaskLogs, wasi_config
+from wgtlab.sandbox.wasi import TaskLogs, begin_task, wasi_config
 
 __all__ = ["Sandbox", "TaskResult"]
 
@@ -144,6 +144,7 @@ class Sandbox:
                 if prepared.uses_wasi:
                     logs = TaskLogs(limits.max_log_bytes)
                     store.set_wasi(wasi_config(logs))
+                    begin_task()
                 try:
                     exports = prepared.pre.instantiate(store).exports(store)
                     memory = exports["memory"]

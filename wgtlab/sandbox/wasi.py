@@ -1,15 +1,30 @@
 """The locked-down WASI preview 1 a kernel may import: no files, environment, arguments or sockets.
 
-Only stdout and stderr lead anywhere: into per-task buffers capped at ``max_log_bytes``.
+Only stdout and stderr lead anywhere: into per-task buffers capped at ``max_log_bytes``. The
+clock and the entropy source are deterministic (see ``clock_time_get`` and ``random_get``
+below): a kernel's output may not depend on when or where it ran, or replicas on different
+workers would disagree and honest workers would look like liars.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import wasmtime
 
-__all__ = ["WASI_MODULE", "WASI_PREVIEW1_FUNCTIONS", "CappedLog", "TaskLogs", "wasi_config"]
+__all__ = [
+    "CLOCK_STEP_NS",
+    "REALTIME_EPOCH_NS",
+    "WASI_MODULE",
+    "WASI_PREVIEW1_FUNCTIONS",
+    "CappedLog",
+    "TaskLogs",
+    "begin_task",
+    "clock_time_get",
+    "random_get",
+    "wasi_config",
+]
 
 WASI_MODULE = "wasi_snapshot_preview1"
 
@@ -74,3 +89,52 @@ def wasi_config(logs: TaskLogs) -> wasmtime.WasiConfig:
     config.stdout_custom = logs.stdout.write
     config.stderr_custom = logs.stderr.write
     return config
+
+
+# --- a deterministic clock and entropy source -------------------------------------------------
+
+REALTIME_EPOCH_NS = 946_684_800 * 10**9  # what the realtime clock starts at: 2000-01-01 UTC
+CLOCK_STEP_NS = 1_000  # every reading of a clock is 1 us after the task's previous reading
+_RANDOM_DOMAIN = b"wgtlab-wasi-random-v1:"
+_ERRNO_FAULT, _ERRNO_INVAL = 21, 28
+_CLOCKS = (0, 1, 2, 3)  # realtime, monotonic, process and thread CPU time
+
+# A Store runs on the thread that calls into it, so per-thread state is per-task state.
+_task = threading.local()
+
+
+def begin_task() -> None:
+    """Start this thread's next task from the same clock and entropy state as every task."""
+    _task.readings = 0
+    _task.draws = 0
+
+
+def clock_time_get(caller: wasmtime.Caller, clock: int, _precision: int, out: int) -> int:
+    """Virtual time: the n-th reading in a task is n microseconds (after 2000-01-01 for the
+    realtime clock), the same on every worker and every run."""
+    if clock not in _CLOCKS:
+        return _ERRNO_INVAL
+    readings = getattr(_task, "readings", 0) + 1
+    _task.readings = readings
+    now = readings * CLOCK_STEP_NS + (REALTIME_EPOCH_NS if clock == 0 else 0)
+    return _write(caller, out, now.to_bytes(8, "little"))
+
+
+def random_get(caller: wasmtime.Caller, buf: int, length: int) -> int:
+    """Seeded "entropy": the n-th draw in a task is SHAKE-256 of a fixed label and n, so hash
+    tables and shuffles come out the same on every replica (it is no secret: never a key)."""
+    draws = getattr(_task, "draws", 0) + 1
+    _task.draws = draws
+    data = hashlib.shake_256(_RANDOM_DOMAIN + str(draws).encode()).digest(length) if length else b""
+    return _write(caller, buf, data)
+
+
+def _write(caller: wasmtime.Caller, address: int, data: bytes) -> int:
+    memory = caller.get("memory")
+    if not isinstance(memory, wasmtime.Memory):
+        return _ERRNO_FAULT
+    address &= 0xFFFFFFFF
+    if address + len(data) > memory.data_len(caller):
+        return _ERRNO_FAULT
+    memory.write(caller, data, address)
+    return 0
