@@ -177,6 +177,17 @@ SLEEP = abi_module(
 )
 WASI_ERRNO_NOTSUP = 58
 
+
+def entropy_request(length: str) -> str:
+    """Asks random_get for ``length`` (an i32 literal) bytes at 16; returns the errno."""
+    return abi_module(
+        f"(i32.store (i32.const 0) (call $random (i32.const 16) (i32.const {length}))) "
+        "(i64.const 4)",
+        imports="""(import "wasi_snapshot_preview1" "random_get"
+    (func $random (param i32 i32) (result i32)))""",
+    )
+
+
 # Reads the realtime and monotonic clocks, draws 32 and 5 bytes of entropy, and asks for a
 # clock that does not exist and for entropy past the end of memory. Output (64 bytes): the
 # two times (u64), the random bytes at 16 and 48, then the last two errnos (u32) at 56.

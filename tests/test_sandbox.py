@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import resource
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -276,6 +277,21 @@ def test_wasi_time_and_entropy_are_the_same_on_every_run(small):
     with ThreadPoolExecutor(2) as pool:
         again = list(pool.map(lambda _: Sandbox().run(module, b"").output, range(4)))
     assert again == [result.output] * 4
+
+
+@pytest.mark.parametrize("length", ["0x7fffffff", "-1", "65521"])
+def test_entropy_past_the_end_of_memory_costs_the_host_nothing(length):
+    # 2 GiB, "-1" (4 GiB as a u32) and one byte too many for a one-page memory: EFAULT at once,
+    # before the host makes a single byte.
+    limits = wgt.ResourceLimits(max_memory_bytes=16 << 20, max_execution_time_ms=2_000)
+    module = WasmModule.from_wat(hostile.entropy_request(length))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    result = Sandbox(limits).run(module, b"")
+    assert struct.unpack("<I", result.output) == (21,)
+    # Making the 2 GiB first, as a naive host would, raised the peak by 2 GiB.
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 256 << 10
+    fits = Sandbox(limits).run(WasmModule.from_wat(hostile.entropy_request("65520")), b"")
+    assert struct.unpack("<I", fits.output) == (0,)
 
 
 def test_sleeping_in_wasi_is_refused_not_waited_for(echo):

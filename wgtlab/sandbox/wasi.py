@@ -97,6 +97,7 @@ REALTIME_EPOCH_NS = 946_684_800 * 10**9  # what the realtime clock starts at: 20
 CLOCK_STEP_NS = 1_000  # every reading of a clock is 1 us after the task's previous reading
 _RANDOM_DOMAIN = b"wgtlab-wasi-random-v1:"
 _ERRNO_FAULT, _ERRNO_INVAL = 21, 28
+_U32 = 0xFFFFFFFF
 _CLOCKS = (0, 1, 2, 3)  # realtime, monotonic, process and thread CPU time
 
 # A Store runs on the thread that calls into it, so per-thread state is per-task state.
@@ -114,27 +115,39 @@ def clock_time_get(caller: wasmtime.Caller, clock: int, _precision: int, out: in
     realtime clock), the same on every worker and every run."""
     if clock not in _CLOCKS:
         return _ERRNO_INVAL
+    memory = _guest_memory(caller, out, 8)
+    if memory is None:
+        return _ERRNO_FAULT
     readings = getattr(_task, "readings", 0) + 1
     _task.readings = readings
     now = readings * CLOCK_STEP_NS + (REALTIME_EPOCH_NS if clock == 0 else 0)
-    return _write(caller, out, now.to_bytes(8, "little"))
+    memory.write(caller, now.to_bytes(8, "little"), out & _U32)
+    return 0
 
 
 def random_get(caller: wasmtime.Caller, buf: int, length: int) -> int:
     """Seeded "entropy": the n-th draw in a task is SHAKE-256 of a fixed label and n, so hash
-    tables and shuffles come out the same on every replica (it is no secret: never a key)."""
+    tables and shuffles come out the same on every replica (it is no secret: never a key).
+
+    The buffer is checked against the guest's memory before anything is made, so a draw costs
+    the host no more than the memory the limits already allow the guest."""
+    length &= _U32
+    memory = _guest_memory(caller, buf, length)
+    if memory is None:
+        return _ERRNO_FAULT
     draws = getattr(_task, "draws", 0) + 1
     _task.draws = draws
-    data = hashlib.shake_256(_RANDOM_DOMAIN + str(draws).encode()).digest(length) if length else b""
-    return _write(caller, buf, data)
+    if length:
+        label = _RANDOM_DOMAIN + str(draws).encode()
+        memory.write(caller, hashlib.shake_256(label).digest(length), buf & _U32)
+    return 0
 
 
-def _write(caller: wasmtime.Caller, address: int, data: bytes) -> int:
+def _guest_memory(caller: wasmtime.Caller, address: int, size: int) -> wasmtime.Memory | None:
+    """The guest's memory if ``size`` bytes at ``address`` (a u32) lie inside it, else None."""
     memory = caller.get("memory")
     if not isinstance(memory, wasmtime.Memory):
-        return _ERRNO_FAULT
-    address &= 0xFFFFFFFF
-    if address + len(data) > memory.data_len(caller):
-        return _ERRNO_FAULT
-    memory.write(caller, data, address)
-    return 0
+        return None
+    if (address & _U32) + size > memory.data_len(caller):
+        return None
+    return memory
