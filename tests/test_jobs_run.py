@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -176,6 +177,26 @@ def test_a_sandbox_error_is_the_chunks_result(cluster):
     assert result.chunks.error.str.startswith("OutOfFuel").all()
     job.on_error("continue")
     assert job.run(on=cluster).value == b""
+
+
+def test_a_wall_clock_timeout_is_no_vote_and_costs_no_trust():
+    # How long a task takes depends on the worker's machine and load: replicas that time out
+    # must not outvote one that finished, nor lose trust. The chunk runs again elsewhere.
+    looping = wgt.WasmModule.from_wat(HOSTILE_LOOP)
+    with wgt.LocalCluster(workers=3) as cluster:
+        job = wgt.Job("slow").input(b"x" * 200, chunk_bytes=100).kernel(looping)
+        job.limits(max_cpu_cycles=10**15, max_execution_time_ms=50).retries(1)
+        job.verify("redundancy", replicas=2)
+        with pytest.raises(wgt.ChunkFailed) as info:
+            job.run(on=cluster)
+        assert cluster.ledger.history().empty  # nobody's trust moved
+    result = info.value.result
+    assert set(result.chunks.status) == {"failed"}
+    for reason in result.chunks.error:
+        assert reason.startswith("gave up after 2 failed tries: local-")
+        assert reason.count("timed out: TimeLimitExceeded: ") == 2
+    rows = result.verification
+    assert set(rows.outcome) == {"timed out"} and len(rows) == 4
 
 
 def test_ces_shards_as_input_with_two_missing(cluster):
@@ -386,3 +407,73 @@ def test_run_on_something_that_is_not_a_cluster_is_a_config_error():
     job.kernel(wgt.kernels.sum())
     with pytest.raises(wgt.ConfigError, match=r"on= takes a cluster .* got str 'nope'"):
         job.run(on="nope")
+
+
+def test_an_occasional_liar_cannot_slip_past_replication_without_adaptive_spot_checks():
+    data = np.arange(20_000, dtype=float)
+
+    def run_on_fresh_cluster(**verify_options):
+        faults = {"local-0": wgt.faults.Liar(rate=0.05, seed=3)}
+        with wgt.LocalCluster(workers=5, faults=faults, seed=1) as cluster:
+            job = wgt.Job("occasional").input(data, chunk_rows=50).kernel(wgt.kernels.sum())
+            job.verify("redundancy", replicas=2, **verify_options)
+            return job.run(on=cluster)
+
+    # Adaptive replication (the default, as in BOINC): trusted runs are spot-checked, so some
+    # chunks run once, and the result says how many.
+    spot = run_on_fresh_cluster()
+    assert spot.spot_checked == int((spot.chunks.replicas < 2).sum()) > 0
+    assert f"spot_checked={spot.spot_checked}" in repr(spot)
+    # Without it, every chunk has two agreeing workers and the liar is always caught.
+    full = run_on_fresh_cluster(adaptive=False)
+    assert full.spot_checked == 0 and (full.chunks.replicas >= 2).all()
+    assert full.value == data.sum()
+    assert "spot_checked" not in repr(full)
+    with pytest.raises(wgt.JobDefinitionError, match="adaptive must be True or False"):
+        wgt.Job("x").verify("redundancy", adaptive="no")
+
+
+def test_a_defined_job_takes_the_job_settings_and_keeps_a_kernels_own_combine(cluster):
+    @wgt.Job.define
+    def words():
+        wgt.Job.split(lambda data: [data[:6], data[6:]])
+        wgt.Job.execute(wgt.kernels.word_count())
+
+    assert words.run(b"alpha beta gamma", on=cluster).value == 3  # word_count's own combine
+    words.limits(max_cpu_cycles=10).retries(0).on_error("continue")
+    assert (words.resource_limits.max_cpu_cycles, words.max_retries) == (10, 0)
+    starved = words.run(b"alpha beta gamma", on=cluster)
+    assert set(starved.chunks.status) == {"error"} and starved.value == 0
+    with pytest.raises(wgt.JobDefinitionError, match="retries must be an int >= 0"):
+        words.retries(-1)
+
+
+def test_a_failing_split_or_combine_is_a_job_error_and_subscribers_see_the_end(cluster):
+    ends = []
+
+    @wgt.Job.define
+    def broken_split():
+        wgt.Job.split(lambda data: 1 / 0)
+        wgt.Job.execute(wgt.kernels.word_count())
+
+    broken_split.subscribe(lambda e: ends.append(e.data) if e.kind == ev.JOB_DONE else None)
+    with pytest.raises(wgt.JobError, match=r"split\(\) raised ZeroDivisionError: division by"):
+        broken_split.run(b"a b c", on=cluster)
+    assert ends[-1]["ok"] is False and ends[-1]["error"].startswith("JobError: ")
+
+    job = wgt.Job("mean").input(VALUES, chunk_rows=5_000)
+    job.kernel(wgt.kernels.sum(), combine=lambda parts: sum(parts) / 0)
+    job.subscribe(lambda e: ends.append(e.data) if e.kind == ev.JOB_DONE else None)
+    with pytest.raises(wgt.JobError, match=r"combining the 3 chunk results failed: Zero") as info:
+        job.run(on=cluster)
+    kept = info.value.result
+    assert kept.value is None and kept.ok and len(kept.outcomes) == 3
+    assert ends[-1]["ok"] is False
+
+
+def test_result_json_is_standard_json_even_for_nan_values(cluster):
+    result = run(wgt.kernels.min_max(), np.full(100, np.nan), cluster, chunk_rows=50)
+    text = result.to_json()
+    back = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    assert back["value"] == [None, None] and back["ok"] is True
+    assert back["merkle_root"] == result.merkle_root and len(back["chunks"]) == 2

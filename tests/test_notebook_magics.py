@@ -100,6 +100,7 @@ def test_cluster_run_and_verify(ip, capsys):
     res = ip.user_ns["res"]
     assert result.result is res
     assert res.ok and res.mode == "redundancy" and res.replicas == 3
+    assert ip.user_ns["job"].verification.mode == "hash"  # the flags were for that run only
     np.testing.assert_array_equal(res.value, np.histogram(values, bins=10, range=(0, 100))[0])
     dissenters = {w for c in res.outcomes for w in c.dissenters}
     assert res.disagreements > 0 and dissenters == {"local-0"}
@@ -225,6 +226,19 @@ def test_ces_encode_inspect_decode(ip, tmp_path, capsys):
     run(ip, f"%wgt ces encode frame --to {url2} --key key")
     lines = failure_lines(ip, capsys, f"%wgt ces decode {url2} -o again --key other")
     assert len(lines) == 1 and lines[0].startswith("KeyMismatchError:")
+
+
+def test_ces_magic_never_echoes_a_typed_key_and_decode_needs_one(ip, tmp_path, capsys, monkeypatch):
+    typed = "ab" * 32
+    lines = failure_lines(ip, capsys, f"%wgt ces decode {tmp_path} -o back --key {typed}")
+    assert len(lines) == 1 and lines[0].startswith("UsageError: --key takes the name of a variable")
+    assert typed not in lines[0] and "abab" not in lines[0]
+    monkeypatch.delenv("CES_ENCRYPTION_KEY", raising=False)
+    lines = failure_lines(ip, capsys, f"%wgt ces decode {tmp_path} -o back")
+    assert lines == [
+        "UsageError: %wgt ces decode needs the key the shards were sealed with: --key VAR, "
+        "--pipeline VAR, or CES_ENCRYPTION_KEY in the environment"
+    ]
 
 
 def completions(ip, line: str) -> list[str]:

@@ -7,6 +7,7 @@ state to race on. ``execute_chunk`` (in ``worker.py``) is what a worker runs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import queue
 import time
@@ -21,7 +22,14 @@ from wgtlab.cluster.base import Task, WorkerReply, error_digest
 from wgtlab.cluster.identity import fingerprint, result_message, verify_signature
 from wgtlab.cluster.ratelimit import TokenBucket
 from wgtlab.cluster.worker import execute_chunk
-from wgtlab.errors import ChunkFailed, ClusterError, NoEligibleWorkers, SignatureError, WgtError
+from wgtlab.errors import (
+    ChunkFailed,
+    ClusterError,
+    JobError,
+    NoEligibleWorkers,
+    SignatureError,
+    WgtError,
+)
 from wgtlab.jobs import events as ev
 from wgtlab.jobs.events import Event, EventStream, Subscriber
 from wgtlab.jobs.result import ChunkOutcome, JobResult, TaskRecord
@@ -32,7 +40,11 @@ __all__ = ["delegate_job", "execute_chunk"]
 _NO_DIGEST = bytes(32)  # the Merkle leaf's output digest for a chunk without a verified outcome
 
 
-DISSENT = "disagreed with the quorum"  # the trust reason of a reply that lost the vote
+DISSENT = "disagreed with the quorum"
+# Kernel errors that depend on the machine running the task rather than on the chunk.
+_WALL_CLOCK_ERRORS = frozenset(
+    {"TimeLimitExceeded"}
+)  # the trust reason of a reply that lost the vote
 
 
 def delegate_job(job: Any, cluster: Any, *, subscribers: Iterable[Subscriber] = ()) -> JobResult:
@@ -117,15 +129,24 @@ class _JobRun:
         self._emit(ev.JOB_STARTED, data={"workers": len(self.names), "mode": self.mode})
         try:
             self._loop(enumerate(self.job.chunks()))
-        except BaseException:
+            finished = time.time()
+            result = self._result(started, finished, trust_before)
+        except BaseException as exc:
             # Interrupted (or broken): tasks not yet started are withdrawn, so the workers are
-            # free for the next job at once.
+            # free for the next job at once, and every subscriber learns that the job ended.
             for assignment in self.assignments.values():
                 if assignment.future is not None:
                     assignment.future.cancel()
+            self._emit(
+                ev.JOB_DONE,
+                data={
+                    "ok": False,
+                    "seconds": time.time() - started,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "interrupted": isinstance(exc, KeyboardInterrupt),
+                },
+            )
             raise
-        finished = time.time()
-        result = self._result(started, finished, trust_before)
         self._emit(ev.JOB_DONE, data={"ok": result.ok, "seconds": finished - started})
         if not result.ok and self.job.error_policy == "fail":
             bad = [c for c in result.outcomes if c.status != "verified"]
@@ -201,6 +222,8 @@ class _JobRun:
     def _replicas_for(self, worker: str) -> int:
         if self.mode != "redundancy":
             return 1
+        if not self.job.verification.adaptive:
+            return self.replicas
         return max(1, min(self.replicas, self.policy.replicas_for(self.ids[worker], self.replicas)))
 
     def _maybe_probation(self, state: _Chunk) -> None:
@@ -304,6 +327,16 @@ class _JobRun:
             )
             self._worker_failed(assignment, f"rejected: {problem}", outcome="rejected")
             return
+        if reply.failed and reply.error_type in _WALL_CLOCK_ERRORS:
+            # How long a task takes depends on the machine and its load, not on the chunk: a
+            # timeout is neither a vote nor a lie. The chunk runs again elsewhere.
+            self._worker_failed(
+                assignment,
+                f"timed out: {reply.error_type}: {reply.error_message}",
+                outcome="timed out",
+                blame=False,
+            )
+            return
         state = self.chunks[assignment.task.chunk]
         digest = reply.outcome_digest.hex()
         self._emit(
@@ -399,7 +432,9 @@ class _JobRun:
         else:
             self._fail_undecided(state, "")
 
-    def _worker_failed(self, assignment: _Assignment, reason: str, *, outcome: str) -> None:
+    def _worker_failed(
+        self, assignment: _Assignment, reason: str, *, outcome: str, blame: bool = True
+    ) -> None:
         state = self.chunks[assignment.task.chunk]
         self._emit(ev.CHUNK_FAILED_ON_WORKER, state.index, assignment.worker, {"why": reason})
         self.records.append(
@@ -414,7 +449,8 @@ class _JobRun:
                 reason=reason,
             )
         )
-        self._trust(assignment.worker, False, state.index, reason)
+        if blame:
+            self._trust(assignment.worker, False, state.index, reason)
         if assignment.probation or state.decided:
             return
         state.failures.append(f"{assignment.worker} {reason}")
@@ -553,11 +589,10 @@ class _JobRun:
                     stdout=reply.stdout if reply else b"",
                 )
             )
-        value = self.kernel.combine(partials) if partials else self.kernel.empty()
-        return JobResult(
+        result = JobResult(
             name=self.job.name,
             job_id=self.job_id,
-            value=value,
+            value=None,
             outcomes=tuple(outcomes),
             tasks=tuple(self.records),
             leaves=tuple(leaves),
@@ -569,3 +604,14 @@ class _JobRun:
             finished=finished,
             workers=tuple(self.names),
         )
+        try:
+            value = self.kernel.combine(partials) if partials else self.kernel.empty()
+        except Exception as exc:  # a user's combine (trusted side) failed: keep the evidence
+            error = JobError(
+                f"job {self.job.name!r}: combining the {len(partials)} chunk results failed: "
+                f"{type(exc).__name__}: {exc}; the verified chunks are on this exception as "
+                ".result (its value is None): fix the combine function and combine them again"
+            )
+            error.result = result  # type: ignore[attr-defined]
+            raise error from exc
+        return dataclasses.replace(result, value=value)

@@ -7,16 +7,17 @@ the manager. The seed system's decorator form (``@Job.define`` with ``split`` / 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from wgtlab import defaults
-from wgtlab.errors import ConfigError, JobDefinitionError
+from wgtlab.errors import ConfigError, JobDefinitionError, JobError
 from wgtlab.jobs import dsl, runtime
 from wgtlab.jobs.chunking import InputSpec, default_chunk_bytes, iter_chunks, source_kind
 from wgtlab.jobs.events import Subscriber
-from wgtlab.jobs.kernels import resolve_kernel
+from wgtlab.jobs.kernels import is_kernel, resolve_kernel
 from wgtlab.sandbox.limits import ResourceLimits
 
 VERIFICATION_MODES = ("hash", "merkle", "redundancy")
@@ -36,10 +37,15 @@ class Verification:
     mode: str = defaults.JOB_VERIFICATION
     replicas: int = defaults.JOB_REPLICAS
     max_replicas: int = defaults.JOB_REPLICAS
+    adaptive: bool = True  # trusted workers may be spot-checked instead (redundancy only)
 
     @classmethod
     def of(
-        cls, mode: str, replicas: int | None = None, max_replicas: int | None = None
+        cls,
+        mode: str,
+        replicas: int | None = None,
+        max_replicas: int | None = None,
+        adaptive: bool = True,
     ) -> Verification:
         if mode not in VERIFICATION_MODES:
             raise JobDefinitionError(
@@ -60,7 +66,9 @@ class Verification:
             raise JobDefinitionError(
                 f"max_replicas ({max_replicas!r}) must be an int >= replicas ({replicas})"
             )
-        return cls(mode, replicas, max_replicas)
+        if adaptive not in (True, False):
+            raise JobDefinitionError(f"adaptive must be True or False, got {adaptive!r}")
+        return cls(mode, replicas, max_replicas, bool(adaptive))
 
 
 class Job:
@@ -114,11 +122,21 @@ class Job:
         return self
 
     def verify(
-        self, mode: str, *, replicas: int | None = None, max_replicas: int | None = None
+        self,
+        mode: str,
+        *,
+        replicas: int | None = None,
+        max_replicas: int | None = None,
+        adaptive: bool = True,
     ) -> Job:
         """``"hash"``, ``"merkle"`` or ``"redundancy"`` (``replicas`` workers per chunk, strict
-        majority; on disagreement more replicas up to ``max_replicas``)."""
-        self.verification = Verification.of(mode, replicas, max_replicas)
+        majority; on disagreement more replicas up to ``max_replicas``).
+
+        Under redundancy, a worker with a long run of agreed results is spot-checked (its chunk
+        replicated with probability 1/run) rather than always replicated: BOINC's adaptive
+        replication, which trades some assurance for throughput. ``adaptive=False`` replicates
+        every chunk ``replicas`` times."""
+        self.verification = Verification.of(mode, replicas, max_replicas, adaptive)
         return self
 
     def limits(self, limits: ResourceLimits | None = None, **fields: int) -> Job:
@@ -147,6 +165,12 @@ class Job:
         self.error_policy = policy
         return self
 
+    def copy(self) -> Job:
+        """An independent copy: changing its settings leaves this job as it is."""
+        twin = copy.copy(self)
+        twin.subscribers = list(self.subscribers)
+        return twin
+
     def subscribe(self, subscriber: Subscriber) -> Subscriber:
         """Call ``subscriber(event)`` for every event of this job's runs (see jobs/events.py)."""
         self.subscribers.append(subscriber)
@@ -171,7 +195,13 @@ class Job:
         """The input's chunks, in order, as the kernel will receive them."""
         assert self.input_spec is not None
         if self.splitter is not None:
-            parts = self.splitter(self.input_spec.source)
+            try:
+                parts = self.splitter(self.input_spec.source)
+            except Exception as exc:  # the user's split (trusted side)
+                raise JobError(
+                    f"job {self.name!r}: split() raised {type(exc).__name__}: {exc}; nothing "
+                    "was sent to any worker"
+                ) from exc
             if not isinstance(parts, (list, tuple)):
                 raise JobDefinitionError(
                     f"split() must return a list of chunks, got {type(parts).__name__}"
@@ -284,7 +314,9 @@ class DefinedJob:
     """A job built by ``@wgt.Job.define``; ``.run(data, on=cluster)`` runs it over ``data``.
 
     Defaults follow the seed system: verification "hash", 3 retries, 1 replica, byte chunks
-    between 64 KiB and 1 MiB, results concatenated.
+    between 64 KiB and 1 MiB, results concatenated (or, for a built-in kernel or ``@wgt.udf``
+    as ``execute`` and no ``merge``, combined the kernel's own way). ``verify``, ``limits``,
+    ``retries``, ``on_error`` and ``subscribe`` work as on ``Job`` and apply to every run.
     """
 
     def __init__(
@@ -296,26 +328,49 @@ class DefinedJob:
     ) -> None:
         self.name = name
         self.split_fn = split or _default_split
-        self.merge_fn = merge or _default_merge
-        self.kernel_obj = resolve_kernel(execute, combine=self.merge_fn, input="bytes")
-        self.verification = Verification()
-        self.resource_limits = ResourceLimits()
-        self.max_retries = defaults.JOB_RETRIES
+        if merge is None and not is_kernel(execute):
+            merge = _default_merge
+        self.kernel_obj = resolve_kernel(execute, combine=merge, input="bytes")
+        self.settings = Job(name)  # verification, limits, retries, error policy, subscribers
 
     def job(self, data: Any) -> Job:
         """The plain ``Job`` this definition runs over ``data`` (to tune before running)."""
-        job = Job(self.name)
+        job = self.settings.copy()
         job.input_spec = InputSpec(data if not isinstance(data, str) else data.encode())
         job.splitter = self.split_fn
         job.kernel_obj = self.kernel_obj
-        job.verification = self.verification
-        job.resource_limits = self.resource_limits
-        job.max_retries = self.max_retries
         return job
 
     def verify(self, mode: str, **options: Any) -> DefinedJob:
-        self.verification = Verification.of(mode, **options)
+        self.settings.verify(mode, **options)
         return self
+
+    def limits(self, limits: ResourceLimits | None = None, **fields: int) -> DefinedJob:
+        self.settings.limits(limits, **fields)
+        return self
+
+    def retries(self, n: int) -> DefinedJob:
+        self.settings.retries(n)
+        return self
+
+    def on_error(self, policy: str) -> DefinedJob:
+        self.settings.on_error(policy)
+        return self
+
+    def subscribe(self, subscriber: Subscriber) -> Subscriber:
+        return self.settings.subscribe(subscriber)
+
+    @property
+    def verification(self) -> Verification:
+        return self.settings.verification
+
+    @property
+    def resource_limits(self) -> ResourceLimits:
+        return self.settings.resource_limits
+
+    @property
+    def max_retries(self) -> int:
+        return self.settings.max_retries
 
     def run(self, data: Any, on: Any = None) -> Any:
         return self.job(data).run(on=on)

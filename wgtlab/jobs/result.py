@@ -5,6 +5,7 @@ verdict, the RFC 6962 Merkle root over canonical chunk records, proofs, and trus
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
@@ -37,7 +38,8 @@ class ChunkOutcome:
 @dataclass(frozen=True)
 class TaskRecord:
     """One task's verdict: ``agreed``, ``dissented``, ``failed`` (no quorum), ``rejected``
-    (bad digest, signature or assignment), ``crashed`` or ``stalled``."""
+    (bad digest, signature or assignment), ``crashed``, ``stalled`` (no reply in time), or
+    ``timed out`` (the sandbox's wall-clock limit: never a vote, never a loss of trust)."""
 
     chunk: int
     task: int
@@ -209,13 +211,26 @@ class JobResult:
         }
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), default=str, **kwargs)
+        """Standard JSON (no NaN or Infinity tokens: those become null)."""
+        return json.dumps(_finite(self.to_dict()), default=str, allow_nan=False, **kwargs)
+
+    @property
+    def spot_checked(self) -> int:
+        """Verified chunks that ran on fewer workers than ``replicas`` because adaptive
+        replication trusted the worker's run of agreed results (``verify(adaptive=False)``
+        turns that off)."""
+        if self.mode != "redundancy":
+            return 0
+        return sum(
+            1 for c in self.outcomes if c.status == "verified" and c.replicas < self.replicas
+        )
 
     def __repr__(self) -> str:
         verified = sum(1 for c in self.outcomes if c.status == "verified")
+        spot = f", spot_checked={self.spot_checked}" if self.spot_checked else ""
         return (
             f"JobResult({self.name!r}, {verified}/{len(self.outcomes)} chunks verified, "
-            f"mode={self.mode!r}, disagreements={self.disagreements}, "
+            f"mode={self.mode!r}, disagreements={self.disagreements}{spot}, "
             f"root={self.merkle_root[:16]}...)"
         )
 
@@ -258,3 +273,14 @@ class JobResult:
             chunk_rows=rows,
             more_chunks=f"<div class='wgt-dim'>… and {hidden} more chunks</div>" if hidden else "",
         )
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, for standard JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

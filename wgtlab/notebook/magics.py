@@ -380,7 +380,7 @@ class WgtMagics(Magics):
             raise UsageError(f"{args.job} is a {type(job).__name__}, not a wgt.Job")
         if args.replicas is not None or args.verify is not None:
             mode = args.verify or "redundancy"
-            job.verify(mode, replicas=args.replicas)
+            job = job.copy().verify(mode, replicas=args.replicas)  # for this run only
         cluster = self._lookup(args.cluster, "a cluster") if args.cluster else self._cluster()
         job.validate(len(cluster.worker_names()))
         progress = None
@@ -440,7 +440,9 @@ class WgtMagics(Magics):
         return report
 
     def _pipeline(self, args: Any) -> Any:
+        from wgtlab import defaults
         from wgtlab.ces import CESPipeline
+        from wgtlab.ces.keys import key_from_env
 
         if args.pipeline and args.key:
             raise UsageError("give --pipeline or --key, not both")
@@ -457,9 +459,19 @@ class WgtMagics(Magics):
             if v is not None
         }
         if args.key:
-            return CESPipeline(self._lookup(args.key, "a key"), **layout)
+            if args.key not in self.shell.user_ns:  # never echo it: it may be a key itself
+                raise UsageError(
+                    "--key takes the name of a variable that holds the key (bytes or 64 hex "
+                    "characters), and there is no such variable; never type a key into a cell"
+                )
+            return CESPipeline(self.shell.user_ns[args.key], **layout)
         if args.action == "inspect":
             return None
+        if args.action == "decode" and key_from_env() is None:
+            raise UsageError(
+                f"%wgt ces decode needs the key the shards were sealed with: --key VAR, "
+                f"--pipeline VAR, or {defaults.CES_KEY_ENV} in the environment"
+            )
         return CESPipeline(**layout)  # $CES_ENCRYPTION_KEY, else an ephemeral key (warned)
 
 

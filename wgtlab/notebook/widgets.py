@@ -138,7 +138,8 @@ class JobDashboard:
         elif kind == ev.WORKER_QUARANTINED and tally is not None:
             tally.quarantined = True
         elif kind == ev.JOB_DONE:
-            self.state = "done" if data.get("ok", True) else "failed"
+            ok = data.get("ok", True)
+            self.state = "done" if ok else "interrupted" if data.get("interrupted") else "failed"
             self.finished = event.time
 
     # --- life cycle ----------------------------------------------------------------------------
