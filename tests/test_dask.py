@@ -308,6 +308,10 @@ def test_a_worker_process_killed_mid_job_loses_no_chunk(cluster):
     assert result.ok and len(result.outcomes) == 48
     lost = [t for t in result.tasks if t.worker == victim and t.outcome == "crashed"]
     assert lost and all("left the Dask cluster" in t.reason for t in lost)
+    # Leaving costs the worker trust once, not once for every task it held.
+    history = cluster.ledger.history()
+    blamed = history[(history.job == result.job_id) & (history.label == victim) & ~history.ok]
+    assert len(blamed) == 1
     with wgt.LocalCluster(workers=2) as local:
         assert run(module, data, local, chunk_bytes=65_536).merkle_root == result.merkle_root
 

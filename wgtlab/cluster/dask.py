@@ -326,6 +326,11 @@ class DaskCluster:
     def fingerprint(self, worker: str) -> str:
         return self._members[worker].fingerprint
 
+    def has_left(self, worker: str) -> bool:
+        """Whether ``worker`` has left the cluster (its lost tasks are re-run elsewhere)."""
+        member = self._members.get(worker)
+        return member is None or member.gone
+
     def submit(self, worker: str, task: Task) -> Future[WorkerReply]:
         if self._closed:
             raise ClusterError("this DaskCluster is closed; create a new one")

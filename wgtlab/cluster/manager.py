@@ -120,6 +120,7 @@ class _JobRun:
         self.pending: deque[_Chunk] = deque()  # one entry per replica still to place
         self.records: list[TaskRecord] = []
         self.quarantined = {n for n in self.names if self.policy.is_quarantined(self.ids[n])}
+        self.departed: set[str] = set()  # workers that left the cluster during this run
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -316,7 +317,10 @@ class _JobRun:
         exc = CancelledError("the task was cancelled") if future.cancelled() else future.exception()
         if exc is not None:
             self._worker_failed(
-                assignment, f"crashed: {type(exc).__name__}: {exc}", outcome="crashed"
+                assignment,
+                f"crashed: {type(exc).__name__}: {exc}",
+                outcome="crashed",
+                blame=self._first_loss(assignment.worker),
             )
             return
         reply = future.result()
@@ -354,6 +358,17 @@ class _JobRun:
             return
         state.votes.append((assignment.worker, digest))
         self._decide(state)
+
+    def _first_loss(self, worker: str) -> bool:
+        """Whether this failure costs ``worker`` trust: a worker that left the cluster loses
+        trust once for leaving, not once for every task it held (they all run elsewhere)."""
+        has_left = getattr(self.cluster, "has_left", None)
+        if has_left is None or not has_left(worker):
+            return True
+        if worker in self.departed:
+            return False
+        self.departed.add(worker)
+        return True
 
     def _abort_if_closed(self, cause: BaseException | None) -> None:
         """The cluster was closed under the job: that is no worker's fault (no trust changes)."""
