@@ -140,3 +140,14 @@ def test_info_on_an_empty_cache_builds_nothing(tmp_path):
     info = runner.runner_info(root=tmp_path)
     assert (info.built, info.compiled, info.component_sha256) == (False, False, None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unusable_cache_directory_is_a_build_error_naming_the_variable(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(wgt.UdfBuildError) as caught:
+        runner.component_bytes(root=blocker / "udf")
+    message = str(caught.value)
+    assert message.startswith(f"cannot build the Python runner in '{blocker / 'udf'}': ")
+    assert "set WGTLAB_CACHE_DIR to a writable directory" in message
+    assert blocker.read_text() == "not a directory"

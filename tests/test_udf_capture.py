@@ -406,3 +406,21 @@ def test_a_wrapper_of_a_builtin_in_the_namespace_is_not_captured():
     assert _library_stand_in("open", notebook_open, namespace["reads"])
     assert not _library_stand_in("open", lambda path: path, namespace["reads"])
     assert not _library_stand_in("len", len, namespace["reads"])
+
+
+def test_every_kind_of_missing_value_reaches_the_function_as_none():
+    from wgtlab.sandbox.python.chunks import chunk_json
+
+    day = pd.Timestamp("2020-01-01")
+    plain = [1.0, float("nan"), pd.NA, pd.NaT, None, day, {"x": float("nan"), "y": pd.NaT}]
+    assert json.loads(chunk_json(plain)) == [
+        1.0,
+        None,
+        None,
+        None,
+        None,
+        "2020-01-01T00:00:00",
+        {"x": None, "y": None},
+    ]
+    assert json.loads(chunk_json(pd.Series([pd.NaT, day]))) == [None, "2020-01-01T00:00:00"]
+    assert json.loads(chunk_json(np.array([np.nan, 2.0]))) == [None, 2.0]

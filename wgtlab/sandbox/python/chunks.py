@@ -22,6 +22,8 @@ ROW_LAYOUTS = ("records", "columns")
 
 def _default(value: Any) -> Any:
     """JSON for the types pandas and numpy hand out inside lists."""
+    if _is_missing(value):  # pd.NaT is a datetime too: it must not become "NaT"
+        return None
     if isinstance(value, (datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, datetime.timedelta):
@@ -32,8 +34,6 @@ def _default(value: Any) -> Any:
         return float(value)
     module = type(value).__module__.split(".")[0]
     if module in ("numpy", "pandas", "pyarrow"):
-        if _is_missing(value):
-            return None
         if hasattr(value, "item"):  # numpy scalars
             return value.item()
         if hasattr(value, "isoformat"):  # pd.Timestamp, pd.Timedelta
@@ -49,6 +49,8 @@ def _default(value: Any) -> Any:
 
 
 def _is_missing(value: Any) -> bool:
+    if type(value).__module__.split(".")[0] not in ("numpy", "pandas", "pyarrow"):
+        return False
     try:
         import pandas as pd
 
@@ -111,7 +113,18 @@ def to_jsonable(chunk: Any, rows: str = "records") -> Any:
             "this udf takes records (JSON values) but the chunk is bytes; decorate the function "
             "with @wgt.udf(input='bytes') to receive bytes"
         )
-    return chunk
+    return _nan_as_none(chunk)
+
+
+def _nan_as_none(value: Any) -> Any:
+    """Plain Python values with float NaN as None, as in pandas and numpy chunks."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, list | tuple):
+        return [_nan_as_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _nan_as_none(v) for k, v in value.items()}
+    return value
 
 
 def chunk_json(chunk: Any, rows: str = "records") -> bytes:

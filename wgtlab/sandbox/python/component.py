@@ -30,7 +30,7 @@ from wasmtime import component as wc
 
 from wgtlab import defaults
 from wgtlab.errors import UdfBuildError
-from wgtlab.sandbox.cache import CompiledCache, cache_dir
+from wgtlab.sandbox.cache import CACHE_ENV, CompiledCache, cache_dir
 from wgtlab.sandbox.engine import WASMTIME_VERSION, SandboxEngine
 from wgtlab.sandbox.python.guest.guest_modules import GUEST_MODULES
 
@@ -176,6 +176,13 @@ def component_bytes(*, root: Path | str | None = None, force: bool = False) -> b
         blob = cache_.load(_component_key())
         if blob is not None:
             return blob
+    try:
+        udf_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UdfBuildError(
+            f"cannot build the Python runner in {str(udf_dir)!r}: {exc.strerror or exc}; set "
+            f"{CACHE_ENV} to a writable directory (or unset it for the user cache directory)"
+        ) from None
     with _file_lock(udf_dir / f"build-{runner_digest()[:16]}.lock"):
         if not force:
             blob = cache_.load(_component_key())  # another process built it while we waited
