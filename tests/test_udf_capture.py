@@ -389,6 +389,21 @@ def test_named_and_callable_combines():
     assert wgt.udf(uses_double).empty() is None
 
 
+def test_frame_combine_makes_one_dataframe_of_every_chunks_rows():
+    frame = wgt.udf(uses_double, combine="frame")
+    combined = frame.combine(
+        [[{"a": 1, "b": "x"}, {"a": 2, "b": "y"}], {"a": [3], "b": ["z"]}, {"a": 4, "b": "w"}]
+    )
+    pd.testing.assert_frame_equal(
+        combined, pd.DataFrame({"a": [1, 2, 3, 4], "b": ["x", "y", "z", "w"]})
+    )
+    assert frame.empty().empty
+    with pytest.raises(wgt.ConfigError, match=r"combine='frame' .* chunk 1 returned a int"):
+        frame.combine([[{"a": 1}], 7])
+    with pytest.raises(wgt.ConfigError, match=r"combine='frame': chunk 0's columns: All arrays"):
+        frame.combine([{"a": [1, 2], "b": [3]}])
+
+
 def test_a_wrapper_of_a_builtin_in_the_namespace_is_not_captured():
     # IPython puts a functools.wraps wrapper of open() into every notebook's namespace; the
     # function must still reach the guest's own open (which refuses files), not fail capture.

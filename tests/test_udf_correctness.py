@@ -247,6 +247,21 @@ def test_a_udf_job_with_redundancy_on_a_local_cluster():
         assert result.value[origin]["sum"] == pytest.approx(row["sum"], abs=1e-6)
 
 
+def long_flights(rows):
+    return [
+        {"carrier": r["carrier"], "distance": r["distance"]} for r in rows if r["distance"] > 2500
+    ]
+
+
+def test_a_udf_job_can_combine_into_one_dataframe():
+    with wgt.LocalCluster(workers=2) as cluster:
+        job = wgt.Job("long-flights").input(FLIGHTS, chunk_rows=7000)
+        job.kernel(wgt.udf(long_flights, combine="frame")).limits(LIMITS)
+        result = job.run(on=cluster)
+    native = FLIGHTS.loc[FLIGHTS.distance > 2500, ["carrier", "distance"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(result.value, native, check_dtype=False)
+
+
 def test_the_seed_systems_decorator_form_runs_execute_in_the_sandbox():
     @wgt.Job.define
     def upper_job():

@@ -94,7 +94,7 @@ def _cluster_args(line: str) -> None:
 @argument("name", help="variable the sandboxed function is bound to")
 @argument("--input", dest="input_kind", choices=["records", "text", "bytes"], help="chunk kind")
 @argument("--rows", choices=["records", "columns"], help="records: list of row dicts (default)")
-@argument("--combine", help="natural (default), sum, concat, list, min or max")
+@argument("--combine", help="natural (default), sum, concat, list, min, max or frame")
 @argument("--arg", default="rows", help="parameter name when the cell is a function body")
 def _udf_args(line: str) -> None:
     """(cell) A Python function (a def, or a body using ``rows``) compiled into a sandboxed UDF."""

@@ -27,7 +27,7 @@ __all__ = ["COMBINES", "INPUTS", "PythonUdf", "natural_combine", "udf"]
 # input kind -> (what the guest receives, the default output)
 INPUTS = {"records": ("json", "json"), "text": ("text", "json"), "bytes": ("bytes", "bytes")}
 OUTPUTS = ("json", "bytes")
-COMBINES = ("natural", "sum", "concat", "list", "min", "max")
+COMBINES = ("natural", "sum", "concat", "list", "min", "max", "frame")
 
 
 # --- combining partial results (trusted side) ----------------------------------------------------
@@ -101,9 +101,40 @@ def _concat(partials: list[Any]) -> Any:
     )
 
 
+def _frame(partials: list[Any]) -> Any:
+    """combine="frame": one pandas DataFrame from every chunk's rows, in chunk order.
+
+    A chunk's value is a list of row dicts, a dict of column lists, or one row (a dict of
+    scalars)."""
+    import pandas as pd
+
+    frames = []
+    for i, part in enumerate(partials):
+        if isinstance(part, list) and all(isinstance(row, dict) for row in part):
+            frames.append(pd.DataFrame.from_records(part))
+        elif isinstance(part, dict) and all(isinstance(v, list) for v in part.values()):
+            try:
+                frames.append(pd.DataFrame(part))
+            except ValueError as exc:
+                raise ConfigError(f"combine='frame': chunk {i}'s columns: {exc}") from None
+        elif isinstance(part, dict):
+            frames.append(pd.DataFrame([part]))
+        else:
+            raise ConfigError(
+                f"combine='frame' makes a DataFrame of rows, but chunk {i} returned a "
+                f"{type(part).__name__}; return a list of row dicts, a dict of column lists or "
+                "one row dict"
+            )
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
 def _strict(rule: str, partials: list[Any]) -> Any:
     if rule == "list":
         return list(partials)
+    if rule == "frame":
+        return _frame(list(partials))
     if not partials:
         return None
     if rule in ("min", "max"):
@@ -255,6 +286,8 @@ class PythonUdf:
             return b""
         if rule in ("concat", "list"):
             return []
+        if rule == "frame":
+            return _frame([])
         return None
 
     # --- quick tries ---------------------------------------------------------------------------
@@ -345,8 +378,9 @@ def udf(
     output:  "json" (default, any JSON-compatible value) or "bytes".
     combine: "natural" (numbers add, lists concatenate, dicts merge key-wise, else a list),
              "sum" (numbers add; dicts key-wise; equal-length lists element-wise),
-             "concat", "list", "min", "max", or a function of the list of results (run on the
-             trusted side).
+             "concat", "list", "min", "max", "frame" (a pandas DataFrame of every chunk's
+             rows: lists of row dicts, dicts of column lists or single row dicts), or a
+             function of the list of results (run on the trusted side).
     seed:    mixed with each chunk's content into the seed of the guest's ``random``.
 
     Problems with the function (no source, a global or import the sandbox lacks) raise
