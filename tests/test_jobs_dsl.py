@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -82,6 +83,8 @@ def test_verify_is_both_the_package_and_the_dsl_call():
         (lambda j: j.input(b"x", chunk_rows=10), "chunk_rows applies"),
         (lambda j: j.input(b"x", chunk_bytes=0), "chunk_bytes"),
         (lambda j: j.input({"a": 1}), "cannot use a dict"),
+        (lambda j: j.input(Path("/no/such/file.csv")), "'/no/such/file.csv' does not exist"),
+        (lambda j: j.input(Path(__file__).parent), "is a directory, not a file"),
         (lambda j: j.kernel(42), "cannot use a int as a kernel"),
     ],
 )

@@ -49,7 +49,10 @@ class InputSpec:
         if self.chunk_lines is not None and kind not in ("text", "file", "bytes", "shards"):
             raise JobDefinitionError(f"chunk_lines applies to text, bytes and files, not {kind}")
         if kind == "file" and not Path(self.source).is_file():
-            raise JobDefinitionError(f"input file {os.fspath(self.source)!r} does not exist")
+            problem = (
+                "is a directory, not a file" if Path(self.source).is_dir() else "does not exist"
+            )
+            raise JobDefinitionError(f"input file {os.fspath(self.source)!r} {problem}")
 
 
 def source_kind(source: Any, pipeline: Any = None) -> str:
