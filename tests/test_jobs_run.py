@@ -323,6 +323,23 @@ def test_an_honest_worker_on_probation_is_compared_with_the_decided_result():
     assert cluster.ledger.score(suspect) > 0.5 * 0.9**6
 
 
+def test_a_worker_quarantined_for_crashing_earns_its_way_back_in_hash_jobs():
+    with wgt.LocalCluster(workers=3) as cluster:
+        suspect = cluster.fingerprint("local-2")
+        for _ in range(6):  # five crashes and more in earlier hash jobs
+            cluster.policy.record(suspect, False, label="local-2", reason="crashed")
+        assert cluster.policy.is_quarantined(suspect)
+        job = wgt.Job("plain").input(VALUES, chunk_rows=250).kernel(wgt.kernels.sum())
+        result = job.run(on=cluster)  # verify("hash"): no quorum, but shadows still compare
+        shadow = result.verification[result.verification.role == "probation"]
+        assert len(shadow) >= 3 and set(shadow.outcome) == {"agreed"}
+        # It decided chunks again only after its third agreed probation task.
+        rows = result.verification[result.verification.worker == "local-2"]
+        third = sorted(shadow.task)[2]
+        assert (rows[rows.role == "replica"].task > third).all()
+        assert not cluster.policy.is_quarantined(suspect)  # 3 agreed probation tasks: back
+
+
 def run_redundant(cluster, replicas: int, chunk_rows: int = 500):
     with wgt.Job("redundant") as job:
         wgt.input(VALUES, chunk_rows=chunk_rows)

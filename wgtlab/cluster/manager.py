@@ -228,8 +228,9 @@ class _JobRun:
         return max(1, min(self.replicas, self.policy.replicas_for(self.ids[worker], self.replicas)))
 
     def _maybe_probation(self, state: _Chunk) -> None:
-        """Give a quarantined worker a shadow copy: compared afterwards, never a vote."""
-        if self.mode != "redundancy" or not self.quarantined:
+        """Give a quarantined worker a shadow copy: compared afterwards, never a vote. In every
+        mode, so a worker quarantined for crashing in hash jobs can also earn its way back."""
+        if not self.quarantined:
             return
         choose = getattr(self.policy, "choose_probation", None)
         pick = choose([self.ids[n] for n in sorted(self.quarantined)]) if choose else None
@@ -490,7 +491,8 @@ class _JobRun:
 
     def _settle(self, state: _Chunk, worker: str, probation: bool) -> None:
         """A reply that does not vote (a probation shadow, or one arriving after the decision)
-        is compared with the decided outcome; it earns or loses trust only under redundancy."""
+        is compared with the decided outcome. A probation reply always earns or loses trust;
+        a late replica only under redundancy (elsewhere there is no quorum to agree with)."""
         reply = state.replies[worker]
         if state.digest is None:
             self._record_reply(state.index, worker, reply, "failed", probation)
@@ -499,7 +501,7 @@ class _JobRun:
         self._record_reply(
             state.index, worker, reply, "agreed" if agreed else "dissented", probation
         )
-        if self.mode == "redundancy":
+        if probation or self.mode == "redundancy":
             reason = None if agreed else DISSENT
             self._trust(worker, agreed, state.index, reason)
 
