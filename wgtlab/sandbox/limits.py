@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 
 from wgtlab import defaults
@@ -23,11 +25,30 @@ _CEILINGS = {
 MIN_STACK_BYTES = 64 << 10
 
 
+def _whole_number(name: str, value: object) -> int:
+    """``value`` as an int: ints as given, integral floats (``1e9``) converted; else ValueError."""
+    if type(value) is int:
+        return value
+    if not isinstance(value, bool):
+        if isinstance(value, numbers.Integral):  # numpy integers
+            return int(value)
+        if isinstance(value, numbers.Real):
+            as_float = float(value)
+            if math.isfinite(as_float) and as_float.is_integer():
+                return int(as_float)
+    raise ValueError(
+        f"ResourceLimits.{name} must be a whole number (an int, or a float with no fractional "
+        f"part such as 1e9), got {type(value).__name__} {value!r}"
+    )
+
+
 @dataclass(frozen=True)
 class ResourceLimits:
     """Limits for one task: memory, CPU fuel, wall clock, wasm stack, output and log sizes.
 
     Defaults are the seed system's: 256 MiB, 1e9 fuel, 30 s, 1 MiB of stack (at least 64 KiB).
+    Every field is a whole number: an int, or a float with no fractional part (``1e9`` is stored
+    as the int 1_000_000_000); 1.5, nan, inf and bools are refused.
     """
 
     max_memory_bytes: int = defaults.MAX_MEMORY_BYTES
@@ -39,11 +60,8 @@ class ResourceLimits:
 
     def __post_init__(self) -> None:
         for name, ceiling in _CEILINGS.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(
-                    f"ResourceLimits.{name} must be an int, got {type(value).__name__} {value!r}"
-                )
+            value = _whole_number(name, getattr(self, name))
+            object.__setattr__(self, name, value)
             if value <= 0:
                 raise ValueError(f"ResourceLimits.{name} must be positive, got {value}")
             if name == "max_stack_bytes" and value < MIN_STACK_BYTES:

@@ -233,7 +233,8 @@ class WasmModule:
 
     def __init__(self, wasm: bytes, *, name: str | None = None) -> None:
         if not isinstance(wasm, (bytes, bytearray, memoryview)):
-            raise TypeError(f"WasmModule needs the module's bytes, got {type(wasm).__name__}")
+            hint = "; for WAT text use WasmModule.from_wat" if isinstance(wasm, str) else ""
+            raise TypeError(f"WasmModule needs the module's bytes, got {type(wasm).__name__}{hint}")
         wasm = bytes(wasm)
         self.wasm = wasm
         self.digest = hashlib.sha256(wasm).hexdigest()
@@ -269,10 +270,28 @@ class WasmModule:
         return cls(wasm, name=name)
 
     @classmethod
-    def from_wat(cls, text: str, *, name: str | None = None) -> WasmModule:
-        """A module from WebAssembly text (WAT)."""
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
+    def from_wat(cls, text: str | bytes, *, name: str | None = None) -> WasmModule:
+        """A module from WebAssembly text (WAT), a str (or its UTF-8 bytes)."""
+        if isinstance(text, (bytes, bytearray, memoryview)):
+            raw = bytes(text)
+            if raw.startswith(_WASM_MAGIC):
+                raise TypeError(
+                    "WasmModule.from_wat needs WAT text, got the bytes of a binary module; "
+                    "use WasmModule.from_bytes"
+                )
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidModule(
+                    "the WAT bytes are not UTF-8 text; pass WAT as a str, or a binary module "
+                    "to WasmModule.from_bytes"
+                ) from None
+        elif not isinstance(text, str):
+            raise TypeError(
+                f"WasmModule.from_wat needs WebAssembly text (WAT) as a str, got "
+                f"{type(text).__name__}; for a binary module use WasmModule.from_bytes, for a "
+                "file WasmModule.from_file"
+            )
         try:
             wasm = wasmtime.wat2wasm(text)
         except wasmtime.WasmtimeError as exc:

@@ -112,7 +112,10 @@ class Sandbox:
         if isinstance(data, bytes):
             size = len(data)
         else:
-            data = memoryview(data).cast("B")  # raises TypeError for non-contiguous buffers
+            try:
+                data = memoryview(data).cast("B")
+            except TypeError:
+                raise TypeError(_input_type_error(data)) from None
             size = data.nbytes
         if module.initial_memory_bytes > limits.max_memory_bytes:
             raise memory_limit_error(
@@ -260,6 +263,28 @@ class Sandbox:
                 "further growth of that size would pass the limit",
             )
         return error
+
+
+def _input_type_error(data: Any) -> str:
+    """Why ``data`` cannot be a task's input, and what to pass instead."""
+    kind = type(data).__name__
+    if isinstance(data, str):
+        return (
+            "Sandbox.run input must be bytes or a contiguous buffer, got str; encode text "
+            "first, e.g. data.encode('utf-8')"
+        )
+    try:
+        memoryview(data)
+    except TypeError:
+        return (
+            f"Sandbox.run input must be bytes or a contiguous buffer (bytearray, memoryview, "
+            f"numpy array), got {kind}"
+        )
+    return (
+        f"Sandbox.run input must be a contiguous buffer, but this {kind} is not C-contiguous "
+        "(a slice with a step, or a transposed array); copy it into one first, e.g. "
+        "numpy.ascontiguousarray(x) or bytes(x)"
+    )
 
 
 def _copy_in(address: int, data: Any, size: int) -> None:

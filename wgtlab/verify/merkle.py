@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wgtlab.errors import ProofError
+from wgtlab.errors import ConfigError, ProofError
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
@@ -69,6 +69,43 @@ def _check_position(index: object, tree_size: object) -> None:
         )
 
 
+def _iterable(values: object, who: str, what: str) -> Iterable[Any]:
+    """``values`` if it is a collection of items, else ConfigError naming what was given."""
+    if isinstance(values, (str, bytes, bytearray, memoryview)):
+        raise ConfigError(
+            f"{who} needs an iterable of {what}, got a single {type(values).__name__} value; "
+            "wrap a single item in a list"
+        )
+    if not isinstance(values, Iterable):
+        raise ConfigError(
+            f"{who} needs an iterable of {what} (a list, tuple or generator), got "
+            f"{type(values).__name__}"
+        )
+    return values
+
+
+def _check_path(proof: object) -> None:
+    """Refuse, as ProofError, anything that cannot be an audit path (a sequence of hashes)."""
+    if type(proof) is list or type(proof) is tuple:
+        return
+    if isinstance(proof, MerkleProof):
+        raise ProofError(
+            "the proof argument is the audit path (a sequence of sibling hashes), got a whole "
+            "MerkleProof; pass proof.path, or call proof.verify(leaf) to check the leaf against "
+            "the proof's own index, tree_size and root"
+        )
+    if isinstance(proof, (str, bytes, bytearray, memoryview)):
+        raise ProofError(
+            "a Merkle proof is a sequence of sibling hashes, not a single value (got "
+            f"{type(proof).__name__}); pass a list of 32-byte hashes or hex strings"
+        )
+    if not isinstance(proof, Iterable):
+        raise ProofError(
+            "a Merkle proof is a sequence of sibling hashes (bytes or hex), got "
+            f"{type(proof).__name__}; pass the path, e.g. MerkleTree.audit_path(i) or proof.path"
+        )
+
+
 def _build_levels(hashes: list[bytes]) -> list[list[bytes]]:
     # Pairing left to right and carrying an odd last node up unchanged builds exactly RFC 6962's
     # tree (split at the largest power of two below n), with every level kept for O(log n) proofs.
@@ -115,8 +152,13 @@ class MerkleProof:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MerkleProof:
+    def from_dict(cls, data: Mapping[str, Any]) -> MerkleProof:
         """The inverse of :meth:`to_dict`; malformed input is a ProofError."""
+        if not isinstance(data, Mapping):
+            raise ProofError(
+                "a Merkle proof in dict form is a dict with the keys index, tree_size, path and "
+                f"root, got {type(data).__name__}"
+            )
         try:
             index, tree_size, path, root = (
                 data["index"],
@@ -135,7 +177,15 @@ class MerkleProof:
         return cls(index, tree_size, hashes, _to_hash(root, "Merkle root"))
 
     @classmethod
-    def from_json(cls, text: str) -> MerkleProof:
+    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> MerkleProof:
+        """The inverse of :meth:`to_json`: JSON text (str or bytes), or the dict it parses to."""
+        if isinstance(text, Mapping):
+            return cls.from_dict(text)
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise ProofError(
+                "MerkleProof.from_json needs JSON text (str or bytes) or an already-parsed dict, "
+                f"got {type(text).__name__}"
+            )
         try:
             data = json.loads(text)
         except ValueError:
@@ -151,7 +201,7 @@ class MerkleTree:
     def __init__(self, leaves: Iterable[BytesLike]) -> None:
         copy = _LEAF_HASHER.copy
         hashes = []
-        for n, leaf in enumerate(leaves):
+        for n, leaf in enumerate(_iterable(leaves, "MerkleTree", "leaves (bytes-like)")):
             h = copy()
             try:
                 h.update(leaf)
@@ -166,6 +216,7 @@ class MerkleTree:
     def from_leaf_hashes(cls, hashes: Iterable[bytes | str]) -> MerkleTree:
         """A tree over leaf hashes already computed as SHA-256(0x00 || leaf)."""
         tree = cls.__new__(cls)
+        hashes = _iterable(hashes, "MerkleTree.from_leaf_hashes", "leaf hashes (bytes or hex)")
         tree._levels = _build_levels([_to_hash(h, f"leaf hash {n}") for n, h in enumerate(hashes)])
         return tree
 
@@ -234,6 +285,7 @@ def root_from_path(
     where a node was carried up without a sibling, so a wrong size fails where it changes the shape.
     """
     _check_position(index, tree_size)
+    _check_path(proof)
     fn, sn = index, tree_size - 1
     r = leaf_digest
     for k, item in enumerate(proof):
@@ -263,9 +315,9 @@ def verify_proof(
 
     False for any well-formed proof that does not prove it. Arguments that cannot describe a proof
     at all (index outside the tree, a sibling or root that is not a 32-byte hash) raise ProofError.
+    ``proof`` is the audit path; a whole MerkleProof is refused (pass ``proof.path``, or call
+    ``proof.verify(leaf)``), so the index, size and root checked are always the ones given here.
     """
     expected = _to_hash(root, "Merkle root")
-    if isinstance(proof, (str, bytes, bytearray, memoryview)):
-        raise ProofError("a Merkle proof is a sequence of sibling hashes, not a single value")
     found = root_from_path(leaf_hash(leaf), index, tree_size, proof)
     return found is not None and found == expected

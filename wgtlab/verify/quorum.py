@@ -5,7 +5,7 @@ Stateless: call it again with every vote received so far; it says what to do nex
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,6 +41,40 @@ def _majority(count: int, round_size: int) -> bool:
     return 2 * count > round_size
 
 
+def _shown(item: object) -> str:
+    text = repr(item)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _pairs(votes: object) -> list[tuple[str, Hashable]]:
+    """``votes`` as a list of (worker, digest) pairs; ConfigError showing anything else."""
+    expected = "votes must be (worker, digest) pairs, e.g. [('w1', digest1), ('w2', digest2)]"
+    if isinstance(votes, Mapping):
+        raise ConfigError(
+            f"{expected}; got a {type(votes).__name__} {_shown(votes)}. For a mapping of "
+            "worker -> digest pass list(votes.items())"
+        )
+    if isinstance(votes, (str, bytes)) or not isinstance(votes, Iterable):
+        raise ConfigError(f"{expected}; got {type(votes).__name__} {_shown(votes)}")
+    pairs = []
+    for n, item in enumerate(votes):
+        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
+            raise ConfigError(
+                f"{expected}; vote {n} is {type(item).__name__} {_shown(item)}, not a pair"
+            )
+        worker, digest = item
+        try:
+            hash(worker)
+            hash(digest)
+        except TypeError:
+            raise ConfigError(
+                f"{expected}, with a hashable worker id and digest (str or bytes); vote {n} is "
+                f"{_shown(item)}"
+            ) from None
+        pairs.append((worker, digest))
+    return pairs
+
+
 def quorum(
     votes: Sequence[tuple[str, Hashable]],
     *,
@@ -53,7 +87,8 @@ def quorum(
     it is decided as early as possible (2 equal votes of 3 requested) and extra replicas scheduled
     after a disagreement raise the bar with them. ``max_replicas`` caps the total number of
     replicas (default ``replicas + MAX_EXTRA_REPLICAS``); when even that many could not form a
-    strict majority, the chunk has failed. Each worker may vote once.
+    strict majority, the chunk has failed. Each worker may vote once. Anything but an iterable of
+    2-item pairs (a dict, bare worker names) is a ConfigError showing the offending item.
     """
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise ConfigError(f"replicas must be an int >= 1, got {replicas!r}")
@@ -64,6 +99,7 @@ def quorum(
     if max_replicas < replicas:
         raise ConfigError(f"max_replicas ({max_replicas}) must be at least replicas ({replicas})")
 
+    votes = _pairs(votes)
     by_digest: dict[Hashable, list[str]] = {}
     seen: set[str] = set()
     for worker, digest in votes:

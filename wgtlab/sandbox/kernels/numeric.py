@@ -23,8 +23,42 @@ __all__ = ["CountWhere", "Histogram", "MinMax", "PartialSum", "Sum", "float64_va
 MAX_BINS = 1 << 20
 
 
+# dtype kinds that convert to float64 without an error but not to what the analyst meant:
+# complex (the imaginary part is dropped) and datetime64 / timedelta64 (raw integer ticks).
+_REFUSED_KINDS = frozenset("cmM")
+
+
+def _refuse_dtype(chunk: Any, dtype: Any) -> None:
+    kind = getattr(dtype, "kind", None)
+    if kind not in _REFUSED_KINDS:
+        return
+    what = f"this {type(chunk).__name__} chunk holds {dtype} values"
+    if kind == "c":
+        raise ConfigError(
+            f"a float64 kernel needs real numbers, and {what}: converting would drop the "
+            "imaginary part silently. Pass the real numbers you mean explicitly, e.g. x.real, "
+            "x.imag or abs(x)"
+        )
+    if kind == "M":
+        raise ConfigError(
+            f"a float64 kernel needs plain numbers, and {what}: its datetimes would be used as "
+            "raw integer ticks since 1970. Convert them to numbers deliberately, e.g. "
+            "x.astype('int64') for ticks since the epoch, or seconds since a start with "
+            "(x - start).dt.total_seconds() (pandas) or (x - start) / np.timedelta64(1, 's')"
+        )
+    raise ConfigError(
+        f"a float64 kernel needs plain numbers, and {what}: its durations would be used as "
+        "raw integer ticks. Convert them to numbers deliberately, e.g. x.dt.total_seconds() "
+        "(pandas) or x / np.timedelta64(1, 's') (numpy)"
+    )
+
+
 def float64_values(chunk: Any) -> np.ndarray:
-    """The chunk's values as a contiguous little-endian float64 array, NaN dropped."""
+    """The chunk's values as a contiguous little-endian float64 array, NaN dropped.
+
+    Complex, datetime64 and timedelta64 values are refused (ConfigError): they would convert to
+    something other than what was meant (the real part only, raw integer ticks).
+    """
     try:
         if isinstance(chunk, (bytes, bytearray, memoryview)):
             raw = memoryview(chunk).cast("B")
@@ -33,13 +67,19 @@ def float64_values(chunk: Any) -> np.ndarray:
                     f"a float64 chunk of raw bytes must be a multiple of 8 bytes, got {raw.nbytes}"
                 )
             values = np.frombuffer(raw, dtype="<f8")
-        elif hasattr(chunk, "to_numpy"):  # pandas Series / DataFrame, pyarrow arrays
-            try:
-                values = chunk.to_numpy(dtype=np.float64, na_value=np.nan)
-            except TypeError:
-                values = chunk.to_numpy(dtype=np.float64)
-        else:
-            values = np.asarray(chunk, dtype=np.float64)
+        elif hasattr(chunk, "dtype"):  # numpy arrays and scalars, pandas Series
+            _refuse_dtype(chunk, chunk.dtype)
+            values = _to_numpy(chunk)
+        elif hasattr(chunk, "to_numpy"):  # pandas DataFrame, pyarrow arrays
+            dtypes = getattr(chunk, "dtypes", None)
+            if dtypes is not None and hasattr(dtypes, "__iter__"):
+                for dtype in dtypes:
+                    _refuse_dtype(chunk, dtype)
+            values = _to_numpy(chunk)
+        else:  # lists and other sequences: what numpy makes of them decides
+            values = np.asarray(chunk)
+            _refuse_dtype(chunk, values.dtype)
+            values = values.astype(np.float64, copy=False)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -61,6 +101,15 @@ def float64_values(chunk: Any) -> np.ndarray:
     if nan.any():
         values = values[~nan]
     return np.ascontiguousarray(values, dtype="<f8")
+
+
+def _to_numpy(chunk: Any) -> np.ndarray:
+    if not hasattr(chunk, "to_numpy"):
+        return np.asarray(chunk, dtype=np.float64)
+    try:
+        return chunk.to_numpy(dtype=np.float64, na_value=np.nan)
+    except TypeError:
+        return chunk.to_numpy(dtype=np.float64)
 
 
 def _with_header(header: bytes, values: np.ndarray) -> bytes:
