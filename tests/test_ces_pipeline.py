@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
+import pickle
 import random
 from concurrent.futures import ThreadPoolExecutor
 
@@ -221,3 +223,21 @@ def test_inspect_report_is_a_value_with_a_table():
     assert "4 data + 2 parity" in str(report)
     with pytest.raises(AttributeError):
         report.recoverable = False  # frozen
+
+
+def test_a_pipeline_refuses_to_be_pickled_with_its_key():
+    pipe = pipeline(4, 2)
+    shards = pipe.process(b"sealed")
+    for dump in (pickle.dumps, lambda p: pickle.dumps(p, protocol=0), lambda p: pickle.dumps([p])):
+        with pytest.raises(TypeError) as caught:
+            dump(pipe)
+        message = str(caught.value)
+        assert message == (
+            "a CESPipeline cannot be pickled: the pickle would hold its secret key. Give the "
+            "other process the key through your key store or $CES_ENCRYPTION_KEY and build "
+            "CESPipeline(key, ...) there"
+        )
+        assert KEY.hex() not in message and "_thread._local" not in message
+    # Copies stay in the process: they share the (immutable, thread-safe) pipeline.
+    assert copy.copy(pipe) is pipe and copy.deepcopy({"p": pipe})["p"] is pipe
+    assert copy.deepcopy(pipe).reconstruct(shards) == b"sealed"

@@ -227,6 +227,50 @@ def test_process_file_missing_source(pipe, tmp_path):
         pipe.process_file(tmp_path / "nope.csv", tmp_path / "shards")
 
 
+def test_process_file_refuses_a_directory_as_its_source(pipe, tmp_path):
+    (tmp_path / "data").mkdir()
+    _write(tmp_path / "data" / "in.csv", payload())
+    before = _tree(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        pipe.process_file(tmp_path / "data", tmp_path / "shards")
+    assert str(caught.value) == f"{str(tmp_path / 'data')!r} is a directory, not a file to shard"
+    assert not isinstance(caught.value, IsADirectoryError)
+    assert _tree(tmp_path) == before  # no shard directory, no shard files
+
+
+@pytest.mark.parametrize("trailing_slash", [False, True])
+def test_reconstruct_file_into_a_directory_is_refused(pipe, tmp_path, trailing_slash):
+    data = payload()
+    pipe.process_file(_write(tmp_path / "in.csv", data), tmp_path / "shards")
+    (tmp_path / "outdir").mkdir()
+    before = _tree(tmp_path)
+    out = str(tmp_path / "outdir") + ("/" if trailing_slash else "")
+    with pytest.raises(ConfigError) as caught:
+        pipe.reconstruct_file(tmp_path / "shards", out)
+    assert str(caught.value) == (
+        f"cannot write the rebuilt data to {out!r}: it is a directory; give a file path (e.g. "
+        "a file inside that directory)"
+    )
+    assert _tree(tmp_path) == before  # above all no outdir/outdir.partial
+
+
+def test_reconstruct_file_refuses_an_existing_file_unless_overwrite(pipe, tmp_path):
+    data = payload()
+    pipe.process_file(_write(tmp_path / "in.csv", data), tmp_path / "shards")
+    out = _write(tmp_path / "precious.csv", b"keep me")
+    before = _tree(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        pipe.reconstruct_file(tmp_path / "shards", out)
+    assert str(caught.value) == (
+        f"cannot write the rebuilt data to {str(out)!r}: the file already exists; pass "
+        "overwrite=True (CLI: --force) to replace it, or choose another path"
+    )
+    assert out.read_bytes() == b"keep me" and _tree(tmp_path) == before
+
+    assert pipe.reconstruct_file(tmp_path / "shards", out, overwrite=True) == len(data)
+    assert out.read_bytes() == data and _tree(tmp_path) == before  # replaced, no .partial
+
+
 def test_damaged_fragments_in_files_are_survived(pipe, tmp_path):
     data = payload(30 * SEGMENT)
     (tmp_path / "in").write_bytes(data)
@@ -317,6 +361,36 @@ def test_dataframe_round_trip_keeps_dtypes_and_index(pipe):
     back = wgt.ces.dataframe_from_shards([None, *shards[1:5], None], pipe)
     pd.testing.assert_frame_equal(back, df)
     assert list(back.dtypes) == list(df.dtypes) and back.index.name == "row_id"
+
+
+def test_dataframe_helpers_take_a_key_a_pipeline_or_nothing(pipe, monkeypatch, recwarn):
+    df = pd.DataFrame({"x": np.arange(50, dtype=np.int64), "y": ["a", "b"] * 25})
+    for key in (KEY, KEY.hex(), pipe):
+        shards = wgt.ces.shard_dataframe(df, key)
+        for reader in (KEY, KEY.hex(), pipe):
+            pd.testing.assert_frame_equal(wgt.ces.dataframe_from_shards(shards, reader), df)
+    monkeypatch.setenv("CES_ENCRYPTION_KEY", KEY.hex())  # None: CESPipeline() reads it
+    shards = wgt.ces.shard_dataframe(df)
+    pd.testing.assert_frame_equal(wgt.ces.dataframe_from_shards(shards), df)
+    pd.testing.assert_frame_equal(wgt.ces.dataframe_from_shards(shards, pipe), df)
+    assert not recwarn.list
+
+    monkeypatch.delenv("CES_ENCRYPTION_KEY")
+    with pytest.warns(wgt.EphemeralKeyWarning) as record:
+        wgt.ces.shard_dataframe(df)
+    assert record[0].filename == __file__  # points at the caller, not at wgtlab
+
+    with pytest.raises(KeyConfigError) as caught:
+        wgt.ces.shard_dataframe(df, bytes(31))
+    assert str(caught.value) == (
+        "the key is 31 bytes long; a CES key is exactly 32 bytes (or 64 hex characters). "
+        "Generate one with `wgtlab keygen`."
+    )
+    with pytest.raises(KeyConfigError) as caught:
+        wgt.ces.dataframe_from_shards(shards, 12345)
+    assert str(caught.value) == (
+        "expected a CESPipeline, a key (32 bytes or 64 hex characters) or None; got int"
+    )
 
 
 def test_dataframe_helpers_refuse_other_things(pipe):

@@ -131,3 +131,162 @@ def test_wgtlab_run_runs_the_jobs_a_file_defines(tmp_path, capsys):
     empty.write_text("x = 1\n")
     assert main(["run", str(empty), "--no-progress"]) == 1
     assert "defines no wgt.Job" in capsys.readouterr().err
+
+
+def _jobfile(tmp_path, source: str, name: str = "job.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source).lstrip())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "error"),
+    [
+        ("import wgtlab as wgt\nx = 1\ny = x +\n", 3, "SyntaxError: invalid syntax"),
+        (
+            "import wgtlab as wgt\n\ndef ratio():\n    return 1 / 0\n\nr = ratio()\n",
+            4,
+            "ZeroDivisionError: division by zero",
+        ),
+        (
+            "import wgtlab as wgt\nwgt.kernel(wgt.kernels.sum())\n",
+            2,
+            "JobDefinitionError: no job is being defined in this thread: call this inside "
+            "`with wgt.Job(name) as job:` or call the method on the job object (job.input(...))",
+        ),
+    ],
+    ids=["syntax", "exception", "wgt-error"],
+)
+def test_wgtlab_run_reports_an_error_in_the_job_file_as_one_line(
+    tmp_path, monkeypatch, capsys, source, line, error
+):
+    _jobfile(tmp_path, source)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "job.py"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"wgtlab run: JobDefinitionError: job.py line {line}: {error}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.py"]
+
+
+def test_wgtlab_run_validates_every_job_before_drawing_or_running_anything(tmp_path, capsys):
+    path = _jobfile(
+        tmp_path,
+        """
+        import numpy as np
+        import wgtlab as wgt
+
+        with wgt.Job("fine") as fine:
+            wgt.input(np.arange(10.0), chunk_rows=5)
+            wgt.kernel(wgt.kernels.sum())
+
+        with wgt.Job("nokernel") as broken:
+            wgt.input(np.arange(10.0), chunk_rows=5)
+        """,
+    )
+    assert main(["run", str(path)]) == 1  # with the progress bar on
+    out, err = capsys.readouterr()
+    assert out == ""  # "fine" did not run either
+    assert err == (
+        "wgtlab run: JobDefinitionError: job 'nokernel' has no kernel: call job.kernel(...)\n"
+    )  # no "nokernel: 0chunk" bar before it
+
+    replicas = _jobfile(
+        tmp_path,
+        """
+        import numpy as np
+        import wgtlab as wgt
+
+        with wgt.Job("wide") as wide:
+            wgt.input(np.arange(10.0), chunk_rows=5)
+            wgt.kernel(wgt.kernels.sum())
+            wgt.verify("redundancy", replicas=3)
+        """,
+        "wide.py",
+    )
+    assert main(["run", str(replicas), "--workers", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "wgtlab run: JobDefinitionError: job 'wide' asks for 3 replicas but the cluster has 2 "
+        "workers; lower replicas or add workers\n"
+    )
+
+
+DEFINED = """
+import wgtlab as wgt
+
+@wgt.Job.define
+def words():
+    wgt.Job.execute(wgt.kernels.word_count())
+"""
+
+
+def test_wgtlab_run_a_defined_job_needs_its_data(tmp_path, capsys):
+    path = _jobfile(tmp_path, DEFINED)
+    assert main(["run", str(path), "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"wgtlab run: JobDefinitionError: {path} defines the @wgt.Job.define job 'words' but "
+        "no data for it: pass --data FILE to run it over that file's bytes, or give it data in "
+        "the file (job = words.job(data))\n"
+    )
+    assert "A @wgt.Job.define job needs data: with --data FILE it runs over that file's bytes" in (
+        " ".join(build_parser_help("run").split())
+    )
+
+    data = tmp_path / "text.txt"
+    data.write_bytes(b"alpha beta gamma delta")
+    assert main(["run", str(path), "--data", str(data), "--no-progress", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert '"value": 4' in out and '"ok": true' in out and err == ""
+
+    given = _jobfile(tmp_path, DEFINED + 'job = words.job(b"one two three")\n', "given.py")
+    assert main(["run", str(given), "--no-progress", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count('"ok": true') == 1 and '"value": 3' in out and err == ""
+
+
+def test_wgtlab_run_mixes_jobs_and_refuses_data_nobody_takes(tmp_path, capsys):
+    mixed = _jobfile(
+        tmp_path,
+        DEFINED
+        + """
+import numpy as np
+
+with wgt.Job("total") as total:
+    wgt.input(np.arange(4.0), chunk_rows=2)
+    wgt.kernel(wgt.kernels.sum())
+""",
+    )
+    assert main(["run", str(mixed), "--no-progress", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count('"ok": true') == 1 and '"value": 6.0' in out
+    assert err == (
+        "wgtlab run: note: not running the @wgt.Job.define job 'words': it needs data (pass "
+        "--data FILE)\n"
+    )
+
+    plain = _jobfile(tmp_path, "import wgtlab as wgt\nx = 1\n", "plain.py")
+    data = tmp_path / "text.txt"
+    data.write_bytes(b"a b")
+    assert main(["run", str(plain), "--data", str(data)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"wgtlab run: ConfigError: --data is the data for @wgt.Job.define jobs, and {plain} "
+        "defines none; a wgt.Job takes its data from wgt.input(...) in the file\n"
+    )
+    assert main(["run", str(mixed), "--data", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"wgtlab run: ConfigError: --data {str(tmp_path)!r} is a directory; give a file\n"
+    )
+
+
+def build_parser_help(command: str) -> str:
+    from wgtlab.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return action.choices[command].format_help()

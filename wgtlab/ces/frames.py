@@ -10,7 +10,8 @@ import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from wgtlab.ces.pipeline import CESPipeline
+from wgtlab.ces.keys import KeyLike
+from wgtlab.ces.pipeline import CESPipeline, as_pipeline
 from wgtlab.errors import ConfigError, IntegrityError
 
 if TYPE_CHECKING:
@@ -31,18 +32,24 @@ def dataframe_to_parquet(df: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def shard_dataframe(df: pd.DataFrame, pipeline: CESPipeline) -> list[bytes]:
-    """The shards of ``df`` (as Parquet), made by ``pipeline``."""
-    return pipeline.process(dataframe_to_parquet(df))
+def shard_dataframe(df: pd.DataFrame, pipeline: KeyLike | CESPipeline | None = None) -> list[bytes]:
+    """The shards of ``df`` (as Parquet), made by ``pipeline``: a ``CESPipeline``, a key (32
+    bytes or 64 hex characters), or None for ``CESPipeline()`` (``$CES_ENCRYPTION_KEY``, else a
+    random key with an ``EphemeralKeyWarning``)."""
+    parquet = dataframe_to_parquet(df)
+    return as_pipeline(pipeline, stacklevel=2).process(parquet)
 
 
 def dataframe_from_shards(
-    shards: Sequence[bytes | None], pipeline: CESPipeline, present: Sequence[bool] | None = None
+    shards: Sequence[bytes | None],
+    pipeline: KeyLike | CESPipeline | None = None,
+    present: Sequence[bool] | None = None,
 ) -> pd.DataFrame:
-    """The DataFrame that ``shard_dataframe`` sharded, with its dtypes and index."""
+    """The DataFrame that ``shard_dataframe`` sharded, with its dtypes and index; ``pipeline``
+    as for ``shard_dataframe`` (the key the shards were sealed with)."""
     import pandas as pd
 
-    data = pipeline.reconstruct(shards, present)
+    data = as_pipeline(pipeline, stacklevel=2).reconstruct(shards, present)
     try:
         return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
     except Exception as exc:  # authenticated bytes that are not Parquet: not from shard_dataframe

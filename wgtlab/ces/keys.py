@@ -51,6 +51,37 @@ def parse_hex_key(text: str, *, source: str = "the key") -> bytes:
     )
 
 
+def parse_key_bytes(data: bytes, *, source: str = "the key file") -> bytes:
+    """32 bytes from a key file's contents: 64 hex characters (surrounding whitespace, e.g. a
+    final newline, is ignored) or exactly 32 raw bytes. Anything else is a ``KeyConfigError``
+    naming ``source`` and the accepted forms, never any of the bytes."""
+    raw = bytes(data)
+    text = raw.strip()
+    if len(text) == 2 * KEY_BYTES and _HEX_DIGITS.issuperset(text.decode("latin-1")):
+        return bytes.fromhex(text.decode("ascii"))
+    if len(raw) == KEY_BYTES and not _looks_like_text(raw):
+        return raw
+    if len(raw) == KEY_BYTES:
+        problem = f"holds {KEY_BYTES} bytes of text, not random binary bytes"
+    elif len(text) == 2 * KEY_BYTES:
+        problem = f"holds {len(text)} characters that are not all hex digits"
+    elif not raw:
+        problem = "is empty"
+    else:
+        problem = f"holds {len(raw)} bytes"
+    raise KeyConfigError(
+        f"{source} {problem}; expected {2 * KEY_BYTES} hex characters (optionally followed by "
+        f"a newline), e.g. from `wgtlab keygen > FILE`, or exactly {KEY_BYTES} raw bytes, e.g. "
+        f"from `head -c {KEY_BYTES} /dev/urandom > FILE`"
+    )
+
+
+def _looks_like_text(raw: bytes) -> bool:
+    # 32 random bytes are all printable ASCII with odds of about 1e-13: a 32-byte file of text
+    # is a short hex key, a passphrase or a typo, not a raw key.
+    return all(32 <= b < 127 or b in b"\t\n\r" for b in raw)
+
+
 def key_from_env(variable: str = defaults.CES_KEY_ENV) -> bytes | None:
     """The key in ``$CES_ENCRYPTION_KEY``, None if the variable is unset; malformed -> error."""
     text = os.environ.get(variable)

@@ -37,7 +37,7 @@ from wgtlab.ces.format import (
 )
 from wgtlab.ces.keys import KeyLike, KeySchedule, derive_tenant_key, resolve_key
 from wgtlab.ces.shardset import BytesSource, ShardSet, ShardSetReport, ShardSource
-from wgtlab.errors import CESError, ConfigError, IntegrityError
+from wgtlab.errors import CESError, ConfigError, IntegrityError, KeyConfigError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -215,6 +215,21 @@ class CESPipeline:
             f"{self.compression_level}, {self.key_source} key {self.key_id[:12]})"
         )
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Pickling would copy the data key into the pickle (a file, a cache, a message to
+        # another machine), where no key store or rotation reaches it. Refuse, and say how.
+        raise TypeError(
+            "a CESPipeline cannot be pickled: the pickle would hold its secret key. Give the "
+            f"other process the key through your key store or ${defaults.CES_KEY_ENV} and "
+            "build CESPipeline(key, ...) there"
+        )
+
+    def __copy__(self) -> CESPipeline:
+        return self  # immutable once built and thread-safe: a copy may share it
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CESPipeline:
+        return self
+
     # --- in memory -------------------------------------------------------------------------
 
     def process(self, data: bytes | bytearray | memoryview) -> list[bytes]:
@@ -275,10 +290,7 @@ class CESPipeline:
         with the plaintext bytes done after each segment.
         """
         fs_in, path_in = store.location(src)
-        try:
-            size = int(fs_in.size(path_in))
-        except (FileNotFoundError, IsADirectoryError, TypeError):
-            raise ConfigError(f"no such file to shard: {os.fspath(src)!r}") from None
+        size = source_size(fs_in, path_in, src)
         header = self._new_header(size)
         with fs_in.open(path_in, "rb") as source:
             sealed = ordered_map(
@@ -291,18 +303,25 @@ class CESPipeline:
         src: store.URL,
         out: store.URL | IO[bytes],
         *,
+        overwrite: bool = False,
         progress: Progress | None = None,
     ) -> int:
         """Rebuild the data of the shard set under ``src`` into ``out`` (a path, URL or binary
         file); returns the bytes written. Streams with bounded memory; a path is written under
-        a temporary name and renamed only once complete, so a failed rebuild leaves nothing."""
+        a temporary name and renamed only once complete, so a failed rebuild leaves nothing.
+
+        ``out`` must name a file: a directory is refused, and so is an existing file unless
+        ``overwrite`` (as ``process_file`` refuses an existing shard set)."""
+        target = None
+        if not hasattr(out, "write"):
+            target = output_target(out, overwrite=overwrite)  # type: ignore[arg-type]
         sources, names, reasons = store.open_sources(src)
         try:
             shard_set = ShardSet.open(sources, self._keys, names=names, missing_reasons=reasons)
             parts = ordered_map(lambda j: self._open(shard_set, j), _segments(shard_set))
-            if hasattr(out, "write"):
+            if target is None:
                 return _write_parts(out, parts, progress)  # type: ignore[arg-type]
-            fs, path = store.location(out)  # type: ignore[arg-type]
+            fs, path = target
             partial = f"{path}.partial"
             sink = _open_output(fs, partial, out)  # type: ignore[arg-type]
             try:
@@ -460,6 +479,56 @@ def write_store(
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def as_pipeline(
+    key_or_pipeline: KeyLike | CESPipeline | None, *, stacklevel: int = 2
+) -> CESPipeline:
+    """A ``CESPipeline`` from what CES functions accept as their key: a pipeline (used as it
+    is), a key (32 bytes or 64 hex characters), or None (``$CES_ENCRYPTION_KEY``, else a random
+    key with an ``EphemeralKeyWarning`` pointing ``stacklevel`` frames up, at the caller)."""
+    if isinstance(key_or_pipeline, CESPipeline):
+        return key_or_pipeline
+    if key_or_pipeline is None:
+        key, source = resolve_key(None, stacklevel=stacklevel + 1)
+        pipe = CESPipeline(key)
+        pipe.key_source = source
+        return pipe
+    if not isinstance(key_or_pipeline, bytes | bytearray | memoryview | str):
+        raise KeyConfigError(
+            "expected a CESPipeline, a key (32 bytes or 64 hex characters) or None; got "
+            f"{type(key_or_pipeline).__name__}"
+        )
+    return CESPipeline(key_or_pipeline)
+
+
+def source_size(fs: Any, path: str, given: store.URL) -> int:
+    """The size of the file to shard at ``path``; a missing file or a directory is a
+    ``ConfigError`` naming ``given`` (filesystems differ: a local directory has a size)."""
+    try:
+        if fs.isdir(path):
+            raise ConfigError(f"{os.fspath(given)!r} is a directory, not a file to shard")
+        return int(fs.size(path))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, TypeError):
+        raise ConfigError(f"no such file to shard: {os.fspath(given)!r}") from None
+
+
+def output_target(out: store.URL, *, overwrite: bool) -> tuple[Any, str]:
+    """(filesystem, path) to write rebuilt data to, checked before any work: a directory is a
+    ``ConfigError``, and so is an existing file unless ``overwrite``."""
+    given = os.fspath(out)
+    fs, path = store.location(out)
+    if given.endswith(("/", os.sep)) or fs.isdir(path):
+        raise ConfigError(
+            f"cannot write the rebuilt data to {given!r}: it is a directory; give a file path "
+            "(e.g. a file inside that directory)"
+        )
+    if not overwrite and fs.exists(path):
+        raise ConfigError(
+            f"cannot write the rebuilt data to {given!r}: the file already exists; pass "
+            "overwrite=True (CLI: --force) to replace it, or choose another path"
+        )
+    return fs, path
 
 
 def _output_buffer(size: int) -> tuple[bytes, memoryview]:

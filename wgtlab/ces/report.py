@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from wgtlab.ces import store
-from wgtlab.ces.keys import KeyLike, KeySchedule, coerce_key
+from wgtlab.ces.keys import KeyLike, KeySchedule
 from wgtlab.ces.shardset import ShardSet, ShardSetReport, ShardSource, judge_shards
 
 
@@ -58,8 +58,7 @@ def _report(
 
 def _schedule(key: Any) -> KeySchedule | None:
     if key is None:
-        return None
-    schedule = getattr(key, "_keys", None)  # a CESPipeline
-    if isinstance(schedule, KeySchedule):
-        return schedule
-    return KeySchedule.from_key(coerce_key(key))
+        return None  # no key: checksums only (unlike as_pipeline, never a random key)
+    from wgtlab.ces.pipeline import as_pipeline
+
+    return as_pipeline(key)._keys

@@ -17,6 +17,7 @@ from wgtlab.ces.pipeline import (
     Progress,
     Sealed,
     _memory_sources,
+    as_pipeline,
     ordered_map,
     write_shards,
     write_store,
@@ -73,7 +74,7 @@ def rotate_store(
 def _pipeline(key: KeyOrPipeline) -> CESPipeline:
     if key is None:
         raise KeyConfigError("key rotation needs both keys explicitly (old_key and new_key)")
-    return key if isinstance(key, CESPipeline) else CESPipeline(key)
+    return as_pipeline(key)
 
 
 def _target(

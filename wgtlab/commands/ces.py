@@ -1,8 +1,9 @@
 """``wgtlab ces encode | decode | inspect`` (shard files) and ``wgtlab keygen`` (a fresh key).
 
-The key comes from ``--key-file`` or ``$CES_ENCRYPTION_KEY``; ``--tenant`` derives a tenant key
-from the master secret in ``--master-secret-file`` or ``$CES_MASTER_SECRET``. Never a random key:
-shards made under a key that dies with the command could never be decoded.
+The key comes from ``--key-file`` or ``--tenant`` (a tenant key derived from the master secret
+in ``--master-secret-file`` or ``$CES_MASTER_SECRET``), never both; with neither, from
+``$CES_ENCRYPTION_KEY``. Never a random key: shards made under a key that dies with the command
+could never be decoded.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     decode = commands.add_parser("decode", help="rebuild the file from the shards in DIR")
     decode.add_argument("directory", metavar="DIR", help="shard directory (or fsspec URL)")
-    decode.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    decode.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="file to write (not a directory)"
+    )
+    decode.add_argument("--force", action="store_true", help="replace FILE if it exists")
     _key_arguments(decode)
     decode.set_defaults(handler=run_decode)
 
@@ -77,13 +81,21 @@ def _key_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key-file",
         type=Path,
-        help=f"file holding the key as 64 hex characters (default: ${defaults.CES_KEY_ENV})",
+        help=(
+            "file holding the key: 64 hex characters (as `wgtlab keygen` prints) or exactly 32 "
+            f"raw bytes (default: ${defaults.CES_KEY_ENV}; not with --tenant)"
+        ),
     )
-    parser.add_argument("--tenant", help="derive this tenant's key from the master secret")
+    parser.add_argument(
+        "--tenant", help="derive this tenant's key from the master secret (not with --key-file)"
+    )
     parser.add_argument(
         "--master-secret-file",
         type=Path,
-        help=f"file holding the master secret in hex (default: ${defaults.CES_MASTER_SECRET_ENV})",
+        help=(
+            "with --tenant: file holding the master secret in hex "
+            f"(default: ${defaults.CES_MASTER_SECRET_ENV})"
+        ),
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -103,7 +115,7 @@ def run_encode(args: argparse.Namespace) -> int:
         data_shards=args.data_shards,
         parity_shards=args.parity_shards,
     )
-    size = _size(args.file)
+    size = _size(args.file)  # a missing file or a directory is refused before any work
     with _ByteProgress(size, args, "encode") as progress:
         manifest = pipe.process_file(
             args.file, args.output, overwrite=args.force, progress=progress
@@ -118,12 +130,16 @@ def run_encode(args: argparse.Namespace) -> int:
 
 def run_decode(args: argparse.Namespace) -> int:
     from wgtlab.ces import store
+    from wgtlab.ces.pipeline import output_target
 
     pipe = _pipeline(args, required=True)
+    output_target(args.output, overwrite=args.force)  # a directory or existing file: refused now
     fs, root = store.location(args.directory)
     size = store.read_manifest(fs, root).original_size  # only sizes the progress bar
     with _ByteProgress(size, args, "decode") as progress:
-        written = pipe.reconstruct_file(args.directory, args.output, progress=progress)
+        written = pipe.reconstruct_file(
+            args.directory, args.output, overwrite=args.force, progress=progress
+        )
     print(f"{args.directory}: rebuilt {written} bytes into {args.output}")
     return 0
 
@@ -139,17 +155,27 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def _pipeline(args: argparse.Namespace, *, required: bool, **layout: Any) -> Any:
     """The pipeline for the key the arguments and environment name (None if optional and
-    no key is configured)."""
-    from wgtlab.ces.keys import derive_tenant_key, key_from_env, parse_hex_key
+    no key is configured). Two explicit key sources at once are refused, not ranked."""
+    from wgtlab.ces.keys import derive_tenant_key, key_from_env, parse_key_bytes
     from wgtlab.ces.pipeline import CESPipeline
 
+    if args.tenant is not None and args.key_file is not None:
+        raise ConfigError(
+            "--key-file and --tenant both name a key; give one: --key-file FILE for a key of "
+            "its own, or --tenant ID to derive the tenant's key from the master secret"
+        )
+    if args.master_secret_file is not None and args.tenant is None:
+        raise ConfigError(
+            "--master-secret-file is the secret tenant keys are derived from; use it with "
+            "--tenant ID"
+        )
     if args.tenant is not None:
         secret = _read_secret(
             args.master_secret_file, defaults.CES_MASTER_SECRET_ENV, "the master secret"
         )
         key = derive_tenant_key(args.tenant, secret)
     elif args.key_file is not None:
-        key = parse_hex_key(_read_text(args.key_file), source=f"the key file {args.key_file}")
+        key = parse_key_bytes(_read_bytes(args.key_file), source=f"the key file {args.key_file}")
     else:
         key = key_from_env()
     if key is None:
@@ -165,7 +191,8 @@ def _pipeline(args: argparse.Namespace, *, required: bool, **layout: Any) -> Any
 
 def _read_secret(path: Path | None, variable: str, what: str) -> bytes:
     if path is not None:
-        text, source = _read_text(path), f"{what} file {path}"
+        # Decoded by hand: a binary file must not raise UnicodeDecodeError, which quotes a byte.
+        text, source = _read_bytes(path).decode("latin-1").strip(), f"{what} file {path}"
     else:
         text, source = os.environ.get(variable, ""), f"the environment variable {variable}"
         if not text:
@@ -181,21 +208,19 @@ def _read_secret(path: Path | None, variable: str, what: str) -> bytes:
         ) from None
 
 
-def _read_text(path: Path) -> str:
+def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_text().strip()
+        return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _size(url: str) -> int:
+    from wgtlab.ces.pipeline import source_size
     from wgtlab.ces.store import location
 
     fs, path = location(url)
-    try:
-        return int(fs.size(path))
-    except (FileNotFoundError, IsADirectoryError, TypeError):
-        raise ConfigError(f"no such file to encode: {url!r}") from None
+    return source_size(fs, path, url)
 
 
 class _ByteProgress:

@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
+import sys
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+
+DESCRIPTION = """\
+Execute JOBFILE, then run every wgt.Job it defines at module level (or only --job) on a
+LocalCluster, printing each verified result. A @wgt.Job.define job needs data: with --data FILE
+it runs over that file's bytes; the file can also give it data itself, as a plain job
+(`job = myjob.job(data)`). Without either it is not run (a note says so), and a file with
+nothing else to run is an error. Every job is validated before any runs; an error in the file
+itself is reported as one line with its file and line number."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
         help="run the jobs defined in a Python file",
-        description=(
-            "Execute JOBFILE, then run every wgt.Job it defines at module level (or only --job) "
-            "on a LocalCluster, printing each verified result."
-        ),
+        description=DESCRIPTION,
     )
     parser.add_argument("jobfile", type=Path, help="a Python file defining wgt.Job objects")
     parser.add_argument("--job", help="run only this job (variable name or job name)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE",
+        help="data for the file's @wgt.Job.define jobs: they run over FILE's bytes",
+    )
     parser.add_argument("--workers", type=int, default=4, help="local workers (default 4)")
     parser.add_argument("--json", action="store_true", help="print each result as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -29,22 +43,14 @@ def run_jobfile(args: argparse.Namespace) -> int:
     import wgtlab as wgt
     from wgtlab.cluster.manager import delegate_job
     from wgtlab.commands.progress import TextProgress
-    from wgtlab.errors import JobDefinitionError
 
-    if not args.jobfile.is_file():
-        raise JobDefinitionError(f"job file {str(args.jobfile)!r} does not exist")
-    namespace = runpy.run_path(str(args.jobfile), run_name="__wgtlab_job__")
-    jobs = _jobs_in(namespace, wgt.Job)
-    if args.job is not None:
-        jobs = {k: j for k, j in jobs.items() if args.job in (k, j.name)}
-    if not jobs:
-        wanted = f" named {args.job!r}" if args.job else ""
-        raise JobDefinitionError(
-            f"{args.jobfile} defines no wgt.Job{wanted} at module level; define one with "
-            "`with wgt.Job(name) as job: ...`"
-        )
+    jobs = _jobs_to_run(args)
+    for job in jobs.values():  # all of them, before a cluster starts or a bar is drawn
+        job.validate()
     failed = 0
     with wgt.LocalCluster(workers=args.workers) as cluster:
+        for job in jobs.values():  # replicas against workers, before any job runs
+            job.validate(len(cluster.worker_names()))
         for variable, job in jobs.items():
             progress = None if args.no_progress else TextProgress(desc=job.name)
             subscribers = [] if progress is None else [progress]
@@ -62,5 +68,102 @@ def run_jobfile(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _jobs_in(namespace: dict[str, Any], job_type: type) -> dict[str, Any]:
-    return {k: v for k, v in namespace.items() if isinstance(v, job_type)}
+def _jobs_to_run(args: argparse.Namespace) -> dict[str, Any]:
+    """Variable name -> plain ``Job``, for every job the file defines (or ``--job``), with
+    ``@wgt.Job.define`` jobs given the ``--data`` data."""
+    from wgtlab.errors import ConfigError, JobDefinitionError
+    from wgtlab.jobs.job import DefinedJob, Job
+
+    if not args.jobfile.is_file():
+        raise JobDefinitionError(f"job file {str(args.jobfile)!r} does not exist")
+    namespace = _execute(args.jobfile)
+    selected = {
+        k: v
+        for k, v in namespace.items()
+        if isinstance(v, Job | DefinedJob) and args.job in (None, k, v.name)
+    }
+    jobs = {k: v for k, v in selected.items() if isinstance(v, Job)}
+    defined = {k: v for k, v in selected.items() if isinstance(v, DefinedJob)}
+    if args.data is not None:
+        if not defined:
+            raise ConfigError(
+                f"--data is the data for @wgt.Job.define jobs, and {args.jobfile} defines none"
+                f"{_named(args.job)}; a wgt.Job takes its data from wgt.input(...) in the file"
+            )
+        data = _read_data(args.data)
+        jobs.update({k: d.job(data) for k, d in defined.items()})
+        return jobs
+    # A defined job the file already gave data (``job = myjob.job(data)``) runs as that job.
+    kernels = {id(j.kernel_obj) for j in jobs.values()}
+    waiting = [k for k, d in defined.items() if id(d.kernel_obj) not in kernels]
+    if waiting and not jobs:
+        raise JobDefinitionError(
+            f"{args.jobfile} defines the @wgt.Job.define job {_listing(waiting)} but no data "
+            "for it: pass --data FILE to run it over that file's bytes, or give it data in "
+            f"the file (job = {waiting[0]}.job(data))"
+        )
+    if waiting:
+        print(
+            f"wgtlab run: note: not running the @wgt.Job.define job {_listing(waiting)}: it "
+            "needs data (pass --data FILE)",
+            file=sys.stderr,
+        )
+    if not jobs:
+        raise JobDefinitionError(
+            f"{args.jobfile} defines no wgt.Job{_named(args.job)} at module level; define one "
+            "with `with wgt.Job(name) as job: ...`"
+        )
+    return jobs
+
+
+def _execute(path: Path) -> dict[str, Any]:
+    """The job file's globals; an error in it -> one ``JobDefinitionError`` naming its line."""
+    from wgtlab.errors import JobDefinitionError
+
+    try:
+        return runpy.run_path(str(path), run_name="__wgtlab_job__")
+    except (Exception, SystemExit) as exc:
+        if isinstance(exc, SyntaxError) and _same_file(exc.filename, path):
+            line, message = exc.lineno, exc.msg
+        else:
+            line, message = _line_in(exc.__traceback__, path), _one_line(exc)
+        where = f"{path} line {line}" if line else str(path)
+        detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+        raise JobDefinitionError(f"{where}: {detail}") from None
+
+
+def _line_in(tb: TracebackType | None, path: Path) -> int | None:
+    """The line of the innermost frame of the traceback that runs the job file itself."""
+    line = None
+    while tb is not None:
+        if _same_file(tb.tb_frame.f_code.co_filename, path):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _same_file(filename: str | None, path: Path) -> bool:
+    return filename is not None and os.path.abspath(filename) == os.path.abspath(path)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _read_data(path: Path) -> bytes:
+    from wgtlab.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(f"--data {str(path)!r} is a directory; give a file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --data {str(path)!r}: {exc.strerror}") from None
+
+
+def _named(job: str | None) -> str:
+    return f" named {job!r}" if job else ""
+
+
+def _listing(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names)
