@@ -196,7 +196,8 @@ def test_a_wall_clock_timeout_is_no_vote_and_costs_no_trust():
         assert reason.startswith("gave up after 2 failed tries: local-")
         assert reason.count("timed out: TimeLimitExceeded: ") == 2
     rows = result.verification
-    assert set(rows.outcome) == {"timed out"} and len(rows) == 4
+    # Two tries per chunk gave up; a retry already on its way may add a third row.
+    assert set(rows.outcome) == {"timed out"} and 4 <= len(rows) <= 6
 
 
 def test_ces_shards_as_input_with_two_missing(cluster):
