@@ -188,6 +188,9 @@ def test_float64_inputs_drop_nan_and_accept_pandas_and_lists(sandbox):
     raw = np.array([1.0, 2.0]).tobytes()
     assert run(wgt.kernels.sum(), [raw], sandbox) == 3.0
     assert run(wgt.kernels.sum(), [np.arange(4, dtype=np.int32)], sandbox) == 6.0
+    pa = pytest.importorskip("pyarrow")
+    arrow = [pa.array([1.5, None, 2.5]), pa.chunked_array([[1, None], [4]])]
+    assert run(wgt.kernels.sum(), arrow, sandbox) == 9.0
 
 
 def test_float64_inputs_that_make_no_sense_are_refused():

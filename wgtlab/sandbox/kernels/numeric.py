@@ -109,7 +109,11 @@ def _to_numpy(chunk: Any) -> np.ndarray:
     try:
         return chunk.to_numpy(dtype=np.float64, na_value=np.nan)
     except TypeError:
+        pass
+    try:
         return chunk.to_numpy(dtype=np.float64)
+    except TypeError:  # pyarrow arrays: no dtype argument; nulls come out as NaN or None
+        return np.asarray(chunk.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 def _with_header(header: bytes, values: np.ndarray) -> bytes:
