@@ -74,6 +74,11 @@ def _jobs_to_run(args: argparse.Namespace) -> dict[str, Any]:
     from wgtlab.errors import ConfigError, JobDefinitionError
     from wgtlab.jobs.job import DefinedJob, Job
 
+    if args.jobfile.is_dir():
+        raise JobDefinitionError(
+            f"job file {str(args.jobfile)!r} is a directory; give the Python file that "
+            "defines the jobs"
+        )
     if not args.jobfile.is_file():
         raise JobDefinitionError(f"job file {str(args.jobfile)!r} does not exist")
     namespace = _execute(args.jobfile)
