@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
+import sandbox_hostile as hostile
 from hypothesis import settings
+
+from wgtlab.sandbox.module import WasmModule
 
 # CI runs each property test on the same examples every time: a red CI is a real regression,
 # never a newly drawn example. Locally, hypothesis explores freely.
@@ -22,3 +25,8 @@ def private_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WGTLAB_CACHE_DIR", str(tmp_path_factory.mktemp("wgt-cache")))
         yield
+
+
+@pytest.fixture(scope="module")
+def echo() -> WasmModule:
+    return WasmModule.from_wat(hostile.ECHO)

@@ -278,3 +278,8 @@ WASI_PROBE = abi_module(
     extra='(data (i32.const 512) "/etc/passwd")',
 )
 WASI_ERRNO_BADF = 8
+
+
+def check_host_still_works(sandbox, echo) -> None:
+    """After a hostile module, the same sandbox still runs an honest one."""
+    assert sandbox.run(echo, b"still fine").output == b"still fine"

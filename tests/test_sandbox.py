@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import sandbox_hostile as hostile
+from sandbox_hostile import check_host_still_works
 
 import wgtlab as wgt
 from wgtlab.sandbox.module import WasmModule
@@ -22,11 +23,6 @@ MiB = 1 << 20
 
 
 pytestmark = pytest.mark.usefixtures("private_cache")
-
-
-@pytest.fixture(scope="module")
-def echo() -> WasmModule:
-    return WasmModule.from_wat(hostile.ECHO)
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +38,6 @@ def small() -> Sandbox:
             max_log_bytes=1024,
         )
     )
-
-
-def check_host_still_works(sandbox: Sandbox, echo: WasmModule) -> None:
-    assert sandbox.run(echo, b"still fine").output == b"still fine"
 
 
 # --- the ABI, when a module behaves -------------------------------------------------------------

@@ -7,6 +7,7 @@ import time
 import pytest
 import sandbox_hostile as hostile
 import wasmtime
+from sandbox_hostile import check_host_still_works
 
 import wgtlab as wgt
 from wgtlab.sandbox import engine as engines
@@ -21,11 +22,6 @@ pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")
-def echo() -> WasmModule:
-    return WasmModule.from_wat(hostile.ECHO)
-
-
-@pytest.fixture(scope="module")
 def small() -> Sandbox:
     return Sandbox(
         wgt.ResourceLimits(
@@ -34,10 +30,6 @@ def small() -> Sandbox:
             max_execution_time_ms=10_000,
         )
     )
-
-
-def check_host_still_works(sandbox: Sandbox, echo: WasmModule) -> None:
-    assert sandbox.run(echo, b"still fine").output == b"still fine"
 
 
 # --- 1. memory bombs that grow many pages at a time ---------------------------------------------

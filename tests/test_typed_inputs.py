@@ -38,11 +38,6 @@ def raises_exactly(error: type[BaseException], *fragments: str) -> Iterator[Any]
         assert fragment in str(caught.value), (fragment, str(caught.value))
 
 
-@pytest.fixture(scope="module")
-def echo() -> WasmModule:
-    return WasmModule.from_wat(hostile.ECHO)
-
-
 # --- 1. WasmModule.from_wat -------------------------------------------------------------------
 
 
