@@ -511,10 +511,10 @@ class _JobRun:
         no majority to say who lied)."""
         for worker, _digest in state.votes:
             self._record_reply(state.index, worker, state.replies[worker], "failed")
-        groups: dict[str, list[str]] = {}
-        for worker, digest in state.votes:
-            groups.setdefault(digest, []).append(worker)
-        shown = "; ".join(f"{d[:12]} from {', '.join(w)}" for d, w in groups.items())
+        groups = quorum(
+            state.votes, replicas=state.requested, max_replicas=self.max_replicas
+        ).groups
+        shown = "; ".join(f"{d[:12]} from {', '.join(w)}" for d, w in groups)
         self._fail(state, f"no strict majority among {len(state.votes)} replicas ({shown}){why}")
 
     def _out_of_workers(self, state: _Chunk) -> None:

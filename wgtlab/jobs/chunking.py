@@ -94,11 +94,16 @@ def is_shard_list(source: Any) -> bool:
 
     if not isinstance(source, (list, tuple)):
         return False
-    present = [s for s in source if s is not None]
-    return bool(present) and all(
-        isinstance(s, (bytes, bytearray, memoryview)) and bytes(s[: len(MAGIC)]) == MAGIC
-        for s in present
-    )
+    seen = False
+    for shard in source:  # stops at the first item that is not a shard: rows are never copied
+        if shard is None:
+            continue
+        if not isinstance(shard, (bytes, bytearray, memoryview)):
+            return False
+        if bytes(shard[: len(MAGIC)]) != MAGIC:
+            return False
+        seen = True
+    return seen
 
 
 def default_chunk_bytes(total: int) -> int:
