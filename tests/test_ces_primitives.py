@@ -311,6 +311,7 @@ def test_failed_decrypt_into_leaves_only_zeros(tamper):
 def test_failed_segment_leaves_no_plaintext_in_the_pipeline_scratch():
     """The pipeline decrypts segments into a reused per-thread buffer: a segment that fails
     authentication must not leave its decrypted (compressed) bytes there."""
+    from wgtlab.ces import buffers
     from wgtlab.ces import pipeline as pipeline_module
 
     pipe = wgt.CESPipeline(bytes(range(32)), data_shards=2, parity_shards=1, segment_size=1024)
@@ -322,7 +323,7 @@ def test_failed_segment_leaves_no_plaintext_in_the_pipeline_scratch():
     header = shard_set.header
     sealed = shard_set.sealed_segment(0)
     tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])  # a tag bit
-    pipeline_module._scratch.buffer = scratch = bytearray(b"\xa5" * (1 << 20))
+    buffers._scratch.buffer = scratch = bytearray(b"\xa5" * (1 << 20))
     with pytest.raises(
         IntegrityError, match=r"segment 0 of dataset [0-9a-f]{32} failed authentication"
     ):

@@ -109,10 +109,6 @@ class ShardHeader:
     def with_index(self, index: int) -> ShardHeader:
         return replace(self, index=index)
 
-    def same_set(self, other: ShardHeader) -> bool:
-        """Whether two headers describe the same shard set (all fields but the index)."""
-        return replace(self, index=0) == replace(other, index=0)
-
     @classmethod
     def parse(cls, raw: bytes) -> ShardHeader:
         """The header in ``raw`` (exactly HEADER_BYTES), checked field by field."""

@@ -2,27 +2,25 @@
 
 Data is cut into segments; each is zstd-compressed, sealed with XChaCha20-Poly1305 under
 associated data that pins it to its place in the dataset, then cut into k + m fragments; shard i
-holds fragment i of every segment. Segments run in parallel on a shared thread pool (zstd, the
-AEAD and BLAKE3 release the GIL) with a bounded window, so memory stays flat for any input size.
+holds fragment i of every segment. This is the recipe, composed from the primitives (``aead``,
+``erasure``, ``keys``, ``format``); the thread pool (``parallel``), the buffers results are
+written into (``buffers``) and shard and file writing (``writer``, ``store``) live apart.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import struct
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import IO, Any, TypeVar
+from collections.abc import Sequence
+from typing import IO, Any
 
 import zstandard
 
 from wgtlab import defaults
 from wgtlab.ces import store
 from wgtlab.ces.aead import NONCE_BYTES, TAG_BYTES, XChaCha20Poly1305
+from wgtlab.ces.buffers import OutputBuffer, scratch
 from wgtlab.ces.erasure import ErasureCodec, validate_shard_counts
 from wgtlab.ces.format import (
     MAX_LEVEL,
@@ -30,80 +28,35 @@ from wgtlab.ces.format import (
     MIN_LEVEL,
     MIN_SEGMENT_BYTES,
     ShardHeader,
-    build_footer,
     fragment_checksum,
     segment_count_for,
     segment_length,
 )
 from wgtlab.ces.keys import KeyLike, KeySchedule, derive_tenant_key, resolve_key
+from wgtlab.ces.parallel import ordered_map
 from wgtlab.ces.shardset import BytesSource, ShardSet, ShardSetReport, ShardSource
-from wgtlab.errors import CESError, ConfigError, IntegrityError, KeyConfigError
+from wgtlab.ces.store import Progress, output_target, source_size, write_store
+from wgtlab.ces.writer import Sealed, write_shards
+from wgtlab.errors import ConfigError, IntegrityError, KeyConfigError
 
-T = TypeVar("T")
-R = TypeVar("R")
-Progress = Callable[[int], None]
-Sealed = tuple[list[bytes], list[bytes]]  # one segment: fragments, and their checksums
+# The recipe, and (moved to ``parallel``, ``store`` and ``writer``) what was importable here.
+__all__ = [
+    "CESPipeline",
+    "Progress",
+    "Sealed",
+    "as_pipeline",
+    "ordered_map",
+    "output_target",
+    "segment_aad",
+    "source_size",
+    "write_shards",
+    "write_store",
+]
 
 _AAD_PREFIX = b"wgt-ces-v1/segment"
 _AAD_FIELDS = struct.Struct(">IIQ")
 
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
 _decompressors = threading.local()
-_scratch = threading.local()  # per-thread buffer for decrypted segments
-
-# CPython's C API, to build a bytes object in place (see _output_buffer).
-_PyBytes_FromStringAndSize = ctypes.pythonapi.PyBytes_FromStringAndSize
-_PyBytes_FromStringAndSize.restype = ctypes.py_object
-_PyBytes_FromStringAndSize.argtypes = (ctypes.c_char_p, ctypes.c_ssize_t)
-_PyBytes_AsString = ctypes.pythonapi.PyBytes_AsString
-_PyBytes_AsString.restype = ctypes.c_void_p
-_PyBytes_AsString.argtypes = (ctypes.py_object,)
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="wgtlab-ces")
-        return _pool
-
-
-def _forget_pool_after_fork() -> None:
-    # A forked child inherits the pool object but none of its threads: start a fresh one.
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
-
-
-def _window() -> int:
-    # Two segments per core in flight: enough to keep every core busy while the caller's
-    # thread reads and writes, few enough that memory stays a handful of segments.
-    return 2 * (os.cpu_count() or 1)
-
-
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], window: int | None = None) -> Iterator[R]:
-    """``map(fn, items)`` on the CES pool, results in order, at most ``window`` in flight.
-
-    ``items`` is consumed lazily on the caller's thread (reading input happens there).
-    """
-    pool, limit = _executor(), window or _window()
-    pending: deque[Future[R]] = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= limit:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        # On an error or an early close: drop what has not started, and wait for what has, so
-        # no segment is still being written into the caller's buffers after we return.
-        for future in pending:
-            future.cancel()
-        wait(pending)
 
 
 def segment_aad(header: ShardHeader, index: int) -> bytes:
@@ -113,42 +66,6 @@ def segment_aad(header: ShardHeader, index: int) -> bytes:
         + header.dataset_id
         + _AAD_FIELDS.pack(index, header.segment_count, header.original_size)
     )
-
-
-class _Collector:
-    """A write-only sink that keeps the pieces, for shards built in memory."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        self.parts.append(data)
-        return len(data)
-
-    def getvalue(self) -> bytes:
-        return b"".join(self.parts)
-
-
-class _ShardWriter:
-    """Writes a shard set in one pass: headers, then fragments as segments finish, then footers."""
-
-    def __init__(self, header: ShardHeader, sinks: Sequence[Any], mac_key: bytes) -> None:
-        self.header, self.sinks, self.mac_key = header, sinks, mac_key
-        self.entries: list[list[tuple[int, bytes]]] = [[] for _ in sinks]
-        for i, sink in enumerate(sinks):
-            sink.write(header.with_index(i).pack())
-
-    def add(self, sealed: Sealed) -> None:
-        fragments, checksums = sealed
-        for sink, entries, fragment, checksum in zip(
-            self.sinks, self.entries, fragments, checksums, strict=True
-        ):
-            sink.write(fragment)
-            entries.append((len(fragment), checksum))
-
-    def finish(self) -> None:
-        for i, (sink, entries) in enumerate(zip(self.sinks, self.entries, strict=True)):
-            sink.write(build_footer(self.header.with_index(i), entries, self.mac_key))
 
 
 class CESPipeline:
@@ -258,15 +175,14 @@ class CESPipeline:
             return b""
         # Each worker decompresses its segment straight into its slice of the result, so the
         # output is written once, by all cores, with no concatenation pass at the end.
-        out, view = _output_buffer(header.original_size)
+        out = OutputBuffer(header.original_size)
         size = header.segment_size
         for _ in ordered_map(
-            lambda j: self._open(shard_set, j, view[j * size : (j + 1) * size]),
+            lambda j: self._open(shard_set, j, out.view[j * size : (j + 1) * size]),
             _segments(shard_set),
         ):
             pass
-        view.release()
-        return out
+        return out.take()
 
     def inspect(self, shards: Sequence[bytes | None] | store.URL) -> ShardSetReport:
         """Per-shard status of a shard set (list or URL), with header MACs checked by this key."""
@@ -289,13 +205,10 @@ class CESPipeline:
         Streams: memory stays a few segments whatever the file size. ``progress(n)`` is called
         with the plaintext bytes done after each segment.
         """
-        fs_in, path_in = store.location(src)
-        size = source_size(fs_in, path_in, src)
-        header = self._new_header(size)
-        with fs_in.open(path_in, "rb") as source:
-            sealed = ordered_map(
-                lambda item: self._seal(header, *item), _read_segments(source, header)
-            )
+        with store.open_input(src) as (size, source):
+            header = self._new_header(size)
+            segments = store.read_segments(source, header)
+            sealed = ordered_map(lambda item: self._seal(header, *item), segments)
             return write_store(dest, header, sealed, self._keys.mac_key, overwrite, progress)
 
     def reconstruct_file(
@@ -312,27 +225,12 @@ class CESPipeline:
 
         ``out`` must name a file: a directory is refused, and so is an existing file unless
         ``overwrite`` (as ``process_file`` refuses an existing shard set)."""
-        target = None
-        if not hasattr(out, "write"):
-            target = output_target(out, overwrite=overwrite)  # type: ignore[arg-type]
+        output = store.RebuildOutput(out, overwrite=overwrite)  # refused now, before any work
         sources, names, reasons = store.open_sources(src)
         try:
             shard_set = ShardSet.open(sources, self._keys, names=names, missing_reasons=reasons)
             parts = ordered_map(lambda j: self._open(shard_set, j), _segments(shard_set))
-            if target is None:
-                return _write_parts(out, parts, progress)  # type: ignore[arg-type]
-            fs, path = target
-            partial = f"{path}.partial"
-            sink = _open_output(fs, partial, out)  # type: ignore[arg-type]
-            try:
-                with sink as f:
-                    written = _write_parts(f, parts, progress)
-                fs.mv(partial, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    fs.rm_file(partial)
-                raise
-            return written
+            return output.write(parts, progress)
         finally:
             store.close_sources(sources)
 
@@ -369,11 +267,12 @@ class CESPipeline:
         """Fragments of one compressed segment, and their checksums."""
         # nonce + ciphertext + tag, written once into the bytes object pyeclib needs.
         nonce = os.urandom(NONCE_BYTES)
-        sealed, view = _output_buffer(NONCE_BYTES + len(compressed) + TAG_BYTES)
-        view[:NONCE_BYTES] = nonce
-        self._aead.encrypt_into(nonce, compressed, segment_aad(header, j), view[NONCE_BYTES:])
-        view.release()
-        fragments = self.codec.encode(sealed)  # header was made by this pipeline: same codec
+        sealed = OutputBuffer(NONCE_BYTES + len(compressed) + TAG_BYTES)
+        sealed.view[:NONCE_BYTES] = nonce
+        self._aead.encrypt_into(
+            nonce, compressed, segment_aad(header, j), sealed.view[NONCE_BYTES:]
+        )
+        fragments = self.codec.encode(sealed.take())  # our own header: same codec
         return fragments, [fragment_checksum(f) for f in fragments]
 
     def _unseal(self, header: ShardHeader, j: int, sealed: bytes) -> memoryview:
@@ -384,11 +283,7 @@ class CESPipeline:
         """
         if len(sealed) < NONCE_BYTES + TAG_BYTES:
             raise IntegrityError(f"segment {j} is too short to be sealed data")
-        size = len(sealed) - NONCE_BYTES - TAG_BYTES
-        scratch = getattr(_scratch, "buffer", None)
-        if scratch is None or len(scratch) < size:
-            scratch = _scratch.buffer = bytearray(max(size, 1 << 20))
-        view, plain = memoryview(sealed), memoryview(scratch)[:size]
+        view, plain = memoryview(sealed), scratch(len(sealed) - NONCE_BYTES - TAG_BYTES)
         try:
             self._aead.decrypt_into(
                 view[:NONCE_BYTES], view[NONCE_BYTES:], segment_aad(header, j), plain
@@ -424,60 +319,6 @@ class CESPipeline:
         return plaintext
 
 
-# --- writing shard sets ------------------------------------------------------------------------
-
-
-def write_shards(header: ShardHeader, sealed: Iterable[Sealed], mac_key: bytes) -> list[bytes]:
-    """A whole shard set in memory, from the sealed segments in order."""
-    sinks = [_Collector() for _ in range(header.total_shards)]
-    writer = _ShardWriter(header, sinks, mac_key)
-    for segment in sealed:
-        writer.add(segment)
-    writer.finish()
-    return [sink.getvalue() for sink in sinks]
-
-
-def write_store(
-    dest: store.URL,
-    header: ShardHeader,
-    sealed: Iterable[Sealed],
-    mac_key: bytes,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-) -> store.ShardManifest:
-    """A shard set written under ``dest`` as segments arrive; the manifest goes last.
-
-    On any failure the shard files written so far are removed, so ``dest`` never holds half a
-    set behind a manifest.
-    """
-    fs, root = store.prepare(dest, overwrite)
-    names = [store.shard_name(i) for i in range(header.total_shards)]
-    with contextlib.ExitStack() as stack:
-        sinks = [stack.enter_context(fs.open(f"{root}/{name}", "wb")) for name in names]
-        try:
-            writer = _ShardWriter(header, sinks, mac_key)
-            for j, segment in enumerate(sealed):
-                writer.add(segment)
-                if progress:
-                    progress(segment_length(j, header.original_size, header.segment_size))
-            writer.finish()
-        except BaseException:
-            stack.close()
-            for name in names:
-                with contextlib.suppress(OSError):
-                    fs.rm_file(f"{root}/{name}")
-            raise
-    manifest = store.ShardManifest(
-        files=tuple(names),
-        dataset_id=header.dataset_id.hex(),
-        data_shards=header.data_shards,
-        parity_shards=header.parity_shards,
-        original_size=header.original_size,
-    )
-    store.write_manifest(fs, root, manifest)
-    return manifest
-
-
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -502,49 +343,9 @@ def as_pipeline(
     return CESPipeline(key_or_pipeline)
 
 
-def source_size(fs: Any, path: str, given: store.URL) -> int:
-    """The size of the file to shard at ``path``; a missing file or a directory is a
-    ``ConfigError`` naming ``given`` (filesystems differ: a local directory has a size)."""
-    try:
-        if fs.isdir(path):
-            raise ConfigError(f"{os.fspath(given)!r} is a directory, not a file to shard")
-        return int(fs.size(path))
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, TypeError):
-        raise ConfigError(f"no such file to shard: {os.fspath(given)!r}") from None
-
-
-def output_target(out: store.URL, *, overwrite: bool) -> tuple[Any, str]:
-    """(filesystem, path) to write rebuilt data to, checked before any work: a directory is a
-    ``ConfigError``, and so is an existing file unless ``overwrite``."""
-    given = os.fspath(out)
-    fs, path = store.location(out)
-    if given.endswith(("/", os.sep)) or fs.isdir(path):
-        raise ConfigError(
-            f"cannot write the rebuilt data to {given!r}: it is a directory; give a file path "
-            "(e.g. a file inside that directory)"
-        )
-    if not overwrite and fs.exists(path):
-        raise ConfigError(
-            f"cannot write the rebuilt data to {given!r}: the file already exists; pass "
-            "overwrite=True (CLI: --force) to replace it, or choose another path"
-        )
-    return fs, path
-
-
-def _output_buffer(size: int) -> tuple[bytes, memoryview]:
-    """A new ``bytes`` of ``size`` and a writable view of it, to fill before anyone sees it.
-
-    This is the C API's way to build bytes in place (``PyBytes_FromStringAndSize(NULL, n)``:
-    the contents are uninitialised until the creator fills them), reached through ctypes. Large
-    fresh memory is slow to first touch, so writing the result once instead of building parts
-    and concatenating them saves a pass that costs as much as decompressing (or sealing) it.
-    """
-    out = _PyBytes_FromStringAndSize(None, size)
-    address = _PyBytes_AsString(out)
-    return out, memoryview((ctypes.c_char * size).from_address(address)).cast("B")
-
-
-def _decompress_into(dctx: zstandard.ZstdDecompressor, compressed: bytes, into: memoryview) -> int:
+def _decompress_into(
+    dctx: zstandard.ZstdDecompressor, compressed: bytes | memoryview, into: memoryview
+) -> int:
     """Decompress one frame into ``into``; the byte count, or -1 if the frame is longer."""
     written = 0
     with dctx.stream_reader(compressed) as reader:
@@ -556,20 +357,6 @@ def _decompress_into(dctx: zstandard.ZstdDecompressor, compressed: bytes, into: 
         if reader.read(1):
             return -1
     return written
-
-
-def _open_output(fs: Any, partial: str, out: store.URL) -> IO[bytes]:
-    """``partial`` opened for writing; a missing directory is a ``ConfigError`` naming it."""
-    try:
-        return fs.open(partial, "wb")
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        given = os.fspath(out)
-        parent = os.path.dirname(given) or "."
-        problem = "does not exist" if isinstance(exc, FileNotFoundError) else "is not a directory"
-        raise ConfigError(
-            f"cannot write the rebuilt data to {given!r}: its directory {parent!r} {problem}; "
-            "create that directory first, or choose an output path in an existing one"
-        ) from None
 
 
 def _byte_view(data: Any) -> memoryview:
@@ -649,25 +436,3 @@ def _positions(at: list[int], total: int) -> str:
 
 def _segments(shard_set: ShardSet) -> range:
     return range(shard_set.header.segment_count)
-
-
-def _read_segments(source: IO[bytes], header: ShardHeader) -> Iterator[tuple[int, bytes]]:
-    """(index, plaintext) of each segment of a file whose size is in ``header``."""
-    for j in range(header.segment_count):
-        expected = segment_length(j, header.original_size, header.segment_size)
-        chunk = source.read(expected)
-        if len(chunk) != expected:
-            raise CESError("the source file shrank while it was being sharded; try again")
-        yield j, chunk
-    if source.read(1):
-        raise CESError("the source file grew while it was being sharded; try again")
-
-
-def _write_parts(out: IO[bytes], parts: Iterable[bytes], progress: Progress | None) -> int:
-    written = 0
-    for part in parts:
-        out.write(part)
-        written += len(part)
-        if progress:
-            progress(len(part))
-    return written

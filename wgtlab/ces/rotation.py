@@ -12,17 +12,10 @@ from dataclasses import replace
 from wgtlab.ces import store
 from wgtlab.ces.format import ShardHeader
 from wgtlab.ces.keys import KeyLike
-from wgtlab.ces.pipeline import (
-    CESPipeline,
-    Progress,
-    Sealed,
-    _memory_sources,
-    as_pipeline,
-    ordered_map,
-    write_shards,
-    write_store,
-)
+from wgtlab.ces.parallel import ordered_map
+from wgtlab.ces.pipeline import CESPipeline, _memory_sources, as_pipeline
 from wgtlab.ces.shardset import ShardSet
+from wgtlab.ces.writer import Sealed, write_shards
 from wgtlab.errors import KeyConfigError
 
 KeyOrPipeline = KeyLike | CESPipeline
@@ -57,7 +50,7 @@ def rotate_store(
     overwrite: bool = False,
     data_shards: int | None = None,
     parity_shards: int | None = None,
-    progress: Progress | None = None,
+    progress: store.Progress | None = None,
 ) -> store.ShardManifest:
     """Re-seal the shard set under ``src`` into ``dest`` under ``new_key``, streaming."""
     old = _pipeline(old_key)
@@ -66,7 +59,7 @@ def rotate_store(
         shard_set = ShardSet.open(sources, old._keys, names=names, missing_reasons=reasons)
         new, header = _target(shard_set.header, new_key, data_shards, parity_shards)
         resealed = _resealed(old, new, shard_set, header)
-        return write_store(dest, header, resealed, new._keys.mac_key, overwrite, progress)
+        return store.write_store(dest, header, resealed, new._keys.mac_key, overwrite, progress)
     finally:
         store.close_sources(sources)
 

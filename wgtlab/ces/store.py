@@ -1,4 +1,5 @@
-"""Shard sets at rest: one file per shard plus a JSON manifest, under any fsspec URL.
+"""Shard sets at rest: one file per shard plus a JSON manifest, under any fsspec URL; and the
+files CES streams from and rebuilds into.
 
 A local directory, ``memory://``, ``s3://``, ... all work the same. The manifest lists the shard
 files; a listed file that is gone is a missing shard, not a crash. It holds no secret.
@@ -9,15 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, cast
 
 import fsspec
 
-from wgtlab.ces.format import HEADER_BYTES, ShardHeader
+from wgtlab.ces.format import HEADER_BYTES, ShardHeader, segment_length
 from wgtlab.ces.shardset import FileSource
-from wgtlab.errors import ConfigError, ShardFormatError
+from wgtlab.ces.writer import Sealed, ShardWriter
+from wgtlab.errors import CESError, ConfigError, ShardFormatError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "wgtlab-ces-shards"
@@ -25,6 +27,7 @@ MANIFEST_VERSION = 1
 SHARD_PATTERN = "shard-*.ces"
 
 URL = str | os.PathLike[str]
+Progress = Callable[[int], None]
 
 
 def shard_name(position: int) -> str:
@@ -207,6 +210,165 @@ def close_sources(sources: Sequence[FileSource | None]) -> None:
     for source in sources:
         if source is not None:
             source.close()
+
+
+# --- streaming a shard set out -----------------------------------------------------------------
+
+
+def write_store(
+    dest: URL,
+    header: ShardHeader,
+    sealed: Iterable[Sealed],
+    mac_key: bytes,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> ShardManifest:
+    """A shard set written under ``dest`` as segments arrive; the manifest goes last.
+
+    On any failure the shard files written so far are removed, so ``dest`` never holds half a
+    set behind a manifest.
+    """
+    fs, root = prepare(dest, overwrite)
+    names = [shard_name(i) for i in range(header.total_shards)]
+    with contextlib.ExitStack() as stack:
+        sinks = [stack.enter_context(fs.open(f"{root}/{name}", "wb")) for name in names]
+        try:
+            writer = ShardWriter(header, sinks, mac_key)
+            for j, segment in enumerate(sealed):
+                writer.add(segment)
+                if progress:
+                    progress(segment_length(j, header.original_size, header.segment_size))
+            writer.finish()
+        except BaseException:
+            stack.close()
+            for name in names:
+                with contextlib.suppress(OSError):
+                    fs.rm_file(f"{root}/{name}")
+            raise
+    manifest = ShardManifest(
+        files=tuple(names),
+        dataset_id=header.dataset_id.hex(),
+        data_shards=header.data_shards,
+        parity_shards=header.parity_shards,
+        original_size=header.original_size,
+    )
+    write_manifest(fs, root, manifest)
+    return manifest
+
+
+# --- the file to shard -------------------------------------------------------------------------
+
+
+def source_size(fs: Any, path: str, given: URL) -> int:
+    """The size of the file to shard at ``path``; a missing file or a directory is a
+    ``ConfigError`` naming ``given`` (filesystems differ: a local directory has a size)."""
+    try:
+        if fs.isdir(path):
+            raise ConfigError(f"{os.fspath(given)!r} is a directory, not a file to shard")
+        return int(fs.size(path))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, TypeError):
+        raise ConfigError(f"no such file to shard: {os.fspath(given)!r}") from None
+
+
+@contextlib.contextmanager
+def open_input(src: URL) -> Iterator[tuple[int, IO[bytes]]]:
+    """(size, binary file) of the file to shard at ``src``, closed on exit."""
+    fs, path = location(src)
+    size = source_size(fs, path, src)
+    with fs.open(path, "rb") as source:
+        yield size, source
+
+
+def read_segments(source: IO[bytes], header: ShardHeader) -> Iterator[tuple[int, bytes]]:
+    """(index, plaintext) of each segment of a file whose size is in ``header``."""
+    for j in range(header.segment_count):
+        expected = segment_length(j, header.original_size, header.segment_size)
+        chunk = source.read(expected)
+        if len(chunk) != expected:
+            raise CESError("the source file shrank while it was being sharded; try again")
+        yield j, chunk
+    if source.read(1):
+        raise CESError("the source file grew while it was being sharded; try again")
+
+
+# --- the rebuilt file --------------------------------------------------------------------------
+
+
+def output_target(out: URL, *, overwrite: bool) -> tuple[Any, str]:
+    """(filesystem, path) to write rebuilt data to, checked before any work: a directory is a
+    ``ConfigError``, and so is an existing file unless ``overwrite``."""
+    given = os.fspath(out)
+    fs, path = location(out)
+    if given.endswith(("/", os.sep)) or fs.isdir(path):
+        raise ConfigError(
+            f"cannot write the rebuilt data to {given!r}: it is a directory; give a file path "
+            "(e.g. a file inside that directory)"
+        )
+    if not overwrite and fs.exists(path):
+        raise ConfigError(
+            f"cannot write the rebuilt data to {given!r}: the file already exists; pass "
+            "overwrite=True (CLI: --force) to replace it, or choose another path"
+        )
+    return fs, path
+
+
+class RebuildOutput:
+    """Where rebuilt data goes: a binary file the caller holds, or a path or URL.
+
+    A path is checked when this is made (before any work, see ``output_target``), and written
+    under a temporary name renamed only once complete, so a failed rebuild leaves nothing.
+    """
+
+    def __init__(self, out: URL | IO[bytes], *, overwrite: bool = False) -> None:
+        self.file: IO[bytes] | None = None
+        self.target: tuple[Any, str] | None = None
+        if hasattr(out, "write"):
+            self.file = cast("IO[bytes]", out)
+        else:
+            self.given = cast(URL, out)
+            self.target = output_target(self.given, overwrite=overwrite)
+
+    def write(self, parts: Iterable[bytes], progress: Progress | None = None) -> int:
+        """Write ``parts`` in order; the bytes written."""
+        if self.file is not None:
+            return _write_parts(self.file, parts, progress)
+        assert self.target is not None
+        fs, path = self.target
+        partial = f"{path}.partial"
+        sink = _open_output(fs, partial, self.given)
+        try:
+            with sink as f:
+                written = _write_parts(f, parts, progress)
+            fs.mv(partial, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                fs.rm_file(partial)
+            raise
+        return written
+
+
+def _open_output(fs: Any, partial: str, out: URL) -> IO[bytes]:
+    """``partial`` opened for writing; a missing directory is a ``ConfigError`` naming it."""
+    try:
+        return fs.open(partial, "wb")
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        given = os.fspath(out)
+        parent = os.path.dirname(given) or "."
+        problem = "does not exist" if isinstance(exc, FileNotFoundError) else "is not a directory"
+        raise ConfigError(
+            f"cannot write the rebuilt data to {given!r}: its directory {parent!r} {problem}; "
+            "create that directory first, or choose an output path in an existing one"
+        ) from None
+
+
+def _write_parts(out: IO[bytes], parts: Iterable[bytes], progress: Progress | None) -> int:
+    written = 0
+    for part in parts:
+        out.write(part)
+        written += len(part)
+        if progress:
+            progress(len(part))
+    return written
 
 
 def _found(fs: Any, root: str) -> list[str]:
