@@ -24,12 +24,13 @@ import sandbox_hostile as hostile
 
 import wgtlab as wgt
 from wgtlab.cli import main as cli
-from wgtlab.cluster.base import Task
-from wgtlab.cluster.dask import reply_from_wire
-from wgtlab.cluster.dask_worker import execution_spec, run_task
+from wgtlab.cluster.dask_worker import run_wire_task
 from wgtlab.cluster.identity import WorkerIdentity
+from wgtlab.cluster.task import Task
+from wgtlab.cluster.wire import reply_from_wire, task_to_wire
 from wgtlab.jobs import events as ev
 from wgtlab.sandbox.cache import cache_dir
+from wgtlab.sandbox.kernels import WasmKernel
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -155,25 +156,23 @@ def test_udf_job_equals_the_local_cluster(cluster):
 
 
 def test_code_whose_bytes_do_not_match_their_digest_is_refused(cluster):
-    spec = execution_spec(spin_module(5))
+    kernel = WasmKernel(spin_module(5))
+    spec = kernel.execution_spec()
     tampered = dataclasses.replace(spec, code=spec.code[:-1] + bytes([spec.code[-1] ^ 0x01]))
     assert tampered.digest == spec.digest  # announced as the original
     with pytest.raises(wgt.InvalidModule, match="does not match its digest"):
         cluster.install(tampered, workers=["dask-0"])
     # nothing was installed: a task for that digest is refused by the worker, in plain values
-    header = {
-        "job_id": "j",
-        "task_id": 0,
-        "chunk": 0,
-        "replica": 0,
-        "digest": spec.digest,
-        "limits": wgt.ResourceLimits().to_dict(),
-    }
+    task = Task("j", 0, 0, 0, kernel=kernel, payload=b"x", limits=wgt.ResourceLimits())
     address = cluster.worker_addresses()["dask-0"]
     wire = cluster.client.submit(
-        run_task, header, b"x", workers=[address], allow_other_workers=False, pure=False
+        run_wire_task,
+        task_to_wire(task, spec.digest),
+        b"x",
+        workers=[address],
+        allow_other_workers=False,
+        pure=False,
     ).result(timeout=30)
-    task = Task("j", 0, 0, 0, kernel=None, payload=b"x", limits=wgt.ResourceLimits())
     with pytest.raises(wgt.ClusterError, match=r"dask-0 refused: code .* is not installed"):
         reply_from_wire(wire, "dask-0", task)
     # the genuine bytes install, and a job with them runs

@@ -5,6 +5,8 @@ Change a default here and every layer sees it. Nothing in this module imports wg
 
 from __future__ import annotations
 
+from typing import Final
+
 # --- sandbox (ResourceLimits) -- the seed system's documented limits ---------------------------
 MAX_MEMORY_BYTES = 256 << 20  # 256 MiB of linear memory
 MAX_CPU_CYCLES = 1_000_000_000  # wasmtime fuel units
@@ -36,7 +38,7 @@ TRUST_LEDGER_FILE = "trust.sqlite3"
 LEDGER_BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction
 
 # --- jobs and clusters -----------------------------------------------------------------------
-JOB_VERIFICATION = "hash"
+JOB_VERIFICATION: Final = "hash"
 JOB_RETRIES = 3
 JOB_REPLICAS = 1
 CHUNK_MIN_BYTES = 64 << 10

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import html
 import logging
-import math
 import re
 import shutil
 import tempfile
@@ -23,38 +23,33 @@ from pathlib import Path
 from typing import Any
 
 import distributed
-import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from wgtlab import defaults, errors
-from wgtlab.cluster.base import RateLimit, Task, WorkerReply, cluster_trust
+from wgtlab import defaults
+from wgtlab.cluster.base import Cluster
 from wgtlab.cluster.certs import CertBundle, init_certs, security_for
 from wgtlab.cluster.dask_local import LoopbackProcesses
 from wgtlab.cluster.dask_worker import (
     PLUGIN_NAME,
-    ExecutionSpec,
     SandboxPlugin,
     describe_worker,
-    execution_spec,
     install_code,
-    run_task,
+    run_wire_task,
     worker_label,
 )
-from wgtlab.cluster.faults import Fault
+from wgtlab.cluster.faults import FaultMap
 from wgtlab.cluster.identity import fingerprint
-from wgtlab.cluster.manager import delegate_job
-from wgtlab.errors import ClusterError, ConfigError, WgtError
-from wgtlab.sandbox.limits import ResourceLimits
+from wgtlab.cluster.ratelimit import RateLimit
+from wgtlab.cluster.task import Task, WorkerReply
+from wgtlab.cluster.wire import RemoteTaskError, refusal_from_wire, reply_from_wire, task_to_wire
+from wgtlab.errors import ClusterError, ConfigError
+from wgtlab.sandbox.kernels.base import ExecutionSpec, Kernel
 from wgtlab.trust.ledger import TrustLedger
 from wgtlab.trust.policy import TrustPolicy
 
-__all__ = ["DaskCluster", "UntrustingClient"]
+__all__ = ["DaskCluster", "RemoteTaskError", "UntrustingClient"]
 
 logger = logging.getLogger(__name__)
-
-
-class RemoteTaskError(ClusterError):
-    """A Dask task failed on a worker; what the worker said about it was not unpickled."""
 
 
 class UntrustingClient(distributed.Client):
@@ -147,7 +142,7 @@ def _security(security: Any) -> Any:
     )
 
 
-class DaskCluster:
+class DaskCluster(Cluster):
     """Sandboxed workers on a Dask cluster; a drop-in for ``LocalCluster``.
 
     ``address_or_client``: the scheduler's address (``tls://host:8786``) or a
@@ -157,6 +152,10 @@ class DaskCluster:
     Workers need the sandbox plugin (``wgtlab worker`` starts them with it); others get no work.
     ``ledger``, ``policy``, ``rate_limit`` and ``seed`` are as for ``LocalCluster``.
     """
+
+    # A task may wait behind the others queued on its worker, and the first one for a kernel
+    # behind compiling it, plus the round trip through the scheduler.
+    deadline_slack_s = defaults.DASK_TASK_SLACK_S
 
     def __init__(
         self,
@@ -169,13 +168,16 @@ class DaskCluster:
         seed: int | None = 0,
         timeout: float = defaults.DASK_CONNECT_TIMEOUT_S,
     ) -> None:
+        address: str
         if isinstance(address_or_client, distributed.Client):
-            address = address_or_client.scheduler.address
+            if address_or_client.scheduler is None:
+                raise ConfigError("the distributed.Client given is not connected to a scheduler")
+            address = str(address_or_client.scheduler.address)
             security = security if security is not None else address_or_client.security
         elif isinstance(address_or_client, str):
             address = address_or_client
-        elif isinstance(getattr(address_or_client, "scheduler_address", None), str):
-            address = address_or_client.scheduler_address  # a Dask cluster object
+        elif isinstance(address_or_client, distributed.deploy.Cluster):
+            address = address_or_client.scheduler_address
         else:
             raise ConfigError(
                 "DaskCluster needs a scheduler address (tls://host:port), a Dask cluster object "
@@ -190,20 +192,22 @@ class DaskCluster:
                 f"{address} needs a client certificate: DaskCluster(address, security="
                 "'DIR/client') with the bundle `wgtlab certs init DIR` wrote"
             )
-        self.ledger, self.policy = cluster_trust(ledger, policy, seed)
-        # A few tasks queued per worker hide the round trip through the scheduler.
-        self.rate_limit = rate_limit or RateLimit(max_in_flight=defaults.DASK_MAX_IN_FLIGHT)
+        super().__init__(
+            ledger=ledger,
+            policy=policy,
+            # A few tasks queued per worker hide the round trip through the scheduler.
+            rate_limit=rate_limit or RateLimit(max_in_flight=defaults.DASK_MAX_IN_FLIGHT),
+            seed=seed,
+        )
         self.address = address
-        self.faults: dict[str, Fault] = {}
         self.processes: LoopbackProcesses | None = None  # what local() started, if anything
         self._closers: list[Callable[[], Any]] = []  # what close() shuts down, last first
         self._members: dict[str, _Member] = {}
         self._bare: list[str] = []  # addresses of workers without the plugin
-        self._specs: dict[int, tuple[Any, ExecutionSpec]] = {}
+        self._specs: dict[int, tuple[Kernel, ExecutionSpec]] = {}
         self._outbox: list[_Outgoing] = []  # submitted, not yet sent (see _flush)
         self._flush_pending = False
         self._lock = threading.Lock()
-        self._closed = False
         # A Dask cluster object lends the client its event loop: one loop thread, not two.
         target = (
             address
@@ -230,7 +234,7 @@ class DaskCluster:
         n_workers: int = defaults.DASK_LOCAL_WORKERS,
         tls: bool = True,
         *,
-        faults: Mapping[int | str, Fault] | None = None,
+        faults: FaultMap | None = None,
         threads_per_worker: int = 1,
         identity_dir: str | Path | None = None,
         dashboard: bool | None = None,
@@ -250,15 +254,7 @@ class DaskCluster:
             or not 1 <= n_workers <= 64
         ):
             raise ConfigError(f"n_workers must be an int in 1..64, got {n_workers!r}")
-        labels = [worker_label(i) for i in range(n_workers)]
-        named: dict[str, Fault] = {}
-        for key, fault in (faults or {}).items():
-            label = worker_label(key) if isinstance(key, int) else key
-            if label not in labels:
-                raise ConfigError(f"faults name unknown worker {key!r}; workers are {labels}")
-            if not isinstance(fault, Fault):
-                raise ConfigError(f"faults[{key!r}] must be a wgt.faults fault, got {fault!r}")
-            named[label] = fault
+        named = cls.named_faults(faults, [worker_label(i) for i in range(n_workers)])
         if dashboard is None:
             try:
                 import bokeh  # noqa: F401
@@ -323,9 +319,6 @@ class DaskCluster:
             self._refresh()
         return {label: m.public_key for label, m in self._members.items() if not m.gone}
 
-    def fingerprint(self, worker: str) -> str:
-        return self._members[worker].fingerprint
-
     def has_left(self, worker: str) -> bool:
         """Whether ``worker`` has left the cluster (its lost tasks are re-run elsewhere)."""
         member = self._members.get(worker)
@@ -339,22 +332,18 @@ class DaskCluster:
             raise ClusterError(f"worker {worker} has left the Dask cluster")
         spec = self._spec(task.kernel)
         self._ensure_installed(member, spec)
-        header = {
-            "job_id": task.job_id,
-            "task_id": task.task_id,
-            "chunk": task.chunk,
-            "replica": task.replica,
-            "digest": spec.digest,
-            "limits": task.limits.to_dict(),
-        }
+        header = task_to_wire(task, spec.digest)
         reply: Future[WorkerReply] = Future()
         outgoing = _Outgoing(member, f"wgt-task-{task.job_id}-{task.task_id}", header, task, reply)
+        loop = self.client.loop
+        if loop is None:
+            raise ClusterError("this DaskCluster's client is closed; create a new DaskCluster")
         with self._lock:
             self._outbox.append(outgoing)
             wake = not self._flush_pending
             self._flush_pending = True
         if wake:
-            self.client.loop.asyncio_loop.call_soon_threadsafe(self._flush)
+            loop.add_callback(self._flush)  # thread-safe
         return reply
 
     def _flush(self) -> None:
@@ -372,7 +361,7 @@ class DaskCluster:
                 if member.gone:
                     raise ClusterError(f"worker {member.label} left the Dask cluster")
                 futures = self.client.map(
-                    run_task,
+                    run_wire_task,
                     [o.header for o in group],
                     [o.task.payload for o in group],
                     key=[o.key for o in group],
@@ -391,24 +380,16 @@ class DaskCluster:
                 )
                 waiter.add_done_callback(functools.partial(_settle, outgoing.reply))
 
-    def task_deadline_seconds(self, limits: ResourceLimits) -> float:
-        # A task may wait behind the others queued on its worker, and the first one for a kernel
-        # behind compiling it; past this the worker counts as stalled.
-        threads = min((m.nthreads for m in self._members.values()), default=1)
-        queued = math.ceil(self.rate_limit.max_in_flight / max(1, threads))
-        one = limits.max_execution_time_ms / 1000.0 * 1.5 + 1.0
-        return one * queued + defaults.DASK_TASK_SLACK_S
-
-    def run(self, job: Any) -> Any:
-        return delegate_job(job, self)
+    def slots_per_worker(self) -> int:
+        return min((m.nthreads for m in self._members.values()), default=1)
 
     # --- code shipped once per worker, by digest -------------------------------------------------
 
-    def _spec(self, kernel: Any) -> ExecutionSpec:
+    def _spec(self, kernel: Kernel) -> ExecutionSpec:
         cached = self._specs.get(id(kernel))
         if cached is not None and cached[0] is kernel:
             return cached[1]
-        spec = execution_spec(kernel)
+        spec = kernel.execution_spec()
         if len(self._specs) > 16:
             self._specs.clear()
         self._specs[id(kernel)] = (kernel, spec)
@@ -439,10 +420,10 @@ class DaskCluster:
         finally:
             future.release()
         if not (isinstance(answer, Mapping) and answer.get("ok") is True):
-            raise _typed_refusal(answer, member.label)
+            raise refusal_from_wire(answer, member.label)
         member.installed.add(spec.digest)
 
-    def install(self, kernel: Any, workers: list[str] | None = None) -> None:
+    def install(self, kernel: Kernel | ExecutionSpec, workers: list[str] | None = None) -> None:
         """Ship ``kernel``'s code (or an ``ExecutionSpec``) to ``workers`` (default: all) now.
         A worker refuses code whose bytes do not match their digest (InvalidModule). Jobs do
         this by themselves, before each worker's first task."""
@@ -495,7 +476,10 @@ class DaskCluster:
                 try:
                     # Straight to the scheduler's gather: the client's own gather merges
                     # concurrent requests of different workers into one message.
-                    response = await self.client.scheduler.gather(keys=list(batch))
+                    scheduler = self.client.scheduler
+                    if scheduler is None:
+                        raise ClusterError("the client lost its connection to the scheduler")
+                    response = await scheduler.gather(keys=list(batch))
                     if response.get("status") != "OK":
                         # The scheduler no longer reaches the worker that holds them.
                         lost = len(response.get("keys", ()))
@@ -621,14 +605,7 @@ class DaskCluster:
         except Exception:
             return None
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _shutdown(self) -> None:
         for member in self._members.values():
             member.gone = True
         for member in self._members.values():
@@ -640,22 +617,12 @@ class DaskCluster:
             except Exception as exc:  # closing must go on through the rest
                 logger.debug("wgtlab: closing %r: %s", closer, exc)
 
-    def __enter__(self) -> DaskCluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         workers = sum(not m.gone for m in self._members.values())
         faulty = f", faults={sorted(self.faults)}" if self.faults else ""
         return f"DaskCluster({self.address!r}, workers={workers}{faulty})"
 
-    def _repr_html_(self) -> str:
-        import html
-
-        from wgtlab.cluster.display import cluster_html
-
+    def _card_detail(self) -> str:
         link = self.dashboard_link
         dashboard = (
             f"<a href='{html.escape(link)}' target='_blank'>Dask dashboard</a>"
@@ -664,11 +631,10 @@ class DaskCluster:
         )
         workers = sum(not m.gone for m in self._members.values())
         bare = f", {len(self._bare)} without the sandbox plugin (no work)" if self._bare else ""
-        detail = (
+        return (
             f"{workers} sandboxed workers at <code>{html.escape(self.address)}</code>{bare}, "
             f"{dashboard}"
         )
-        return cluster_html(self, "DaskCluster", detail)
 
 
 def _natural(label: str) -> tuple[Any, ...]:
@@ -694,75 +660,4 @@ def _member(address: str, worker: Mapping[str, Any], described: Any) -> _Member 
         nthreads=int(worker.get("nthreads") or 1),
         public_key=Ed25519PublicKey.from_public_bytes(raw),
         fault=fault if isinstance(fault, str) else None,
-    )
-
-
-def _typed_refusal(answer: Any, worker: str) -> WgtError:
-    name = answer.get("error") if isinstance(answer, Mapping) else None
-    message = answer.get("message") if isinstance(answer, Mapping) else None
-    cls = getattr(errors, name, None) if isinstance(name, str) else None
-    if not (isinstance(cls, type) and issubclass(cls, WgtError)):
-        cls = ClusterError
-    return cls(f"worker {worker} refused the code: {str(message)[:1000]}")
-
-
-_BYTES = ("output", "outcome_digest", "signature", "stdout", "stderr")
-_INTS = ("task_id", "chunk", "fuel_used", "memory_bytes")
-
-
-def reply_from_wire(blob: Any, worker: str, task: Task) -> WorkerReply:
-    """A worker's msgpack blob -> a WorkerReply, every field type-checked (the manager then
-    checks what they say: assignment, digest, signature)."""
-    if not isinstance(blob, bytes):
-        raise RemoteTaskError(f"worker {worker} answered with a {type(blob).__name__}, not bytes")
-    limit = task.limits.max_output_bytes + 2 * task.limits.max_log_bytes + (1 << 16)
-    if len(blob) > limit:
-        raise RemoteTaskError(f"worker {worker} answered with {len(blob):,} bytes, over the caps")
-    try:
-        wire = msgpack.unpackb(blob, raw=False, strict_map_key=True, use_list=False)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise RemoteTaskError(f"worker {worker} answered with malformed msgpack: {exc}") from None
-    if not isinstance(wire, Mapping):
-        raise RemoteTaskError(f"worker {worker} answered with a {type(wire).__name__}, not a reply")
-    for problem in ("crashed", "refused"):
-        if problem in wire:
-            raise RemoteTaskError(f"worker {worker} {problem}: {str(wire[problem])[:500]}")
-
-    def bad(name: str, expected: str) -> RemoteTaskError:
-        return RemoteTaskError(
-            f"malformed reply from worker {worker}: {name} is a {type(wire.get(name)).__name__}, "
-            f"expected {expected}"
-        )
-
-    for name in _BYTES:
-        if not isinstance(wire.get(name), bytes):
-            raise bad(name, "bytes")
-    for name in _INTS:
-        value = wire.get(name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad(name, "an int")
-    if not isinstance(wire.get("job_id"), str) or not isinstance(wire.get("output_sha256"), str):
-        raise bad("job_id" if not isinstance(wire.get("job_id"), str) else "output_sha256", "str")
-    wall_ms = wire.get("wall_ms")
-    if isinstance(wall_ms, bool) or not isinstance(wall_ms, (int, float)):
-        raise bad("wall_ms", "a number")
-    for name in ("error_type", "error_message"):
-        if wire.get(name) is not None and not isinstance(wire.get(name), str):
-            raise bad(name, "a str or None")
-    return WorkerReply(
-        job_id=wire["job_id"],
-        task_id=wire["task_id"],
-        chunk=wire["chunk"],
-        worker=worker,
-        output=wire["output"],
-        output_sha256=wire["output_sha256"],
-        outcome_digest=wire["outcome_digest"],
-        signature=wire["signature"],
-        fuel_used=wire["fuel_used"],
-        wall_ms=float(wall_ms),
-        memory_bytes=wire["memory_bytes"],
-        error_type=wire.get("error_type"),
-        error_message=wire.get("error_message"),
-        stdout=wire["stdout"],
-        stderr=wire["stderr"],
     )

@@ -7,35 +7,35 @@ arrives once per worker by digest and is checked against it; what leaves is plai
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import msgpack
 from distributed import WorkerPlugin, get_worker
 
 from wgtlab import defaults
-from wgtlab.cluster.base import Task, WorkerReply
+from wgtlab.cluster import worker as worker_side
 from wgtlab.cluster.faults import Fault, SimulatedCrash
 from wgtlab.cluster.identity import WorkerIdentity
-from wgtlab.cluster.worker import execute_chunk, sandbox_for
-from wgtlab.errors import ConfigError, InvalidModule, WgtError
+from wgtlab.cluster.wire import (
+    crash_to_wire,
+    refusal_to_wire,
+    refused_to_wire,
+    reply_to_wire,
+    task_from_wire,
+)
+from wgtlab.errors import InvalidModule, WgtError
 from wgtlab.sandbox.engine import get_engine
-from wgtlab.sandbox.limits import ResourceLimits
-from wgtlab.sandbox.module import WasmModule
-from wgtlab.sandbox.runner import Sandbox, TaskResult
+from wgtlab.sandbox.kernels.base import ExecutionSpec, Kernel, ModuleKernel
+from wgtlab.sandbox.python.component import runner_component
 
 __all__ = [
     "PLUGIN_NAME",
-    "ExecutionSpec",
     "SandboxPlugin",
     "describe_worker",
-    "execution_spec",
     "install_code",
-    "run_task",
+    "run_wire_task",
     "worker_label",
 ]
 
@@ -43,119 +43,12 @@ PLUGIN_NAME = "wgtlab-sandbox"
 _FILE_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def worker_label(name: Any) -> str:
+def worker_label(name: object) -> str:
     """The name the manager and the trust ledger show for a Dask worker: its Dask name, or
     ``dask-N`` for the integer names Dask's LocalCluster gives."""
     if isinstance(name, str) and name:
         return name
     return f"dask-{name}"
-
-
-# --- execution specs: what a worker needs to rebuild the executing part of a kernel -------------
-
-
-@dataclass(frozen=True)
-class ExecutionSpec:
-    """``kind`` ("wasm" | "udf"), the code's bytes, and ``digest``, the SHA-256 of those bytes.
-
-    For wasm kernels the code is the module itself; for ``@wgt.udf`` kernels it is canonical JSON
-    of the function's source and options. Either way the worker checks the digest on arrival.
-    """
-
-    kind: str
-    name: str
-    code: bytes = field(repr=False)
-    digest: str
-
-    @classmethod
-    def of(cls, kind: str, code: bytes, name: str) -> ExecutionSpec:
-        return cls(kind, name, code, hashlib.sha256(code).hexdigest())
-
-    def header(self) -> dict[str, str]:
-        return {"kind": self.kind, "digest": self.digest, "name": self.name}
-
-
-def _udf_class() -> type | None:
-    try:
-        from wgtlab.sandbox.python.udf import PythonUdf
-    except ImportError:  # pragma: no cover - the UDF runner is part of wgtlab
-        return None
-    return PythonUdf
-
-
-def execution_spec(kernel: Any) -> ExecutionSpec:
-    """The plain-bytes form of ``kernel``'s worker side; its trusted side (encode, decode,
-    combine) stays with the client and is never shipped."""
-    from wgtlab.jobs.kernels import CombinedKernel
-    from wgtlab.sandbox.kernels.base import BuiltinKernel, WasmKernel
-
-    while isinstance(kernel, CombinedKernel):
-        kernel = kernel.inner
-    if isinstance(kernel, WasmModule):
-        return ExecutionSpec.of("wasm", kernel.wasm, kernel.name)
-    custom = getattr(kernel, "execution_spec", None)
-    if callable(custom):
-        spec = custom()
-        if not isinstance(spec, ExecutionSpec):
-            raise ConfigError(f"{kernel!r}.execution_spec() must return an ExecutionSpec")
-        return spec
-    udf = _udf_class()
-    if udf is not None and isinstance(kernel, udf):
-        return ExecutionSpec.of("udf", _udf_code(kernel), kernel.name)
-    module = getattr(kernel, "module", None)
-    runs_module = getattr(type(kernel), "execute", None) in (
-        BuiltinKernel.execute,
-        WasmKernel.execute,
-    )
-    if isinstance(module, WasmModule) and runs_module:
-        return ExecutionSpec.of("wasm", module.wasm, module.name)
-    raise ConfigError(
-        f"{kernel!r} cannot run on a DaskCluster: a remote worker runs wasm modules "
-        "(wgt.kernels, wgt.WasmModule) and @wgt.udf functions, shipped as bytes; give the "
-        "kernel an execution_spec() or run it on a LocalCluster"
-    )
-
-
-def _plain(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict) or type(value).__name__ == "mappingproxy":
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return None  # callables (a combine function) stay on the trusted side
-
-
-def _udf_code(kernel: Any) -> bytes:
-    # The kernel's own pickle state, minus the native function, as canonical JSON: nothing on
-    # the worker is unpickled, and the worker rebuilds the very object the client built.
-    state = dict(kernel.__getstate__())
-    program = state.pop("program")
-    state = {k: _plain(v) for k, v in state.items()}
-    state["program"] = asdict(program)
-    return json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _udf_from_code(code: bytes) -> Any:
-    from wgtlab.sandbox.python.capture import GuestProgram
-
-    cls = _udf_class()
-    state = json.loads(code)
-    state["program"] = GuestProgram(**state["program"])
-    state["_combine"] = "natural"  # combining happens on the trusted side, never here
-    kernel = cls.__new__(cls)
-    kernel.__setstate__(state)
-    return kernel
-
-
-class _ModuleKernel:
-    """The executing part of a wasm kernel on a worker."""
-
-    def __init__(self, module: WasmModule) -> None:
-        self.module = module
-
-    def execute(self, sandbox: Sandbox, payload: bytes) -> TaskResult:
-        return sandbox.run(self.module, payload)
 
 
 # --- the plugin --------------------------------------------------------------------------------
@@ -190,7 +83,7 @@ class SandboxPlugin(WorkerPlugin):
         engine.deadline_ticks(1)  # starts the engine's ticker now, not inside the first task
         self.engine_fingerprint = engine.fingerprint
         self.fault = self.faults.get(self.label)
-        self.kernels: dict[str, Any] = {}  # code digest -> executing part
+        self.kernels: dict[str, Kernel] = {}  # code digest -> executing part
         self.lock = threading.Lock()
 
     # --- installing code ---------------------------------------------------------------------
@@ -199,7 +92,7 @@ class SandboxPlugin(WorkerPlugin):
         digest = header.get("digest")
         actual = hashlib.sha256(code).hexdigest()
         if actual != digest:
-            return _refusal(
+            return refusal_to_wire(
                 InvalidModule(
                     f"code for {str(header.get('name'))[:80]!r} does not match its digest "
                     f"(announced sha256 {str(digest)[:16]}..., received bytes hash to "
@@ -208,58 +101,35 @@ class SandboxPlugin(WorkerPlugin):
             )
         if digest in self.kernels:
             return {"ok": True, "digest": digest}
+        spec = ExecutionSpec(str(header.get("kind")), str(header.get("name") or ""), code, actual)
         try:
-            kind = header.get("kind")
-            if kind == "wasm":
-                module = WasmModule(code, name=str(header.get("name") or digest[:12]))
-                module.prepared(get_engine(defaults.MAX_STACK_BYTES))  # compile now, once
-                kernel: Any = _ModuleKernel(module)
-            elif kind == "udf":
-                kernel = _udf_from_code(code)
-                from wgtlab.sandbox.python.component import runner_component
-
-                runner_component(get_engine(defaults.MAX_STACK_BYTES))  # build/load it now
+            kernel = worker_side.kernel_from_spec(spec)
+            engine = get_engine(defaults.MAX_STACK_BYTES)
+            if isinstance(kernel, ModuleKernel):
+                kernel.module.prepared(engine)  # compile now, once, not inside a deadline
             else:
-                raise ConfigError(f"unknown kind of code {str(kind)[:40]!r}")
+                runner_component(engine)  # build or load the UDF runner now
         except WgtError as exc:
-            return _refusal(exc)
+            return refusal_to_wire(exc)
         except (ValueError, TypeError, KeyError) as exc:
-            return _refusal(InvalidModule(f"malformed code: {type(exc).__name__}: {exc}"))
+            return refusal_to_wire(InvalidModule(f"malformed code: {type(exc).__name__}: {exc}"))
         with self.lock:
-            self.kernels[digest] = kernel
-        return {"ok": True, "digest": digest}
+            self.kernels[actual] = kernel
+        return {"ok": True, "digest": actual}
 
     # --- running a task ----------------------------------------------------------------------
 
     def run(self, header: dict[str, Any], payload: bytes) -> bytes:
         kernel = self.kernels.get(header["digest"])
         if kernel is None:
-            return _wire({"refused": f"code {str(header['digest'])[:16]}... is not installed here"})
-        task = Task(
-            job_id=str(header["job_id"]),
-            task_id=int(header["task_id"]),
-            chunk=int(header["chunk"]),
-            replica=int(header["replica"]),
-            kernel=kernel,
-            payload=payload,
-            limits=ResourceLimits(**header["limits"]),
-        )
-        fault = self.fault
+            return refused_to_wire(f"code {str(header['digest'])[:16]}... is not installed here")
+        task = task_from_wire(header, payload, kernel)
         try:
-            if fault is not None:
-                fault.before(task)
-            reply = execute_chunk(
-                task,
-                sandbox_for(task.limits),
-                self.identity,
-                tamper=fault.tamper if fault is not None else None,
-            )
-            if fault is not None:
-                reply = fault.after(task, reply)
+            reply = worker_side.run_task(task, self.identity, self.fault)
         except SimulatedCrash as exc:
-            return _wire({"crashed": f"SimulatedCrash: {exc}"})
+            return crash_to_wire(f"SimulatedCrash: {exc}")
         except Exception as exc:  # anything else is this worker failing, not an outcome
-            return _wire({"crashed": f"{type(exc).__name__}: {str(exc)[:500]}"})
+            return crash_to_wire(f"{type(exc).__name__}: {str(exc)[:500]}")
         return reply_to_wire(reply)
 
     def describe(self) -> dict[str, Any]:
@@ -270,38 +140,6 @@ class SandboxPlugin(WorkerPlugin):
             "engine": self.engine_fingerprint,
             "fault": type(self.fault).__name__ if self.fault is not None else None,
         }
-
-
-def _refusal(exc: WgtError) -> dict[str, Any]:
-    return {"ok": False, "error": type(exc).__name__, "message": str(exc)[:1000]}
-
-
-_WIRE_FIELDS = (
-    "job_id",
-    "task_id",
-    "chunk",
-    "output",
-    "output_sha256",
-    "outcome_digest",
-    "signature",
-    "fuel_used",
-    "wall_ms",
-    "memory_bytes",
-    "error_type",
-    "error_message",
-    "stdout",
-    "stderr",
-)
-
-
-def _wire(values: dict[str, Any]) -> bytes:
-    # One msgpack blob, not a dict for Dask to serialize field by field (7x the cost per task).
-    return msgpack.packb(values, use_bin_type=True)
-
-
-def reply_to_wire(reply: WorkerReply) -> bytes:
-    """A reply as msgpack of plain values (the worker's name is the client's to say)."""
-    return _wire({name: getattr(reply, name) for name in _WIRE_FIELDS})
 
 
 # --- what the client calls on workers (module-level, so pickled by reference) -------------------
@@ -333,18 +171,13 @@ def install_code(header: dict[str, Any], code: bytes) -> dict[str, Any]:
     return plugin.install(header, code)
 
 
-def run_task(header: dict[str, Any], payload: bytes) -> bytes:
+def run_wire_task(header: dict[str, Any], payload: bytes) -> bytes:
     """One chunk in this worker's sandbox; plain values in and out (its code installed first,
     by ``install_code``)."""
     plugin = _plugin(get_worker())
     if plugin is None:
-        return _wire({"refused": _NO_PLUGIN})
+        return refused_to_wire(_NO_PLUGIN)
     return plugin.run(header, payload)
-
-
-def noop_task(header: dict[str, Any], payload: bytes) -> dict[str, Any]:
-    """A bare task with the same arguments, for measuring Dask's own per-task cost."""
-    return {"ok": True}
 
 
 async def dask_setup(worker: Any) -> None:

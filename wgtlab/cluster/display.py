@@ -1,36 +1,28 @@
-"""The notebook view of a cluster: its workers, their keys, trust and simulated faults.
-
-Shared by ``LocalCluster`` and ``DaskCluster`` (anything with the cluster interface).
-"""
+"""The notebook card of a cluster: its kind, one line of detail, one row per worker (trust,
+tasks, simulated fault). ``Cluster._repr_html_`` fills it for every kind of cluster."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
-from wgtlab.cluster.identity import fingerprint
+from wgtlab.cluster.faults import Fault
+from wgtlab.trust.ledger import WorkerState
 from wgtlab.views import render, worker_rows
 
 _TEMPLATES = "wgtlab.cluster.templates"
 
 
-def worker_ids(cluster: Any) -> dict[str, str]:
-    """Each worker's name -> its trust-ledger id (the fingerprint of its key)."""
-    return {name: fingerprint(key) for name, key in cluster.identities().items()}
-
-
-def fault_note(fault: Any) -> str:
+def fault_note(fault: Fault | None) -> str:
     if fault is None:
         return ""
     return f"{type(fault).__name__} ({fault.rate:.0%} of tasks)"
 
 
-def cluster_html(cluster: Any, kind: str, detail: str) -> str:
-    """A compact card: ``kind`` (e.g. "LocalCluster"), ``detail``, one row per worker."""
-    ids = worker_ids(cluster)
-    states = cluster.ledger.states(ids.values())
-    faults = getattr(cluster, "faults", None) or {}
-    rows = worker_rows(
-        [(name, states[ids[name]], fault_note(faults.get(name))) for name in cluster.worker_names()]
-    )
+def cluster_html(
+    kind: str, detail: str, workers: Sequence[tuple[str, WorkerState, Fault | None]]
+) -> str:
+    """A compact card: ``kind`` (e.g. "LocalCluster"), ``detail``, and a row for each
+    ``(name, trust state, simulated fault)``."""
+    rows = worker_rows([(name, state, fault_note(fault)) for name, state, fault in workers])
     table = render("worker_table.html", rows=rows, note_title="simulated fault")
     return render("cluster.html", _TEMPLATES, kind=kind, detail=detail, table=table)

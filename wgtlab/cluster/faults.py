@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from wgtlab.cluster.base import Task, WorkerReply
+from wgtlab.cluster.task import Task, WorkerReply
 from wgtlab.errors import ConfigError
 
 
@@ -124,4 +125,16 @@ class Misdirect(Fault):
         return dataclasses.replace(reply, chunk=reply.chunk + 1, task_id=reply.task_id + 10_000)
 
 
-__all__ = ["Crash", "Fault", "Forger", "Liar", "Misdirect", "SimulatedCrash", "Stall"]
+#: simulated faults by worker name, or by worker index
+FaultMap = Mapping[str, Fault] | Mapping[int, Fault] | Mapping[int | str, Fault]
+
+__all__ = [
+    "Crash",
+    "Fault",
+    "FaultMap",
+    "Forger",
+    "Liar",
+    "Misdirect",
+    "SimulatedCrash",
+    "Stall",
+]

@@ -6,40 +6,41 @@ workers run in parallel on all cores. Simulated faults (``wgt.faults``) wrap cho
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from wgtlab import defaults
-from wgtlab.cluster.base import RateLimit, Task, WorkerReply, cluster_trust
-from wgtlab.cluster.faults import Fault
+from wgtlab.cluster.base import Cluster
+from wgtlab.cluster.faults import FaultMap
 from wgtlab.cluster.identity import WorkerIdentity
-from wgtlab.cluster.manager import delegate_job
-from wgtlab.cluster.worker import execute_chunk, sandbox_for
+from wgtlab.cluster.ratelimit import RateLimit
+from wgtlab.cluster.task import Task, WorkerReply
+from wgtlab.cluster.worker import run_task
 from wgtlab.errors import ClusterError, ConfigError
-from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.trust.ledger import TrustLedger
 from wgtlab.trust.policy import TrustPolicy
 
+__all__ = ["LocalCluster"]
 
-class LocalCluster:
+
+class LocalCluster(Cluster):
     """``workers`` sandboxed workers named ``local-0`` ... ``local-{N-1}``.
 
     ``ledger``: a TrustLedger or a path to its SQLite file (default: in memory, for this
-    cluster's life). ``faults``: ``{"local-0": wgt.faults.Liar(rate=1.0, seed=7)}``.
-    ``identity_dir``: keep worker keys there (default: fresh keys per cluster), so trust in a
-    persistent ledger follows the same workers across sessions. ``policy``: a ``TrustPolicy``
-    with other thresholds (it brings its ledger). ``seed`` makes worker selection reproducible.
+    cluster's life). ``faults``: ``{"local-0": wgt.faults.Liar(rate=1.0, seed=7)}`` (a worker's
+    name or index). ``identity_dir``: keep worker keys there (default: fresh keys per cluster),
+    so trust in a persistent ledger follows the same workers across sessions. ``policy``: a
+    ``TrustPolicy`` with other thresholds (it brings its ledger). ``seed`` makes worker
+    selection reproducible.
     """
 
     def __init__(
         self,
         workers: int = defaults.LOCAL_WORKERS,
         ledger: TrustLedger | str | Path | None = None,
-        faults: dict[str, Fault] | None = None,
+        faults: FaultMap | None = None,
         *,
         rate_limit: RateLimit | None = None,
         identity_dir: str | Path | None = None,
@@ -51,19 +52,16 @@ class LocalCluster:
                 f"LocalCluster(workers=...) must be an int in 1..1024, got {workers!r}"
             )
         self.names = [f"local-{i}" for i in range(workers)]
-        unknown = sorted(set(faults or {}) - set(self.names))
-        if unknown:
-            raise ConfigError(
-                f"faults name unknown workers {unknown}; this cluster has {self.names[0]} .. "
-                f"{self.names[-1]}"
-            )
-        for name, fault in (faults or {}).items():
-            if not isinstance(fault, Fault):
-                raise ConfigError(f"faults[{name!r}] must be a wgt.faults fault, got {fault!r}")
-        self.faults: dict[str, Fault] = dict(faults or {})
-        self.ledger, self.policy = cluster_trust(ledger, policy, seed)
-        # One task at a time per worker: a worker is the unit of parallelism, as a remote one is.
-        self.rate_limit = rate_limit or RateLimit(max_in_flight=1)
+        named = self.named_faults(faults, self.names)
+        super().__init__(
+            ledger=ledger,
+            policy=policy,
+            # One task at a time per worker: a worker is the unit of parallelism, as a remote
+            # one is.
+            rate_limit=rate_limit or RateLimit(max_in_flight=1),
+            seed=seed,
+        )
+        self.faults = named
         self._identities = {
             name: (
                 WorkerIdentity.load_or_create(name, identity_dir)
@@ -78,8 +76,6 @@ class LocalCluster:
             )
             for name in self.names
         }
-        self._lock = threading.Lock()
-        self._closed = False
 
     # --- the cluster interface -------------------------------------------------------------------
 
@@ -89,58 +85,23 @@ class LocalCluster:
     def identities(self) -> dict[str, Ed25519PublicKey]:
         return {name: identity.public_key for name, identity in self._identities.items()}
 
-    def fingerprint(self, worker: str) -> str:
-        return self._identities[worker].fingerprint
-
     def submit(self, worker: str, task: Task) -> Future[WorkerReply]:
-        if self._closed:
+        if self.closed:
             raise ClusterError("this LocalCluster is closed; create a new one")
-        return self._executors[worker].submit(self._work, worker, task)
-
-    def task_deadline_seconds(self, limits: ResourceLimits) -> float:
-        # The sandbox stops a task at its own deadline; past this, the worker itself is stuck.
-        return limits.max_execution_time_ms / 1000.0 * 1.5 + 1.0
-
-    def run(self, job: Any) -> Any:
-        return delegate_job(job, self)
-
-    # --- a worker's work -------------------------------------------------------------------------
-
-    def _work(self, worker: str, task: Task) -> WorkerReply:
-        fault = self.faults.get(worker)
-        if fault is not None:
-            fault.before(task)
-        reply = execute_chunk(
-            task,
-            sandbox_for(task.limits),
-            self._identities[worker],
-            tamper=fault.tamper if fault is not None else None,
+        return self._executors[worker].submit(
+            run_task, task, self._identities[worker], self.faults.get(worker)
         )
-        return fault.after(task, reply) if fault is not None else reply
 
     # --- life cycle and display ------------------------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        self._closed = True
+    def _shutdown(self) -> None:
         for executor in self._executors.values():
             executor.shutdown(wait=False, cancel_futures=True)
 
-    def __enter__(self) -> LocalCluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _card_detail(self) -> str:
+        faulty = f", {len(self.faults)} with simulated faults" if self.faults else ""
+        return f"{len(self.names)} sandboxed workers{faulty}"
 
     def __repr__(self) -> str:
         faulty = f", faults={sorted(self.faults)}" if self.faults else ""
         return f"LocalCluster(workers={len(self.names)}{faulty})"
-
-    def _repr_html_(self) -> str:
-        from wgtlab.cluster.display import cluster_html
-
-        faulty = f", {len(self.faults)} with simulated faults" if self.faults else ""
-        return cluster_html(self, "LocalCluster", f"{len(self.names)} sandboxed workers{faulty}")

@@ -1,4 +1,4 @@
-"""The manager: cuts a job into tasks, places them on trusted workers, checks every reply.
+"""The manager: cuts a job's plan into tasks, places them on trusted workers, checks every reply.
 
 ``delegate_job`` owns all of a run's state on the calling thread; workers answer through
 futures whose completions are queued back to it, so there is one writer and no shared mutable
@@ -8,6 +8,7 @@ state to race on. ``execute_chunk`` (in ``worker.py``) is what a worker runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import queue
 import time
@@ -16,11 +17,10 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from wgtlab.cluster.base import Task, WorkerReply, error_digest
 from wgtlab.cluster.identity import fingerprint, result_message, verify_signature
-from wgtlab.cluster.ratelimit import TokenBucket
+from wgtlab.cluster.task import Task, WorkerReply, error_digest
 from wgtlab.cluster.worker import execute_chunk
 from wgtlab.errors import (
     ChunkFailed,
@@ -32,27 +32,37 @@ from wgtlab.errors import (
 )
 from wgtlab.jobs import events as ev
 from wgtlab.jobs.events import Event, EventStream, Subscriber
-from wgtlab.jobs.result import ChunkOutcome, JobResult, TaskRecord
+from wgtlab.jobs.plan import JobDefinition, JobPlan
+from wgtlab.jobs.result import ChunkOutcome, ChunkStatus, JobResult, TaskOutcome, TaskRecord
 from wgtlab.verify import chunk_record, quorum
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    # the cluster base class calls delegate_job; this module only needs its type
+    from wgtlab.cluster.base import Cluster
 
 __all__ = ["delegate_job", "execute_chunk"]
 
 _NO_DIGEST = bytes(32)  # the Merkle leaf's output digest for a chunk without a verified outcome
 
 
+# The trust reason of a reply that lost the vote.
 DISSENT = "disagreed with the quorum"
 # Kernel errors that depend on the machine running the task rather than on the chunk.
-_WALL_CLOCK_ERRORS = frozenset(
-    {"TimeLimitExceeded"}
-)  # the trust reason of a reply that lost the vote
+_WALL_CLOCK_ERRORS = frozenset({"TimeLimitExceeded"})
 
 
-def delegate_job(job: Any, cluster: Any, *, subscribers: Iterable[Subscriber] = ()) -> JobResult:
-    """Run ``job`` on ``cluster``: chunks -> tasks -> trusted workers -> verified JobResult."""
-    if getattr(cluster, "closed", False):
+def delegate_job(
+    job: JobPlan | JobDefinition, cluster: Cluster, *, subscribers: Iterable[Subscriber] = ()
+) -> JobResult:
+    """Run ``job`` (a plan, or a ``wgt.Job`` to plan) on ``cluster``: chunks -> tasks ->
+    trusted workers -> verified JobResult."""
+    plan = job if isinstance(job, JobPlan) else job.plan()
+    if cluster.closed:
         raise ClusterError(f"this {type(cluster).__name__} is closed; create a new one")
-    job.validate(len(cluster.worker_names()))
-    return _JobRun(job, cluster, list(job.subscribers) + list(subscribers)).run()
+    plan.check_workers(len(cluster.worker_names()))
+    return _JobRun(plan, cluster, list(plan.subscribers) + list(subscribers)).run()
 
 
 @dataclass
@@ -68,7 +78,7 @@ class _Chunk:
     in_flight: int = 0
     failures: list[str] = field(default_factory=list)
     shadows: list[str] = field(default_factory=list)  # probation replies awaiting the decision
-    status: str = "running"  # running | verified | error | failed
+    status: ChunkStatus = "running"
     digest: str | None = None  # canonical outcome digest (hex)
     agreed: tuple[str, ...] = ()
     dissented: tuple[str, ...] = ()
@@ -89,15 +99,15 @@ class _Assignment:
 
 
 class _JobRun:
-    def __init__(self, job: Any, cluster: Any, subscribers: list[Subscriber]) -> None:
-        self.job = job
+    def __init__(self, plan: JobPlan, cluster: Cluster, subscribers: list[Subscriber]) -> None:
+        self.plan = plan
         self.cluster = cluster
-        self.kernel = job.kernel_obj
-        self.limits = job.resource_limits
-        self.mode = job.verification.mode
-        self.replicas = job.verification.replicas
-        self.max_replicas = job.verification.max_replicas
-        self.job_id = f"{job.name}-{uuid.uuid4().hex[:12]}"
+        self.kernel = plan.kernel
+        self.limits = plan.limits
+        self.mode = plan.verification.mode
+        self.replicas = plan.verification.replicas
+        self.max_replicas = plan.verification.max_replicas
+        self.job_id = f"{plan.name}-{uuid.uuid4().hex[:12]}"
         self.events = EventStream(subscribers)
         self.policy = cluster.policy
         self.names = list(cluster.worker_names())
@@ -106,7 +116,7 @@ class _JobRun:
         self.ids = {name: fingerprint(self.keys[name]) for name in self.names}
         limit = cluster.rate_limit
         self.max_in_flight = limit.max_in_flight
-        self.buckets = {n: TokenBucket(limit.tasks_per_second, limit.burst) for n in self.names}
+        self.buckets = {n: limit.bucket() for n in self.names}
         self.in_flight = dict.fromkeys(self.names, 0)
         self.deadline_s = cluster.task_deadline_seconds(self.limits)
         # Chunks in progress at once: enough to fill every worker's queue twice over (remote
@@ -129,7 +139,7 @@ class _JobRun:
         trust_before = self.cluster.ledger.scores()
         self._emit(ev.JOB_STARTED, data={"workers": len(self.names), "mode": self.mode})
         try:
-            self._loop(enumerate(self.job.chunks()))
+            self._loop(enumerate(self.plan.source))
             finished = time.time()
             result = self._result(started, finished, trust_before)
         except BaseException as exc:
@@ -149,11 +159,11 @@ class _JobRun:
             )
             raise
         self._emit(ev.JOB_DONE, data={"ok": result.ok, "seconds": finished - started})
-        if not result.ok and self.job.error_policy == "fail":
+        if not result.ok and self.plan.on_error == "fail":
             bad = [c for c in result.outcomes if c.status != "verified"]
             reasons = tuple(f"chunk {c.index}: {c.reason}" for c in bad)
             error = ChunkFailed(
-                f"job {self.job.name!r}: {len(bad)} of {len(result.outcomes)} chunks did not "
+                f"job {self.plan.name!r}: {len(bad)} of {len(result.outcomes)} chunks did not "
                 f"verify ({'; '.join(reasons[:3])}{'; ...' if len(reasons) > 3 else ''}); "
                 "the JobResult is on this exception as .result; use job.on_error('continue') "
                 "to combine the chunks that did verify",
@@ -206,6 +216,9 @@ class _JobRun:
                 self.pending.append(state)
                 continue
             worker = self._choose(ready)
+            if worker is None:
+                self.pending.append(state)  # dispatched again among the remaining workers
+                continue
             if not state.planned:
                 state.planned = True
                 state.requested = self._replicas_for(worker)
@@ -213,17 +226,20 @@ class _JobRun:
                 self._maybe_probation(state)
             self._submit(state, worker)
 
-    def _choose(self, ready: list[str]) -> str:
+    def _choose(self, ready: list[str]) -> str | None:
+        """A trust-weighted pick among ``ready``; None if the policy refuses them all (the
+        ledger says they are quarantined: they get no deciding replica, only probation)."""
         by_id = {self.ids[n]: n for n in ready}
         try:
             return by_id[self.policy.choose(list(by_id), 1)[0]]
         except NoEligibleWorkers:
-            return ready[0]
+            self.quarantined.update(ready)
+            return None
 
     def _replicas_for(self, worker: str) -> int:
         if self.mode != "redundancy":
             return 1
-        if not self.job.verification.adaptive:
+        if not self.plan.verification.adaptive:
             return self.replicas
         return max(1, min(self.replicas, self.policy.replicas_for(self.ids[worker], self.replicas)))
 
@@ -232,8 +248,7 @@ class _JobRun:
         mode, so a worker quarantined for crashing in hash jobs can also earn its way back."""
         if not self.quarantined:
             return
-        choose = getattr(self.policy, "choose_probation", None)
-        pick = choose([self.ids[n] for n in sorted(self.quarantined)]) if choose else None
+        pick = self.policy.choose_probation([self.ids[n] for n in sorted(self.quarantined)])
         if pick is None:
             return
         worker = next(n for n in self.names if self.ids[n] == pick)
@@ -269,7 +284,11 @@ class _JobRun:
             future = Future()
             future.set_exception(exc)
         self.assignments[task.task_id].future = future
-        future.add_done_callback(lambda f, tid=task.task_id: self.completions.put((tid, f)))
+        future.add_done_callback(functools.partial(self._completed, task.task_id))
+
+    def _completed(self, task_id: int, future: Future[WorkerReply]) -> None:
+        """On whatever thread finished the future: hand it to the manager's loop."""
+        self.completions.put((task_id, future))
 
     def _wait(self) -> None:
         now = time.monotonic()
@@ -363,8 +382,7 @@ class _JobRun:
     def _first_loss(self, worker: str) -> bool:
         """Whether this failure costs ``worker`` trust: a worker that left the cluster loses
         trust once for leaving, not once for every task it held (they all run elsewhere)."""
-        has_left = getattr(self.cluster, "has_left", None)
-        if has_left is None or not has_left(worker):
+        if not self.cluster.has_left(worker):
             return True
         if worker in self.departed:
             return False
@@ -373,13 +391,13 @@ class _JobRun:
 
     def _abort_if_closed(self, cause: BaseException | None) -> None:
         """The cluster was closed under the job: that is no worker's fault (no trust changes)."""
-        if getattr(self.cluster, "closed", False):
+        if self.cluster.closed:
             raise ClusterError(
-                f"the {type(self.cluster).__name__} was closed while job {self.job.name!r} "
+                f"the {type(self.cluster).__name__} was closed while job {self.plan.name!r} "
                 "was running; run it again on an open cluster"
             ) from cause
 
-    def _check(self, assignment: _Assignment, reply: Any) -> str | None:
+    def _check(self, assignment: _Assignment, reply: object) -> str | None:
         """Why ``reply`` cannot be accepted from ``assignment.worker``, or None."""
         task = assignment.task
         if not isinstance(reply, WorkerReply):
@@ -449,7 +467,7 @@ class _JobRun:
             self._fail_undecided(state, "")
 
     def _worker_failed(
-        self, assignment: _Assignment, reason: str, *, outcome: str, blame: bool = True
+        self, assignment: _Assignment, reason: str, *, outcome: TaskOutcome, blame: bool = True
     ) -> None:
         state = self.chunks[assignment.task.chunk]
         self._emit(ev.CHUNK_FAILED_ON_WORKER, state.index, assignment.worker, {"why": reason})
@@ -470,7 +488,7 @@ class _JobRun:
         if assignment.probation or state.decided:
             return
         state.failures.append(f"{assignment.worker} {reason}")
-        if len(state.failures) > self.job.max_retries:
+        if len(state.failures) > self.plan.retries:
             self._fail(
                 state,
                 f"gave up after {len(state.failures)} failed tries: {'; '.join(state.failures)}",
@@ -548,7 +566,12 @@ class _JobRun:
             self.quarantined.discard(worker)
 
     def _record_reply(
-        self, chunk: int, worker: str, reply: WorkerReply, outcome: str, probation: bool = False
+        self,
+        chunk: int,
+        worker: str,
+        reply: WorkerReply,
+        outcome: TaskOutcome,
+        probation: bool = False,
     ) -> None:
         self.records.append(
             TaskRecord(
@@ -576,7 +599,7 @@ class _JobRun:
 
     # --- the result ------------------------------------------------------------------------------
 
-    def _result(self, started: float, finished: float, trust_before: Any) -> JobResult:
+    def _result(self, started: float, finished: float, trust_before: pd.DataFrame) -> JobResult:
         outcomes: list[ChunkOutcome] = []
         partials: list[Any] = []
         leaves: list[bytes] = []
@@ -607,7 +630,7 @@ class _JobRun:
                 )
             )
         result = JobResult(
-            name=self.job.name,
+            name=self.plan.name,
             job_id=self.job_id,
             value=None,
             outcomes=tuple(outcomes),
@@ -625,7 +648,7 @@ class _JobRun:
             value = self.kernel.combine(partials) if partials else self.kernel.empty()
         except Exception as exc:  # a user's combine (trusted side) failed: keep the evidence
             error = JobError(
-                f"job {self.job.name!r}: combining the {len(partials)} chunk results failed: "
+                f"job {self.plan.name!r}: combining the {len(partials)} chunk results failed: "
                 f"{type(exc).__name__}: {exc}; the verified chunks are on this exception as "
                 ".result (its value is None): fix the combine function and combine them again"
             )

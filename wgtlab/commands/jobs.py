@@ -8,7 +8,10 @@ import runpy
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wgtlab.jobs.job import Job
 
 DESCRIPTION = """\
 Execute JOBFILE, then run every wgt.Job it defines at module level (or only --job) on a
@@ -44,18 +47,17 @@ def run_jobfile(args: argparse.Namespace) -> int:
     from wgtlab.cluster.manager import delegate_job
     from wgtlab.commands.progress import TextProgress
 
-    jobs = _jobs_to_run(args)
-    for job in jobs.values():  # all of them, before a cluster starts or a bar is drawn
-        job.validate()
+    # Every job planned (checked) before a cluster starts or a bar is drawn.
+    plans = {variable: job.plan() for variable, job in _jobs_to_run(args).items()}
     failed = 0
     with wgt.LocalCluster(workers=args.workers) as cluster:
-        for job in jobs.values():  # replicas against workers, before any job runs
-            job.validate(len(cluster.worker_names()))
-        for variable, job in jobs.items():
-            progress = None if args.no_progress else TextProgress(desc=job.name)
+        for plan in plans.values():  # replicas against workers, before any job runs
+            plan.check_workers(len(cluster.worker_names()))
+        for variable, plan in plans.items():
+            progress = None if args.no_progress else TextProgress(desc=plan.name)
             subscribers = [] if progress is None else [progress]
             try:
-                result = delegate_job(job, cluster, subscribers=subscribers)
+                result = delegate_job(plan, cluster, subscribers=subscribers)
             finally:
                 if progress is not None:
                     progress.close()
@@ -68,7 +70,7 @@ def run_jobfile(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _jobs_to_run(args: argparse.Namespace) -> dict[str, Any]:
+def _jobs_to_run(args: argparse.Namespace) -> dict[str, Job]:
     """Variable name -> plain ``Job``, for every job the file defines (or ``--job``), with
     ``@wgt.Job.define`` jobs given the ``--data`` data."""
     from wgtlab.errors import ConfigError, JobDefinitionError

@@ -8,20 +8,33 @@ the manager. The seed system's decorator form (``@Job.define`` with ``split`` / 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from wgtlab import defaults
-from wgtlab.errors import ConfigError, JobDefinitionError, JobError
+from wgtlab.errors import ConfigError, JobDefinitionError
 from wgtlab.jobs import dsl, runtime
-from wgtlab.jobs.chunking import InputSpec, default_chunk_bytes, iter_chunks, source_kind
+from wgtlab.jobs.chunking import InputSpec, default_chunk_bytes, source_kind
 from wgtlab.jobs.events import Subscriber
-from wgtlab.jobs.kernels import is_kernel, resolve_kernel
+from wgtlab.jobs.kernels import resolve_kernel
+from wgtlab.jobs.plan import (
+    ON_ERROR,
+    VERIFICATION_MODES,
+    ChunkSource,
+    JobDefinition,
+    JobPlan,
+    JobRunner,
+    OnError,
+    Verification,
+)
+from wgtlab.sandbox.kernels.base import Kernel
 from wgtlab.sandbox.limits import ResourceLimits
 
-VERIFICATION_MODES = ("hash", "merkle", "redundancy")
-ON_ERROR = ("fail", "continue")
+if TYPE_CHECKING:
+    from wgtlab.jobs.result import JobResult
+
+__all__ = ["ON_ERROR", "VERIFICATION_MODES", "DefinedJob", "Job", "JobSettings", "Verification"]
+
 _KERNEL_INPUTS = {  # which input kinds each kernel input kind accepts
     "float64": ("table", "array", "list", "shards"),  # shard sets made by shard_dataframe
     "records": ("table", "array", "list", "shards"),
@@ -29,63 +42,88 @@ _KERNEL_INPUTS = {  # which input kinds each kernel input kind accepts
     "text": ("bytes", "text", "file", "shards"),
 }
 
+_Settings = TypeVar("_Settings", bound="JobSettings")
 
-@dataclass(frozen=True)
-class Verification:
-    """How a job's results are checked (see DESIGN.md, "Verification and trust")."""
 
-    mode: str = defaults.JOB_VERIFICATION
-    replicas: int = defaults.JOB_REPLICAS
-    max_replicas: int = defaults.JOB_REPLICAS
-    adaptive: bool = True  # trusted workers may be spot-checked instead (redundancy only)
+class JobSettings:
+    """How a job runs, whatever it runs: verification, sandbox limits, retries, error policy and
+    subscribers. ``Job`` and ``DefinedJob`` both have these settings (and these methods)."""
 
-    @classmethod
-    def of(
-        cls,
+    def __init__(self) -> None:
+        self.verification = Verification()
+        self.resource_limits = ResourceLimits()
+        self.max_retries = defaults.JOB_RETRIES
+        self.error_policy: OnError = "fail"
+        self.subscribers: list[Subscriber] = []
+
+    def verify(
+        self: _Settings,
         mode: str,
+        *,
         replicas: int | None = None,
         max_replicas: int | None = None,
         adaptive: bool = True,
-    ) -> Verification:
-        if mode not in VERIFICATION_MODES:
-            raise JobDefinitionError(
-                f"unknown verification mode {mode!r}; use one of {', '.join(VERIFICATION_MODES)}"
-            )
-        if replicas is None:
-            replicas = 2 if mode == "redundancy" else 1
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
-            raise JobDefinitionError(f"replicas must be a positive int, got {replicas!r}")
-        if mode != "redundancy" and replicas != 1:
-            raise JobDefinitionError(
-                f"verify({mode!r}) runs each chunk once; use verify('redundancy', "
-                f"replicas={replicas}) to run it on {replicas} workers"
-            )
-        if max_replicas is None:
-            max_replicas = replicas + defaults.MAX_EXTRA_REPLICAS if replicas > 1 else 1
-        if not isinstance(max_replicas, int) or max_replicas < replicas:
-            raise JobDefinitionError(
-                f"max_replicas ({max_replicas!r}) must be an int >= replicas ({replicas})"
-            )
-        if adaptive not in (True, False):
-            raise JobDefinitionError(f"adaptive must be True or False, got {adaptive!r}")
-        return cls(mode, replicas, max_replicas, bool(adaptive))
+    ) -> _Settings:
+        """``"hash"``, ``"merkle"`` or ``"redundancy"`` (``replicas`` workers per chunk, strict
+        majority; on disagreement more replicas up to ``max_replicas``).
+
+        Under redundancy, a worker with a long run of agreed results is spot-checked (its chunk
+        replicated with probability 1/run) rather than always replicated: BOINC's adaptive
+        replication, which trades some assurance for throughput. ``adaptive=False`` replicates
+        every chunk ``replicas`` times."""
+        self.verification = Verification.of(mode, replicas, max_replicas, adaptive)
+        return self
+
+    def limits(self: _Settings, limits: ResourceLimits | None = None, **fields: int) -> _Settings:
+        """Override the sandbox limits: a ``ResourceLimits``, or fields to change."""
+        base = limits if limits is not None else self.resource_limits
+        if not isinstance(base, ResourceLimits):
+            raise JobDefinitionError(f"limits must be a ResourceLimits, got {type(base).__name__}")
+        try:
+            self.resource_limits = base.replace(**fields) if fields else base
+        except ValueError as exc:
+            raise JobDefinitionError(str(exc)) from exc
+        return self
+
+    def retries(self: _Settings, n: int) -> _Settings:
+        """How many times a chunk is re-run elsewhere after a crash, timeout or rejected reply."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise JobDefinitionError(f"retries must be an int >= 0, got {n!r}")
+        self.max_retries = n
+        return self
+
+    def on_error(self: _Settings, policy: str) -> _Settings:
+        """``"fail"`` (default): a chunk whose kernel errors fails the job once all chunks are in;
+        ``"continue"``: the job's value combines the chunks that succeeded."""
+        if policy not in ON_ERROR:
+            raise JobDefinitionError(f"on_error must be one of {ON_ERROR}, got {policy!r}")
+        self.error_policy = cast(OnError, policy)
+        return self
+
+    def subscribe(self, subscriber: Subscriber) -> Subscriber:
+        """Call ``subscriber(event)`` for every event of this job's runs (see jobs/events.py)."""
+        self.subscribers.append(subscriber)
+        return subscriber
+
+    def _settings_from(self, other: JobSettings) -> None:
+        self.verification = other.verification
+        self.resource_limits = other.resource_limits
+        self.max_retries = other.max_retries
+        self.error_policy = other.error_policy
+        self.subscribers = list(other.subscribers)
 
 
-class Job:
+class Job(JobSettings, JobDefinition):
     """A job definition. Use as ``with wgt.Job("name") as job: ...`` then ``job.run(on=...)``."""
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name.strip():
             raise JobDefinitionError(f"a job needs a non-empty name, got {name!r}")
+        super().__init__()
         self.name = name
         self.input_spec: InputSpec | None = None
-        self.kernel_obj: Any = None
-        self.verification = Verification()
-        self.resource_limits = ResourceLimits()
-        self.max_retries = defaults.JOB_RETRIES
-        self.error_policy = "fail"
-        self.splitter: Callable[[Any], list[Any]] | None = None
-        self.subscribers: list[Subscriber] = []
+        self.kernel_obj: Kernel | None = None
+        self.splitter: Callable[[Any], Sequence[Any]] | None = None
 
     # --- the context manager -----------------------------------------------------------------
 
@@ -121,103 +159,49 @@ class Job:
         self._check_kernel_fits_input()
         return self
 
-    def verify(
-        self,
-        mode: str,
-        *,
-        replicas: int | None = None,
-        max_replicas: int | None = None,
-        adaptive: bool = True,
-    ) -> Job:
-        """``"hash"``, ``"merkle"`` or ``"redundancy"`` (``replicas`` workers per chunk, strict
-        majority; on disagreement more replicas up to ``max_replicas``).
-
-        Under redundancy, a worker with a long run of agreed results is spot-checked (its chunk
-        replicated with probability 1/run) rather than always replicated: BOINC's adaptive
-        replication, which trades some assurance for throughput. ``adaptive=False`` replicates
-        every chunk ``replicas`` times."""
-        self.verification = Verification.of(mode, replicas, max_replicas, adaptive)
-        return self
-
-    def limits(self, limits: ResourceLimits | None = None, **fields: int) -> Job:
-        """Override the sandbox limits: a ``ResourceLimits``, or fields to change."""
-        base = limits if limits is not None else self.resource_limits
-        if not isinstance(base, ResourceLimits):
-            raise JobDefinitionError(f"limits must be a ResourceLimits, got {type(base).__name__}")
-        try:
-            self.resource_limits = base.replace(**fields) if fields else base
-        except ValueError as exc:
-            raise JobDefinitionError(str(exc)) from exc
-        return self
-
-    def retries(self, n: int) -> Job:
-        """How many times a chunk is re-run elsewhere after a crash, timeout or rejected reply."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise JobDefinitionError(f"retries must be an int >= 0, got {n!r}")
-        self.max_retries = n
-        return self
-
-    def on_error(self, policy: str) -> Job:
-        """``"fail"`` (default): a chunk whose kernel errors fails the job once all chunks are in;
-        ``"continue"``: the job's value combines the chunks that succeeded."""
-        if policy not in ON_ERROR:
-            raise JobDefinitionError(f"on_error must be one of {ON_ERROR}, got {policy!r}")
-        self.error_policy = policy
-        return self
-
     def copy(self) -> Job:
         """An independent copy: changing its settings leaves this job as it is."""
         twin = copy.copy(self)
         twin.subscribers = list(self.subscribers)
         return twin
 
-    def subscribe(self, subscriber: Subscriber) -> Subscriber:
-        """Call ``subscriber(event)`` for every event of this job's runs (see jobs/events.py)."""
-        self.subscribers.append(subscriber)
-        return subscriber
+    # --- planning and running -----------------------------------------------------------------
 
-    # --- validation and execution --------------------------------------------------------------
-
-    def validate(self, workers: int | None = None) -> None:
-        """Raise JobDefinitionError if the job cannot run (on ``workers`` workers, if given)."""
+    def plan(self) -> JobPlan:
+        """This job checked and frozen for running (JobDefinitionError if it cannot run)."""
         if self.input_spec is None:
             raise JobDefinitionError(f"job {self.name!r} has no input: call job.input(...)")
         if self.kernel_obj is None:
             raise JobDefinitionError(f"job {self.name!r} has no kernel: call job.kernel(...)")
         self._check_kernel_fits_input()
-        if workers is not None and self.verification.replicas > workers:
-            raise JobDefinitionError(
-                f"job {self.name!r} asks for {self.verification.replicas} replicas but the "
-                f"cluster has {workers} workers; lower replicas or add workers"
-            )
+        return JobPlan(
+            name=self.name,
+            kernel=self.kernel_obj,
+            source=ChunkSource(
+                self.name, self.input_spec, self.kernel_obj.input_kind, self.splitter
+            ),
+            verification=self.verification,
+            limits=self.resource_limits,
+            retries=self.max_retries,
+            on_error=self.error_policy,
+            subscribers=tuple(self.subscribers),
+        )
 
-    def chunks(self) -> Iterator[Any]:
-        """The input's chunks, in order, as the kernel will receive them."""
-        assert self.input_spec is not None
-        if self.splitter is not None:
-            try:
-                parts = self.splitter(self.input_spec.source)
-            except Exception as exc:  # the user's split (trusted side)
-                raise JobError(
-                    f"job {self.name!r}: split() raised {type(exc).__name__}: {exc}; nothing "
-                    "was sent to any worker"
-                ) from exc
-            if not isinstance(parts, (list, tuple)):
-                raise JobDefinitionError(
-                    f"split() must return a list of chunks, got {type(parts).__name__}"
-                )
-            return iter(parts)
-        return iter_chunks(self.input_spec, self.kernel_obj.input_kind)
+    def validate(self, workers: int | None = None) -> None:
+        """Raise JobDefinitionError if the job cannot run (on ``workers`` workers, if given)."""
+        plan = self.plan()
+        if workers is not None:
+            plan.check_workers(workers)
 
-    def run(self, on: Any = None) -> Any:
+    def run(self, on: JobRunner | None = None) -> JobResult:
         """Run on a cluster (default: the session's, else a new ``LocalCluster``) -> JobResult."""
         cluster = on if on is not None else runtime.default_cluster()
-        if not callable(getattr(cluster, "run", None)):
+        if not isinstance(cluster, JobRunner):
             raise ConfigError(
                 f"on= takes a cluster (wgt.LocalCluster(...), wgt.DaskCluster(...)), "
                 f"got {type(cluster).__name__} {cluster!r:.60}"
             )
-        return cluster.run(self)
+        return cluster.run(self.plan())
 
     def _check_kernel_fits_input(self) -> None:
         if self.input_spec is None or self.kernel_obj is None or self.splitter is not None:
@@ -231,7 +215,7 @@ class Job:
             )
 
     def __repr__(self) -> str:
-        kernel = getattr(self.kernel_obj, "name", None)
+        kernel = self.kernel_obj.name if self.kernel_obj is not None else None
         return (
             f"Job({self.name!r}, kernel={kernel!r}, verify={self.verification.mode!r}, "
             f"replicas={self.verification.replicas})"
@@ -310,7 +294,7 @@ def _default_merge(parts: list[Any]) -> Any:
     return parts
 
 
-class DefinedJob:
+class DefinedJob(JobSettings):
     """A job built by ``@wgt.Job.define``; ``.run(data, on=cluster)`` runs it over ``data``.
 
     Defaults follow the seed system: verification "hash", 3 retries, 1 replica, byte chunks
@@ -322,57 +306,31 @@ class DefinedJob:
     def __init__(
         self,
         name: str,
-        split: Callable[[Any], list[Any]] | None,
-        execute: Any,
+        split: Callable[[Any], Sequence[Any]] | None,
+        execute: object,
         merge: Callable[[list[Any]], Any] | None,
     ) -> None:
+        super().__init__()
         self.name = name
         self.split_fn = split or _default_split
-        if merge is None and not is_kernel(execute):
+        if merge is None and not isinstance(execute, Kernel):
             merge = _default_merge
         self.kernel_obj = resolve_kernel(execute, combine=merge, input="bytes")
-        self.settings = Job(name)  # verification, limits, retries, error policy, subscribers
 
     def job(self, data: Any) -> Job:
         """The plain ``Job`` this definition runs over ``data`` (to tune before running)."""
-        job = self.settings.copy()
+        job = Job(self.name)
+        job._settings_from(self)
         job.input_spec = InputSpec(data if not isinstance(data, str) else data.encode())
         job.splitter = self.split_fn
         job.kernel_obj = self.kernel_obj
         return job
 
-    def verify(self, mode: str, **options: Any) -> DefinedJob:
-        self.settings.verify(mode, **options)
-        return self
+    def plan(self, data: Any) -> JobPlan:
+        """The frozen plan of a run over ``data``."""
+        return self.job(data).plan()
 
-    def limits(self, limits: ResourceLimits | None = None, **fields: int) -> DefinedJob:
-        self.settings.limits(limits, **fields)
-        return self
-
-    def retries(self, n: int) -> DefinedJob:
-        self.settings.retries(n)
-        return self
-
-    def on_error(self, policy: str) -> DefinedJob:
-        self.settings.on_error(policy)
-        return self
-
-    def subscribe(self, subscriber: Subscriber) -> Subscriber:
-        return self.settings.subscribe(subscriber)
-
-    @property
-    def verification(self) -> Verification:
-        return self.settings.verification
-
-    @property
-    def resource_limits(self) -> ResourceLimits:
-        return self.settings.resource_limits
-
-    @property
-    def max_retries(self) -> int:
-        return self.settings.max_retries
-
-    def run(self, data: Any, on: Any = None) -> Any:
+    def run(self, data: Any, on: JobRunner | None = None) -> JobResult:
         return self.job(data).run(on=on)
 
     def __repr__(self) -> str:

@@ -1,4 +1,4 @@
-"""Turning whatever an analyst passes to ``job.kernel(...)`` into a kernel object.
+"""Turning whatever an analyst passes to ``job.kernel(...)`` into a ``Kernel``.
 
 Built-in kernels and ``@wgt.udf`` functions already are kernels; a ``WasmModule`` is wrapped
 as raw bytes in, bytes out; a plain Python function becomes a UDF.
@@ -6,33 +6,28 @@ as raw bytes in, bytes out; a plain Python function becomes a UDF.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from wgtlab.errors import JobDefinitionError
+from wgtlab.sandbox.kernels.base import ExecutionSpec, Kernel, WasmKernel
+from wgtlab.sandbox.module import WasmModule
+from wgtlab.sandbox.python.udf import udf
+from wgtlab.sandbox.runner import Sandbox, TaskResult
 
-_KERNEL_MEMBERS = ("name", "digest", "input_kind", "encode", "execute", "decode", "combine")
-
-
-def is_kernel(obj: Any) -> bool:
-    return all(hasattr(obj, member) for member in _KERNEL_MEMBERS)
+__all__ = ["CombinedKernel", "resolve_kernel"]
 
 
 def resolve_kernel(
-    obj: Any, *, combine: Callable[[list[Any]], Any] | None = None, input: str | None = None
-) -> Any:
+    obj: object, *, combine: Callable[[list[Any]], Any] | None = None, input: str | None = None
+) -> Kernel:
     """A kernel for ``obj``; ``combine`` overrides how partial results combine (trusted side)."""
-    from wgtlab.sandbox.module import WasmModule
-
+    kernel: Kernel
     if isinstance(obj, WasmModule):
-        from wgtlab.sandbox.kernels import WasmKernel
-
         kernel = WasmKernel(obj)
-    elif is_kernel(obj):
+    elif isinstance(obj, Kernel):
         kernel = obj
     elif callable(obj):
-        from wgtlab.sandbox.python import udf
-
         kernel = udf(obj, input=input) if input else udf(obj)
     else:
         raise JobDefinitionError(
@@ -42,17 +37,34 @@ def resolve_kernel(
     return CombinedKernel(kernel, combine) if combine is not None else kernel
 
 
-class CombinedKernel:
-    """A kernel whose partial results are combined by a user function on the trusted side."""
+class CombinedKernel(Kernel):
+    """``inner`` with its partial results combined by a user function on the trusted side;
+    everything else (what runs, on which input) is ``inner``'s."""
 
-    def __init__(self, kernel: Any, combine: Callable[[list[Any]], Any]) -> None:
+    def __init__(self, kernel: Kernel, combine: Callable[[list[Any]], Any]) -> None:
         if not callable(combine):
             raise JobDefinitionError(f"combine must be callable, got {type(combine).__name__}")
         self.inner = kernel
+        self.name = kernel.name
+        self.input_kind = kernel.input_kind
         self._combine = combine
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    @property
+    def digest(self) -> str:
+        return self.inner.digest
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return self.inner.params
+
+    def encode(self, chunk: Any) -> bytes:
+        return self.inner.encode(chunk)
+
+    def execute(self, sandbox: Sandbox, payload: bytes) -> TaskResult:
+        return self.inner.execute(sandbox, payload)
+
+    def decode(self, output: bytes) -> Any:
+        return self.inner.decode(output)
 
     def combine(self, partials: list[Any]) -> Any:
         return self._combine(partials)
@@ -60,5 +72,9 @@ class CombinedKernel:
     def empty(self) -> Any:
         return self._combine([])
 
+    def execution_spec(self) -> ExecutionSpec:
+        return self.inner.execution_spec()
+
     def __repr__(self) -> str:
-        return f"{self.inner!r} combined by {getattr(self._combine, '__name__', 'a function')}"
+        label = getattr(self._combine, "__name__", "a function")
+        return f"{self.inner!r} combined by {label}"

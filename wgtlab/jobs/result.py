@@ -8,10 +8,22 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from wgtlab.errors import ProofError
 from wgtlab.verify import MerkleTree, parse_chunk_record, verify_proof
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: how a chunk ended (``running`` only while the job runs)
+ChunkStatus = Literal["running", "verified", "error", "failed"]
+#: one task's verdict (see ``TaskRecord``)
+TaskOutcome = Literal[
+    "agreed", "dissented", "failed", "rejected", "crashed", "stalled", "timed out"
+]
+#: a task that votes, or a quarantined worker's shadow copy that never does
+TaskRole = Literal["replica", "probation"]
 
 _HTML_CHUNK_ROWS = 20  # chunks listed in the notebook view; the rest are counted
 _TEMPLATES = "wgtlab.jobs.templates"
@@ -23,7 +35,7 @@ class ChunkOutcome:
     or ``failed`` (no verified outcome: disagreement, crashes, no workers)."""
 
     index: int
-    status: str
+    status: ChunkStatus
     workers: tuple[str, ...]  # the workers whose outcome is canonical
     dissenters: tuple[str, ...]
     digest: str | None  # canonical outcome digest (hex)
@@ -45,9 +57,9 @@ class TaskRecord:
     task: int
     worker: str
     worker_id: str
-    role: str  # "replica" or "probation"
+    role: TaskRole
     digest: str | None
-    outcome: str
+    outcome: TaskOutcome
     reason: str | None = None
     fuel: int = 0
     wall_ms: float = 0.0
@@ -89,8 +101,8 @@ class JobResult:
     leaves: tuple[bytes, ...]  # canonical chunk records, the Merkle tree's leaves
     mode: str
     replicas: int
-    trust_before: Any  # pandas DataFrame of scores before the run
-    trust: Any  # pandas DataFrame of scores after the run
+    trust_before: pd.DataFrame  # scores before the run (TrustLedger.scores())
+    trust: pd.DataFrame  # scores after the run
     started: float
     finished: float
     workers: tuple[str, ...] = field(default=())

@@ -8,26 +8,29 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from wgtlab.errors import JobDefinitionError
 
+if TYPE_CHECKING:
+    from wgtlab.jobs.plan import JobRunner
+
 _lock = threading.Lock()
-_session_cluster: Any = None
-default_cluster_factory: Callable[[], Any] | None = None
+_session_cluster: JobRunner | None = None
+default_cluster_factory: Callable[[], JobRunner] | None = None
 
 
-def set_session_cluster(cluster: Any) -> None:
+def set_session_cluster(cluster: JobRunner | None) -> None:
     global _session_cluster
     with _lock:
         _session_cluster = cluster
 
 
-def session_cluster() -> Any:
+def session_cluster() -> JobRunner | None:
     return _session_cluster
 
 
-def default_cluster() -> Any:
+def default_cluster() -> JobRunner:
     """The session cluster, creating one from the factory on first use."""
     global _session_cluster
     with _lock:

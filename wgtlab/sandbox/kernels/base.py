@@ -1,4 +1,4 @@
-"""The Kernel protocol the job layer runs, and the two kinds of kernel built on WasmModules.
+"""The Kernel base class the job layer runs, and the two kinds of kernel built on WasmModules.
 
 A kernel's ``encode``, ``decode``, ``combine`` and ``empty`` run on the trusted side; only
 ``execute`` runs on a (possibly untrusted) worker, and all it does is ``sandbox.run``.
@@ -7,49 +7,98 @@ A kernel's ``encode``, ``decode``, ``combine`` and ``empty`` run on the trusted 
 from __future__ import annotations
 
 import functools
+import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from wgtlab.errors import ConfigError
 from wgtlab.sandbox.module import WasmModule
 from wgtlab.sandbox.runner import Sandbox, TaskResult
 
-__all__ = ["BuiltinKernel", "Kernel", "WasmKernel", "builtin_module", "chunk_bytes"]
+__all__ = [
+    "BuiltinKernel",
+    "ExecutionSpec",
+    "Kernel",
+    "ModuleKernel",
+    "WasmKernel",
+    "builtin_module",
+    "chunk_bytes",
+]
 
 
-@runtime_checkable
-class Kernel(Protocol):
-    """What the job layer needs from a kernel.
+@dataclass(frozen=True)
+class ExecutionSpec:
+    """How a remote worker rebuilds a kernel's executing part: ``kind`` ("wasm" | "udf"), the
+    code's bytes, and ``digest``, the SHA-256 of those bytes.
 
-    ``input_kind`` is one of "float64", "bytes", "text", "records".
+    For wasm kernels the code is the module itself; for ``@wgt.udf`` kernels it is canonical JSON
+    of the function's source and options. Either way the worker checks the digest on arrival.
     """
 
-    name: str  # "histogram"
-    digest: str  # sha256 hex identifying the code that runs (module digest)
-    params: Mapping[str, Any]  # e.g. {"bins": 20, "lo": 0.0, "hi": 100.0}
+    kind: str
+    name: str
+    code: bytes = field(repr=False)
+    digest: str
+
+    @classmethod
+    def of(cls, kind: str, code: bytes, name: str) -> ExecutionSpec:
+        return cls(kind, name, code, hashlib.sha256(code).hexdigest())
+
+    def header(self) -> dict[str, str]:
+        return {"kind": self.kind, "digest": self.digest, "name": self.name}
+
+
+class Kernel(ABC):
+    """What runs on each chunk of a job, and how its results come back together.
+
+    A subclass provides ``name``, ``digest`` (sha256 hex of the code that runs), ``params`` (for
+    display and receipts, e.g. ``{"bins": 20}``) and ``input_kind`` ("float64", "bytes", "text"
+    or "records"), and the methods below. ``encode``, ``decode``, ``combine`` and ``empty`` run on
+    the trusted side; only ``execute`` runs on a (possibly untrusted) worker, and all it does is
+    ``sandbox.run``. ``execution_spec`` is how a remote worker rebuilds the executing part from
+    plain bytes (nothing is unpickled there).
+    """
+
+    name: str
     input_kind: str
 
+    @property
+    @abstractmethod
+    def digest(self) -> str:
+        """SHA-256 (hex) identifying the code that runs on workers."""
+
+    @property
+    @abstractmethod
+    def params(self) -> Mapping[str, Any]:
+        """The kernel's parameters, e.g. ``{"bins": 20, "lo": 0.0, "hi": 100.0}``."""
+
+    @abstractmethod
     def encode(self, chunk: Any) -> bytes:
         """Trusted side: one chunk of input -> the task payload (params included if needed)."""
-        ...
 
+    @abstractmethod
     def execute(self, sandbox: Sandbox, payload: bytes) -> TaskResult:
         """Worker side: run the payload in the sandbox."""
-        ...
 
+    @abstractmethod
     def decode(self, output: bytes) -> Any:
         """Trusted side: one chunk's output -> its partial value."""
-        ...
 
+    @abstractmethod
     def combine(self, partials: list[Any]) -> Any:
         """Trusted side: partial values in chunk order -> the final value."""
-        ...
 
+    @abstractmethod
     def empty(self) -> Any:
         """The value for an input with no chunks."""
-        ...
+
+    @abstractmethod
+    def execution_spec(self) -> ExecutionSpec:
+        """The plain-bytes form of the executing part, for a remote worker to rebuild."""
 
 
 def chunk_bytes(chunk: Any) -> bytes:
@@ -66,6 +115,21 @@ def chunk_bytes(chunk: Any) -> bytes:
     )
 
 
+class ModuleKernel(Kernel):
+    """A kernel whose executing part is one ABI v1 ``WasmModule`` (``module``)."""
+
+    @property
+    @abstractmethod
+    def module(self) -> WasmModule:
+        """The module each chunk runs in."""
+
+    def execute(self, sandbox: Sandbox, payload: bytes) -> TaskResult:
+        return sandbox.run(self.module, payload)
+
+    def execution_spec(self) -> ExecutionSpec:
+        return ExecutionSpec.of("wasm", self.module.wasm, self.module.name)
+
+
 @functools.cache
 def builtin_module(filename: str) -> WasmModule:
     """A built-in kernel's module, compiled from its WAT file in this package (once)."""
@@ -73,7 +137,7 @@ def builtin_module(filename: str) -> WasmModule:
     return WasmModule.from_wat(text, name=f"wgt.kernels.{filename.removesuffix('.wat')}")
 
 
-class BuiltinKernel:
+class BuiltinKernel(ModuleKernel):
     """A built-in kernel: one WAT module of this package plus its trusted-side spec.
 
     Subclasses set ``name``, ``wat`` (file name) and ``input_kind``, and define ``encode``,
@@ -99,9 +163,6 @@ class BuiltinKernel:
     def digest(self) -> str:
         return self.module.digest
 
-    def execute(self, sandbox: Sandbox, payload: bytes) -> TaskResult:
-        return sandbox.run(self.module, payload)
-
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
         return f"wgt.kernels.{self.name}({args})"
@@ -120,7 +181,7 @@ def _rebuild_builtin(cls: type[BuiltinKernel], params: dict[str, Any]) -> Builti
     return cls(**params)
 
 
-class WasmKernel:
+class WasmKernel(ModuleKernel):
     """Any ABI v1 module as a kernel: chunk bytes in, output bytes out.
 
     Partial results are the raw output bytes; they combine by concatenation in chunk order, or
@@ -140,17 +201,24 @@ class WasmKernel:
             raise ConfigError(f"WasmKernel needs a WasmModule, got {type(module).__name__}")
         if combine is not None and not callable(combine):
             raise ConfigError(f"combine must be callable, got {type(combine).__name__}")
-        self.module = module
+        self._module = module
         self.name = name or module.name
-        self.digest = module.digest
-        self.params: Mapping[str, Any] = MappingProxyType({})
         self._combine = combine
+
+    @property
+    def module(self) -> WasmModule:
+        return self._module
+
+    @property
+    def digest(self) -> str:
+        return self._module.digest
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return MappingProxyType({})
 
     def encode(self, chunk: Any) -> bytes:
         return chunk_bytes(chunk)
-
-    def execute(self, sandbox: Sandbox, payload: bytes) -> TaskResult:
-        return sandbox.run(self.module, payload)
 
     def decode(self, output: bytes) -> bytes:
         return output

@@ -6,6 +6,7 @@ chunks and combines results; workers run it in a fresh CPython-in-WebAssembly in
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
 import json
@@ -15,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from wgtlab.errors import AbiError, ConfigError, MemoryLimitExceeded
+from wgtlab.sandbox.kernels.base import ExecutionSpec, Kernel
 from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.sandbox.python.capture import GuestProgram, capture
 from wgtlab.sandbox.python.chunks import ROW_LAYOUTS, chunk_json
@@ -152,7 +154,7 @@ def _seed(user_seed: int, digest: str, payload: bytes) -> int:
     return int.from_bytes(h.digest()[:8], "big")
 
 
-class PythonUdf:
+class PythonUdf(Kernel):
     """A Python function that runs inside the WebAssembly sandbox; a kernel for ``job.kernel``.
 
     ``f.run(chunk)`` runs it sandboxed on one chunk and returns the value; ``f(...)`` calls the
@@ -169,6 +171,22 @@ class PythonUdf:
         combine: str | Callable[[list[Any]], Any] = "natural",
         seed: int = 0,
     ) -> None:
+        self._configure(capture(fn), input, rows, output, combine, seed)
+        self.fn: Callable[..., Any] | None = fn
+        self.__name__ = self.name
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
+
+    def _configure(
+        self,
+        program: GuestProgram,
+        input: str,
+        rows: str,
+        output: str | None,
+        combine: str | Callable[[list[Any]], Any],
+        seed: int,
+        digest: str | None = None,
+    ) -> None:
         if input not in INPUTS:
             raise ConfigError(f"udf input={input!r} is not one of {sorted(INPUTS)}")
         if rows not in ROW_LAYOUTS:
@@ -181,9 +199,8 @@ class PythonUdf:
             raise ConfigError(f"udf combine={combine!r} is not a function or one of {COMBINES}")
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
             raise ConfigError(f"udf seed must be an int in [0, 2**63), got {seed!r}")
-        self.program: GuestProgram = capture(fn)
-        self.fn: Callable[..., Any] | None = fn
-        self.name = self.program.name
+        self.program = program
+        self.name = program.name
         self.input_kind = input
         self.rows = rows
         self.output_kind = output
@@ -191,20 +208,72 @@ class PythonUdf:
         self._combine = combine
         self._guest_input = guest_input
         combine_label = combine if isinstance(combine, str) else getattr(combine, "__name__", "fn")
-        self.params: Mapping[str, Any] = MappingProxyType(
-            {"input": input, "rows": rows, "output": output, "combine": combine_label, "seed": seed}
-        )
+        self._params: dict[str, Any] = {
+            "input": input,
+            "rows": rows,
+            "output": output,
+            "combine": combine_label,
+            "seed": seed,
+        }
+        self._digest = digest if digest is not None else self._code_digest()
+
+    def _code_digest(self) -> str:
         options = json.dumps(
-            {**self.params, "entry": self.program.entry}, sort_keys=True, separators=(",", ":")
+            {**self._params, "entry": self.program.entry}, sort_keys=True, separators=(",", ":")
         )
         h = hashlib.sha256(b"wgt-udf-v1\n")
         for part in (runner_digest(), self.program.source, options):
             data = part.encode()
             h.update(len(data).to_bytes(8, "big") + data)
-        self.digest = h.hexdigest()
-        self.__name__ = self.name
-        self.__doc__ = getattr(fn, "__doc__", None)
-        self.__wrapped__ = fn
+        return h.hexdigest()
+
+    @property
+    def digest(self) -> str:
+        return self._digest
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return MappingProxyType(self._params)
+
+    def execution_spec(self) -> ExecutionSpec:
+        """The program and its options as canonical JSON: a worker rebuilds the executing part
+        from it (``from_execution_spec``) without unpickling anything; the combine function,
+        trusted-side only, is never shipped."""
+        code = {
+            "program": dataclasses.asdict(self.program),
+            "params": self._params,
+            "digest": self._digest,
+        }
+        return ExecutionSpec.of(
+            "udf", json.dumps(code, sort_keys=True, separators=(",", ":")).encode(), self.name
+        )
+
+    @classmethod
+    def from_execution_spec(cls, spec: ExecutionSpec) -> PythonUdf:
+        """Worker side: the UDF's executing part from ``execution_spec()`` bytes (untrusted:
+        every field is checked; anything malformed is a ConfigError)."""
+        try:
+            state = json.loads(spec.code)
+            program = GuestProgram(**state["program"])
+            params = state["params"]
+            digest = state["digest"]
+            fields = (program.source, program.entry, program.name, digest)
+            if not all(isinstance(f, str) for f in fields):
+                raise TypeError("program fields and digest must be strings")
+            kernel = cls.__new__(cls)
+            kernel._configure(
+                program,
+                params["input"],
+                params["rows"],
+                params["output"],
+                "natural",  # combining happens on the trusted side, never on a worker
+                params["seed"],
+                digest=digest,
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"malformed udf code: {type(exc).__name__}: {exc}") from None
+        kernel.fn = None
+        return kernel
 
     # --- the kernel protocol ---------------------------------------------------------------------
 
@@ -328,11 +397,9 @@ class PythonUdf:
         state = dict(self.__dict__)
         state["fn"] = None
         state["__wrapped__"] = None
-        state["params"] = dict(self.params)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state["params"] = MappingProxyType(state["params"])
         self.__dict__.update(state)
 
     def __repr__(self) -> str:
@@ -386,11 +453,10 @@ def udf(
     Problems with the function (no source, a global or import the sandbox lacks) raise
     UdfBuildError here, before any chunk runs.
     """
-    options = {"input": input, "rows": rows, "output": output, "combine": combine, "seed": seed}
     if fn is None:
-        return lambda f: udf(f, **options)
+        return lambda f: udf(f, input=input, rows=rows, output=output, combine=combine, seed=seed)
     if isinstance(fn, PythonUdf):
         if fn.fn is None:
             raise ConfigError(f"udf {fn.name} has no native function here to re-wrap")
         fn = fn.fn
-    return PythonUdf(fn, **options)
+    return PythonUdf(fn, input=input, rows=rows, output=output, combine=combine, seed=seed)
