@@ -20,7 +20,8 @@ import wasmtime  # noqa: E402
 import wgtlab as wgt  # noqa: E402
 from wgtlab.sandbox.engine import get_engine  # noqa: E402
 from wgtlab.sandbox.python.component import build_runner, runner_component  # noqa: E402
-from wgtlab.sandbox.python.task import _linker, run_in_guest  # noqa: E402
+from wgtlab.sandbox.python.task import run_in_guest  # noqa: E402
+from wgtlab.sandbox.wasi import component_linker  # noqa: E402
 
 OVERHEAD_TARGET_MS = 2.0
 LOOP_TARGET = 3.5  # x native CPython
@@ -73,7 +74,7 @@ def per_chunk_overhead() -> bool:
         store = wasmtime.Store(engine.engine)
         store.set_fuel(limits.max_cpu_cycles)
         store.set_epoch_deadline(engine.deadline_ticks(limits.max_execution_time_ms))
-        _linker(engine).instantiate(store, component)
+        component_linker(engine).instantiate(store, component)
         store.close()
 
     timed(task, 20)  # warm up page tables and caches

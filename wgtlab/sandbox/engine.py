@@ -13,7 +13,7 @@ thread ends by itself. So a process that uses many stack limits keeps at most
 ``MAX_LIVE_ENGINES`` idle ticker threads, plus one per retired engine with a task in flight.
 
 Engine objects themselves are never freed (about 1.5 KiB each): code caches are keyed on the
-engine's fingerprint (module.py) or on ``id(engine)`` (the Python runner), so a second engine
+engine's fingerprint (cache.py) or on ``id(engine)`` (the Python runner), so a second engine
 with the same settings, or a new engine reusing a freed one's id, would be handed code compiled
 for another engine. Asking again for a retired engine's stack limit returns that same engine.
 """

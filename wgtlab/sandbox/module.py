@@ -1,114 +1,38 @@
-"""WasmModule: WebAssembly bytes checked against ABI v1, and the compiled-code caches behind them.
+"""WasmModule: WebAssembly bytes checked against ABI v1, compiled and linked once per engine.
 
 A module is validated once, when built (bad bytes, missing or mistyped exports, imports outside
-WASI preview 1 are refused before anything runs); its compiled code is kept per engine in memory
-and on disk, keyed on the engine fingerprint and the module's SHA-256.
+WASI preview 1 are refused before anything runs); its compiled code comes from the compiled-code
+cache (cache.py), keyed on the engine fingerprint and the module's SHA-256.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, cast
 
 import wasmtime
 
 from wgtlab import defaults
 from wgtlab.errors import ForbiddenImport, InvalidModule
-from wgtlab.sandbox import wasi
-from wgtlab.sandbox.cache import CompiledCache
+from wgtlab.sandbox.abi import ABI_EXPORTS, check_exports
+from wgtlab.sandbox.cache import clear_memory_cache, compile_cached
 from wgtlab.sandbox.engine import SandboxEngine, get_engine
-from wgtlab.sandbox.wasi import WASI_MODULE, WASI_PREVIEW1_FUNCTIONS
+from wgtlab.sandbox.wasi import WASI_MODULE, WASI_PREVIEW1_FUNCTIONS, core_linker
 
 __all__ = [
-    "ABI_EXPORTS",
+    "ABI_EXPORTS",  # defined in abi.py; importable from here as before
     "ExportSpec",
     "ImportSpec",
     "WasmModule",
-    "clear_memory_cache",
-    "compile_cached",
+    "clear_memory_cache",  # defined in cache.py; importable from here as before
+    "compile_cached",  # defined in cache.py; importable from here as before
 ]
-
-T = TypeVar("T")
 
 _WASM_MAGIC = b"\0asm"
 _CORE_VERSION = b"\x01\x00\x00\x00"
-
-# ABI v1: export name -> (kind, signature as printed by ExportSpec)
-ABI_EXPORTS = {
-    "memory": ("memory", "memory32"),
-    "wgt_alloc": ("func", "(i32) -> (i32)"),
-    "wgt_run": ("func", "(i32, i32) -> (i64)"),
-}
-_ABI_TEXT = "ABI v1 needs: memory, wgt_alloc(i32) -> i32, wgt_run(i32, i32) -> i64"
-
-
-# --- compiled-code cache (shared with the Python-UDF components) ------------------------------
-
-_MEMORY_CACHE_ENTRIES = 64
-_memory_cache: OrderedDict[str, Any] = OrderedDict()
-_memory_lock = threading.Lock()
-_key_locks: dict[str, threading.Lock] = {}
-
-
-def compile_cached(
-    engine: SandboxEngine,
-    key: str,
-    build: Callable[[], T],
-    *,
-    serialize: Callable[[T], bytes],
-    deserialize: Callable[[bytes], T],
-    disk: CompiledCache | None = None,
-) -> T:
-    """Compiled code for ``key`` on ``engine``: from memory, else from disk, else ``build()``.
-
-    ``key`` names the source (e.g. ``"module:<sha256>"``); the engine fingerprint (wasmtime
-    version and settings) is added, so code compiled under other settings is never loaded. A disk
-    entry that fails its integrity check or does not deserialize is discarded and rebuilt.
-    One thread builds a given key at a time; the others wait for its result.
-    """
-    full_key = f"{engine.fingerprint}|{key}"
-    with _memory_lock:
-        if full_key in _memory_cache:
-            _memory_cache.move_to_end(full_key)
-            return _memory_cache[full_key]
-        key_lock = _key_locks.setdefault(full_key, threading.Lock())
-    with key_lock:
-        try:
-            with _memory_lock:
-                if full_key in _memory_cache:
-                    return _memory_cache[full_key]
-            store = disk if disk is not None else CompiledCache()
-            compiled = None
-            blob = store.load(full_key)
-            if blob is not None:
-                try:
-                    compiled = deserialize(blob)
-                except (wasmtime.WasmtimeError, ValueError):
-                    store.discard(full_key)  # written by something else: never trusted, rebuilt
-            if compiled is None:
-                compiled = build()
-                with contextlib.suppress(OSError):  # a read-only cache dir only costs speed
-                    store.store(full_key, serialize(compiled))
-            with _memory_lock:
-                _memory_cache[full_key] = compiled
-                while len(_memory_cache) > _MEMORY_CACHE_ENTRIES:
-                    _memory_cache.popitem(last=False)
-        finally:
-            with _memory_lock:
-                _key_locks.pop(full_key, None)
-    return compiled
-
-
-def clear_memory_cache() -> None:
-    """Forget every compiled module held in memory (the disk cache is untouched)."""
-    with _memory_lock:
-        _memory_cache.clear()
 
 
 # --- module description -------------------------------------------------------------------------
@@ -162,57 +86,6 @@ class _Prepared:
     uses_wasi: bool
 
 
-_linkers: dict[str, wasmtime.Linker] = {}
-_linkers_lock = threading.Lock()
-
-
-_ERRNO_NOTSUP = 58
-
-
-def _poll_oneoff_refused(_in: int, _out: int, _count: int, _events: int) -> int:
-    return _ERRNO_NOTSUP
-
-
-def _linker(engine: SandboxEngine) -> wasmtime.Linker:
-    """One linker per engine offering WASI preview 1; each task's Store supplies its WasiConfig."""
-    linker = _linkers.get(engine.fingerprint)
-    if linker is None:
-        with _linkers_lock:
-            linker = _linkers.get(engine.fingerprint)
-            if linker is None:
-                linker = wasmtime.Linker(engine.engine)
-                linker.define_wasi()
-                # poll_oneoff can sleep in the host, where neither fuel nor the epoch deadline
-                # reaches: a kernel could hold a worker thread for ever. Kernels have no reason
-                # to wait for anything, so it answers ENOTSUP.
-                linker.allow_shadowing = True
-                i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
-                linker.define_func(
-                    WASI_MODULE,
-                    "poll_oneoff",
-                    wasmtime.FuncType([i32, i32, i32, i32], [i32]),
-                    _poll_oneoff_refused,
-                )
-                # Time and entropy are deterministic, so replicas of a task agree (wasi.py).
-                linker.define_func(
-                    WASI_MODULE,
-                    "clock_time_get",
-                    wasmtime.FuncType([i32, i64, i32], [i32]),
-                    wasi.clock_time_get,
-                    access_caller=True,
-                )
-                linker.define_func(
-                    WASI_MODULE,
-                    "random_get",
-                    wasmtime.FuncType([i32, i32], [i32]),
-                    wasi.random_get,
-                    access_caller=True,
-                )
-                linker.allow_shadowing = False
-                _linkers[engine.fingerprint] = linker
-    return linker
-
-
 class WasmModule:
     """A WebAssembly module that follows ABI v1, validated when built.
 
@@ -258,7 +131,9 @@ class WasmModule:
         self.exports = tuple(ExportSpec(exp.name, *_describe(exp.type)) for exp in compiled.exports)
         self._check_imports()
         self._check_exports()
-        memory = next(exp.type for exp in compiled.exports if exp.name == "memory")
+        memory = cast(
+            wasmtime.MemoryType, next(exp.type for exp in compiled.exports if exp.name == "memory")
+        )
         self.initial_memory_bytes = memory.limits.min << memory.page_size_log2
         self.prepared(get_engine())  # also checks the signatures of WASI imports
 
@@ -357,17 +232,7 @@ class WasmModule:
             )
 
     def _check_exports(self) -> None:
-        found = {exp.name: exp for exp in self.exports}
-        missing = [name for name in ABI_EXPORTS if name not in found]
-        if missing:
-            raise InvalidModule(f"{self.name} does not export {', '.join(missing)}; {_ABI_TEXT}")
-        for name, (kind, signature) in ABI_EXPORTS.items():
-            exp = found[name]
-            if (exp.kind, exp.signature) != (kind, signature):
-                raise InvalidModule(
-                    f"{self.name} exports {name} as {exp.kind} {exp.signature}, expected "
-                    f"{kind} {signature}; {_ABI_TEXT}"
-                )
+        check_exports(self.name, {exp.name: (exp.kind, exp.signature) for exp in self.exports})
 
     # --- compiled code ----------------------------------------------------------------------
 
@@ -400,7 +265,7 @@ class WasmModule:
                 if prepared is None:
                     compiled = self._compiled(engine)
                     try:
-                        pre = _linker(engine).instantiate_pre(compiled)
+                        pre = core_linker(engine).instantiate_pre(compiled)
                     except wasmtime.WasmtimeError as exc:
                         # names were checked already, so this is a WASI function imported with
                         # the wrong signature

@@ -1,7 +1,9 @@
 """Turns whatever wasmtime raised while a task ran into exactly one typed SandboxError.
 
 Core-module traps carry a trap code; component traps arrive as WasmtimeError with text only, so
-both are classified, the text by the stable phrases wasmtime prints for each trap.
+both are classified, the text by the stable phrases wasmtime prints for each trap. The one place
+wasmtime's errors become the project's: ``classify_module_trap`` for kernels (abi.py),
+``classify_component_trap`` for the Python runner (python/task.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from wgtlab.errors import (
 from wgtlab.sandbox.limits import ResourceLimits
 
 __all__ = [
+    "classify_component_trap",
+    "classify_module_trap",
     "classify_trap",
     "memory_limit_error",
     "out_of_fuel",
@@ -43,6 +47,9 @@ _MEMORY = (
 )
 _TRAP_LINE = re.compile(r"wasm trap: (.+)")
 _MIN_PAGES = re.compile(r"memory minimum size of (\d+) pages")
+# Traps that code hits after memory.grow answered -1: abort() / an allocation-failure handler,
+# or an access through the -1 (as a page number: address 0xFFFF0000) it got back.
+_AFTER_REFUSED_GROWTH = (wasmtime.TrapCode.UNREACHABLE, wasmtime.TrapCode.MEMORY_OUT_OF_BOUNDS)
 
 
 def _mib(n: int) -> str:
@@ -125,3 +132,118 @@ def classify_trap(error: BaseException, limits: ResourceLimits) -> SandboxError:
             return memory_limit_error(limits, detail, "declare a smaller initial memory")
         return memory_limit_error(limits, trap_message(error))
     return WasmTrap(f"the module trapped: {trap_message(error)}")
+
+
+def classify_module_trap(
+    error: BaseException,
+    limits: ResourceLimits,
+    store: wasmtime.Store,
+    memory: wasmtime.Memory | None,
+    baseline: int,
+) -> SandboxError:
+    """The typed error for ``error``, raised while a kernel's call that began at ``baseline``
+    bytes of ``memory`` ran (``memory`` is None before the kernel was instantiated).
+
+    ``memory.grow`` past the store limit only returns -1 to the guest, and wasmtime-py tells
+    the host nothing about it (``Store.set_limits`` has no callback, and the guest's code
+    cannot be instrumented without rewriting it). So a refused growth is inferred from what
+    the host can see when the guest then fails:
+
+    1. its memory is within one page of the limit: any growth would have been refused;
+    2. or it trapped the way code does when ``memory.grow`` answers -1 (``unreachable``, as
+       C's ``abort()`` and Rust's allocation-failure handler compile to, or an out-of-bounds
+       access through the -1 it got back), after growing by ``grown`` bytes during this
+       call, and one more step of that size would pass the limit. A guest that grew in
+       steps of at most ``grown`` bytes (any fixed or geometric step) is caught wherever its
+       last step stopped; one that failed after its very first growth request is caught
+       only by rule 1.
+
+    Neither applies if the module declares a maximum no larger than the limit: then the
+    module's own maximum, not ``max_memory_bytes``, refused the growth. Any other trap
+    (divide by zero, fuel, deadline, stack) keeps its own type.
+    """
+    classified = classify_trap(error, limits)
+    if isinstance(classified, MemoryLimitExceeded) or memory is None:
+        return classified
+    limit = limits.max_memory_bytes
+    memory_type = memory.type(store)
+    page = 1 << memory_type.page_size_log2
+    declared = memory_type.limits.max
+    if declared is not None and declared * page <= limit:
+        return classified
+    used = memory.data_len(store)
+    if used + page > limit:
+        return memory_limit_error(
+            limits,
+            f"its memory reached {used:,} bytes, memory.grow was refused and it then failed "
+            f"({classified})",
+        )
+    grown = used - baseline
+    if (
+        isinstance(classified, WasmTrap)
+        and getattr(error, "trap_code", None) in _AFTER_REFUSED_GROWTH
+        and grown > 0
+        and used + grown > limit
+    ):
+        return memory_limit_error(
+            limits,
+            f"its memory grew by {grown:,} bytes to {used:,} bytes during the call, then it "
+            f"trapped ({trap_message(error)}) as code does when memory.grow is refused, and a "
+            "further growth of that size would pass the limit",
+        )
+    return classified
+
+
+# The trapping WASI stubs (componentize-py --stub-wasi) each leave a recognisable libc frame.
+_STUB_SERVICES = (
+    (
+        ("wall_clock", "monotonic_clock", "clock_gettime", "clock_time_get"),
+        "the clock "
+        "(datetime.now(), date.today() and friends: results must not depend on when they run)",
+    ),
+    (("filesystem", "preopens"), "the filesystem"),
+    (
+        ("stdout_get", "stderr_get", "stdin_get", "stdio_get", "terminal_"),
+        "the process's "
+        "standard streams (os.write and friends; print() and sys.stdout are captured instead)",
+    ),
+    (("random_get", "insecure_random", "get_random"), "entropy (use random, seeded per task)"),
+    (("exit_exit", "proc_exit"), "process exit (os._exit)"),
+    (("tcp", "udp", "ip_name_lookup", "network"), "the network"),
+    (("environment", "get_arguments"), "the environment"),
+    (("poll", "subscribe"), "waiting (time.sleep, select)"),
+)
+_LIBC_FRAME = re.compile(r"libc\.so!(\w+)")
+
+
+def _stub_service(text: str) -> str | None:
+    if "unreachable" not in text:
+        return None
+    frames = _LIBC_FRAME.findall(text)
+    for frame in frames:
+        for needles, service in _STUB_SERVICES:
+            if any(needle in frame for needle in needles):
+                return service
+    return f"an operating-system service (libc {frames[0]})" if frames else None
+
+
+def classify_component_trap(error: BaseException, limits: ResourceLimits) -> SandboxError:
+    """The typed error for ``error``, raised by wasmtime while the Python runner ran under
+    ``limits``: a runner too big for the memory limit, or a call into a trapping WASI stub,
+    is told apart from the traps ``classify_trap`` names."""
+    classified = classify_trap(error, limits)
+    text = str(error)
+    if isinstance(classified, MemoryLimitExceeded) and "minimum size" in text:
+        return MemoryLimitExceeded(
+            f"the Python runner alone needs more memory than max_memory_bytes="
+            f"{limits.max_memory_bytes:,} allows ({classified}); give @wgt.udf tasks at least "
+            "32 MiB (64 MiB or more for real chunks)"
+        )
+    if type(classified) is WasmTrap:
+        service = _stub_service(text)
+        if service is not None:
+            return WasmTrap(
+                f"the Python function tried to use {service}, which the sandbox does not "
+                "provide; compute only from the chunk"
+            )
+    return classified

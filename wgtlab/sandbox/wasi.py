@@ -3,15 +3,23 @@
 Only stdout and stderr lead anywhere: into per-task buffers capped at ``max_log_bytes``. The
 clock and the entropy source are deterministic (see ``clock_time_get`` and ``random_get``
 below): a kernel's output may not depend on when or where it ran, or replicas on different
-workers would disagree and honest workers would look like liars.
+workers would disagree and honest workers would look like liars. The linkers every guest is
+instantiated through are built here too: ``core_linker`` (kernels) and ``component_linker``
+(the Python runner, which imports nothing).
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from typing import TYPE_CHECKING
 
 import wasmtime
+
+if TYPE_CHECKING:
+    from wasmtime import component as wc
+
+    from wgtlab.sandbox.engine import SandboxEngine
 
 __all__ = [
     "CLOCK_STEP_NS",
@@ -22,7 +30,10 @@ __all__ = [
     "TaskLogs",
     "begin_task",
     "clock_time_get",
+    "component_linker",
+    "core_linker",
     "random_get",
+    "set_task_wasi",
     "wasi_config",
 ]
 
@@ -91,12 +102,21 @@ def wasi_config(logs: TaskLogs) -> wasmtime.WasiConfig:
     return config
 
 
+def set_task_wasi(store: wasmtime.Store, max_log_bytes: int) -> TaskLogs:
+    """Give ``store`` (one task's) an empty WASI and a fresh clock and entropy state; returns
+    the buffers its stdout and stderr go to."""
+    logs = TaskLogs(max_log_bytes)
+    store.set_wasi(wasi_config(logs))
+    begin_task()
+    return logs
+
+
 # --- a deterministic clock and entropy source -------------------------------------------------
 
 REALTIME_EPOCH_NS = 946_684_800 * 10**9  # what the realtime clock starts at: 2000-01-01 UTC
 CLOCK_STEP_NS = 1_000  # every reading of a clock is 1 us after the task's previous reading
 _RANDOM_DOMAIN = b"wgtlab-wasi-random-v1:"
-_ERRNO_FAULT, _ERRNO_INVAL = 21, 28
+_ERRNO_FAULT, _ERRNO_INVAL, _ERRNO_NOTSUP = 21, 28, 58
 _U32 = 0xFFFFFFFF
 _CLOCKS = (0, 1, 2, 3)  # realtime, monotonic, process and thread CPU time
 
@@ -151,3 +171,66 @@ def _guest_memory(caller: wasmtime.Caller, address: int, size: int) -> wasmtime.
     if (address & _U32) + size > memory.data_len(caller):
         return None
     return memory
+
+
+def _poll_oneoff_refused(_in: int, _out: int, _count: int, _events: int) -> int:
+    return _ERRNO_NOTSUP
+
+
+# --- the linkers guests are instantiated through ------------------------------------------------
+
+_core_linkers: dict[str, wasmtime.Linker] = {}
+_component_linkers: dict[int, wc.Linker] = {}
+_linkers_lock = threading.Lock()
+
+
+def core_linker(engine: SandboxEngine) -> wasmtime.Linker:
+    """One linker per engine offering WASI preview 1; each task's Store supplies its WasiConfig."""
+    linker = _core_linkers.get(engine.fingerprint)
+    if linker is None:
+        with _linkers_lock:
+            linker = _core_linkers.get(engine.fingerprint)
+            if linker is None:
+                linker = wasmtime.Linker(engine.engine)
+                linker.define_wasi()
+                # poll_oneoff can sleep in the host, where neither fuel nor the epoch deadline
+                # reaches: a kernel could hold a worker thread for ever. Kernels have no reason
+                # to wait for anything, so it answers ENOTSUP.
+                linker.allow_shadowing = True
+                i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
+                linker.define_func(
+                    WASI_MODULE,
+                    "poll_oneoff",
+                    wasmtime.FuncType([i32, i32, i32, i32], [i32]),
+                    _poll_oneoff_refused,
+                )
+                # Time and entropy are deterministic, so replicas of a task agree (see above).
+                linker.define_func(
+                    WASI_MODULE,
+                    "clock_time_get",
+                    wasmtime.FuncType([i32, i64, i32], [i32]),
+                    clock_time_get,
+                    access_caller=True,
+                )
+                linker.define_func(
+                    WASI_MODULE,
+                    "random_get",
+                    wasmtime.FuncType([i32, i32], [i32]),
+                    random_get,
+                    access_caller=True,
+                )
+                linker.allow_shadowing = False
+                _core_linkers[engine.fingerprint] = linker
+    return linker
+
+
+def component_linker(engine: SandboxEngine) -> wc.Linker:
+    """One empty linker per engine for the Python runner component, which imports nothing at all
+    (componentize-py --stub-wasi): it gets no WASI, so it can reach nothing outside itself."""
+    linker = _component_linkers.get(id(engine))
+    if linker is None:
+        from wasmtime import component as wc  # only the Python runner needs it
+
+        with _linkers_lock:
+            linker = _component_linkers.setdefault(id(engine), wc.Linker(engine.engine))
+    return linker

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
+from typing import cast
 
 import wasmtime
 from wasmtime import component as wc
@@ -33,6 +34,7 @@ from wgtlab.errors import UdfBuildError
 from wgtlab.sandbox.cache import CACHE_ENV, CompiledCache, cache_dir
 from wgtlab.sandbox.engine import WASMTIME_VERSION, SandboxEngine
 from wgtlab.sandbox.python.guest.guest_modules import GUEST_MODULES
+from wgtlab.sandbox.wasi import component_linker
 
 try:  # POSIX; elsewhere concurrent builds are merely duplicated, never corrupted
     import fcntl
@@ -202,43 +204,40 @@ _loaded: dict[tuple[int, str], wc.Component] = {}
 _load_lock = threading.Lock()
 
 
-def _deserialize(engine: SandboxEngine, blob: bytes) -> wc.Component | None:
-    try:
-        return wc.Component.deserialize(engine.engine, blob)
-    except (wasmtime.WasmtimeError, ValueError):
-        return None
-
-
 def _load_or_compile(engine: SandboxEngine, udf_dir: Path) -> wc.Component:
     cache_ = CompiledCache(root=udf_dir)
+
+    def deserialize(blob: bytes) -> wc.Component:
+        return wc.Component.deserialize(engine.engine, blob)
+
     known_sha = cache_.load(_sha_key())
-    if known_sha is not None:
-        key = _compiled_key(engine, known_sha.decode())
-        blob = cache_.load(key)
-        if blob is not None:
-            component = _deserialize(engine, blob)
-            if component is not None:
-                return component
-            cache_.discard(key)  # not loadable by this wasmtime: never trusted, rebuilt
+    if known_sha is not None:  # the fast path: no need to read the component itself
+        component = cache_.load_compiled(_compiled_key(engine, known_sha.decode()), deserialize)
+        if component is not None:
+            return component
     wasm = component_bytes(root=udf_dir)
     sha = hashlib.sha256(wasm).hexdigest()
-    key = _compiled_key(engine, sha)
+
+    def compile_component() -> wc.Component:
+        try:
+            return wc.Component(engine.engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            # A cached component that does not compile is damaged: drop it, build afresh.
+            cache_.discard(_component_key())
+            cache_.discard(_sha_key())
+            raise UdfBuildError(
+                f"the cached Python runner does not compile ({str(exc).splitlines()[0]}); it "
+                "was removed: run `wgtlab udf build` (or retry) to build it again"
+            ) from None
+
+    # Under the lock, code another process compiled while we waited is loaded, not recompiled.
     with _file_lock(udf_dir / f"compile-{sha[:16]}.lock"):
-        blob = cache_.load(key)  # compiled by another process while we waited
-        component = _deserialize(engine, blob) if blob is not None else None
-        if component is None:
-            try:
-                component = wc.Component(engine.engine, wasm)
-            except wasmtime.WasmtimeError as exc:
-                # A cached component that does not compile is damaged: drop it, build afresh.
-                cache_.discard(_component_key())
-                cache_.discard(_sha_key())
-                raise UdfBuildError(
-                    f"the cached Python runner does not compile ({str(exc).splitlines()[0]}); it "
-                    "was removed: run `wgtlab udf build` (or retry) to build it again"
-                ) from None
-            with contextlib.suppress(OSError):  # a read-only cache dir only costs speed
-                cache_.store(key, component.serialize())
+        component = cache_.load_or_compile(
+            _compiled_key(engine, sha),
+            compile_component,
+            serialize=wc.Component.serialize,
+            deserialize=deserialize,
+        )
         if cache_.load(_sha_key()) != sha.encode():
             cache_.store(_sha_key(), sha.encode())
     return component
@@ -256,12 +255,6 @@ def runner_component(engine: SandboxEngine, *, root: Path | str | None = None) -
                 component = _load_or_compile(engine, udf_dir)
                 _loaded[slot] = component
     return component
-
-
-def forget_loaded() -> None:
-    """Drop the compiled runners held in memory (the disk cache is untouched)."""
-    with _load_lock:
-        _loaded.clear()
 
 
 # --- build ahead of time, and describe -----------------------------------------------------------
@@ -358,7 +351,8 @@ def guest_modules(engine: SandboxEngine, component: wc.Component) -> list[str]:
     try:
         store.set_fuel(1 << 40)
         store.set_epoch_deadline(engine.deadline_ticks(60_000))
-        instance = wc.Linker(engine.engine).instantiate(store, component)
-        return list(instance.get_func(store, "modules")(store))
+        instance = component_linker(engine).instantiate(store, component)
+        modules = cast(wc.Func, instance.get_func(store, "modules"))
+        return list(modules(store))
     finally:
         store.close()

@@ -7,29 +7,23 @@ becomes the typed SandboxError for it; nothing from one task survives into the n
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import wasmtime
 from wasmtime import component as wc
 
-from wgtlab.errors import (
-    MemoryLimitExceeded,
-    SandboxError,
-    StackOverflow,
-    UdfError,
-    WasmTrap,
-)
+from wgtlab.errors import SandboxError, StackOverflow, UdfError
 from wgtlab.sandbox.engine import SandboxEngine, get_engine
 from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.sandbox.python.component import runner_component, runner_digest
-from wgtlab.sandbox.traps import classify_trap, memory_limit_error
+from wgtlab.sandbox.traps import classify_component_trap, memory_limit_error
+from wgtlab.sandbox.wasi import component_linker
 
 __all__ = ["GuestOutcome", "run_in_guest"]
 
@@ -50,19 +44,10 @@ class GuestOutcome:
     wall_ms: float
 
 
-_linkers: dict[int, wc.Linker] = {}
-_linkers_lock = threading.Lock()
 # component -> {export name: ExportIndex}, looked up once per component rather than per call
-_exports: weakref.WeakKeyDictionary[wc.Component, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-def _linker(engine: SandboxEngine) -> wc.Linker:
-    # The runner imports nothing, so one empty linker per engine serves every task.
-    linker = _linkers.get(id(engine))
-    if linker is None:
-        with _linkers_lock:
-            linker = _linkers.setdefault(id(engine), wc.Linker(engine.engine))
-    return linker
+_exports: weakref.WeakKeyDictionary[wc.Component, dict[str, wc.ExportIndex]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _log(text: str, limit: int) -> tuple[bytes, bool]:
@@ -72,14 +57,17 @@ def _log(text: str, limit: int) -> tuple[bytes, bool]:
     return data[:limit], truncated
 
 
-def _export(store: wasmtime.Store, instance: wc.Instance, component: wc.Component, name: str):
+def _export(
+    store: wasmtime.Store, instance: wc.Instance, component: wc.Component, name: str
+) -> wc.Func:
     indexes = _exports.get(component)
     if indexes is None:
         indexes = _exports.setdefault(component, {})
+    # The runner's interface (guest/runner.wit) has every name asked for here: never None.
     index = indexes.get(name)
     if index is None:
-        index = indexes.setdefault(name, component.get_export_index(name))
-    return instance.get_func(store, index)
+        index = indexes.setdefault(name, cast(wc.ExportIndex, component.get_export_index(name)))
+    return cast(wc.Func, instance.get_func(store, index))
 
 
 def _fresh_instance(
@@ -90,7 +78,7 @@ def _fresh_instance(
     store.set_epoch_deadline(engine.deadline_ticks(limits.max_execution_time_ms))
     store.set_limits(memory_size=limits.max_memory_bytes)
     try:
-        return store, _linker(engine).instantiate(store, component)
+        return store, component_linker(engine).instantiate(store, component)
     except BaseException:
         store.close()
         raise
@@ -121,7 +109,7 @@ def _code(
         finally:
             store.close()
     except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-        raise _trap_error(exc, limits) from None
+        raise classify_component_trap(exc, limits) from None
     if not isinstance(code, str):  # result<string, failure>: the failure record
         raise _guest_error(code, limits, name, b"", b"")
     with _codes_lock:
@@ -169,7 +157,7 @@ def run_in_guest(
         finally:
             store.close()
     except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-        raise _trap_error(exc, limits) from None
+        raise classify_component_trap(exc, limits) from None
     wall_ms = (time.perf_counter() - started) * 1000.0
     stdout, out_cut = _log(outcome.stdout, limits.max_log_bytes)
     stderr, err_cut = _log(outcome.stderr, limits.max_log_bytes)
@@ -209,58 +197,6 @@ def _guest_error(
             traceback=lines,
         )
     # Kept for notebooks and .run(): what the function printed before it failed.
-    error.stdout = stdout  # type: ignore[attr-defined]
-    error.stderr = stderr  # type: ignore[attr-defined]
-    return error
-
-
-# The trapping WASI stubs (componentize-py --stub-wasi) each leave a recognisable libc frame.
-_STUB_SERVICES = (
-    (
-        ("wall_clock", "monotonic_clock", "clock_gettime", "clock_time_get"),
-        "the clock "
-        "(datetime.now(), date.today() and friends: results must not depend on when they run)",
-    ),
-    (("filesystem", "preopens"), "the filesystem"),
-    (
-        ("stdout_get", "stderr_get", "stdin_get", "stdio_get", "terminal_"),
-        "the process's "
-        "standard streams (os.write and friends; print() and sys.stdout are captured instead)",
-    ),
-    (("random_get", "insecure_random", "get_random"), "entropy (use random, seeded per task)"),
-    (("exit_exit", "proc_exit"), "process exit (os._exit)"),
-    (("tcp", "udp", "ip_name_lookup", "network"), "the network"),
-    (("environment", "get_arguments"), "the environment"),
-    (("poll", "subscribe"), "waiting (time.sleep, select)"),
-)
-_LIBC_FRAME = re.compile(r"libc\.so!(\w+)")
-
-
-def _stub_service(text: str) -> str | None:
-    if "unreachable" not in text:
-        return None
-    frames = _LIBC_FRAME.findall(text)
-    for frame in frames:
-        for needles, service in _STUB_SERVICES:
-            if any(needle in frame for needle in needles):
-                return service
-    return f"an operating-system service (libc {frames[0]})" if frames else None
-
-
-def _trap_error(exc: BaseException, limits: ResourceLimits) -> SandboxError:
-    error = classify_trap(exc, limits)
-    text = str(exc)
-    if isinstance(error, MemoryLimitExceeded) and "minimum size" in text:
-        return MemoryLimitExceeded(
-            f"the Python runner alone needs more memory than max_memory_bytes="
-            f"{limits.max_memory_bytes:,} allows ({error}); give @wgt.udf tasks at least "
-            "32 MiB (64 MiB or more for real chunks)"
-        )
-    if type(error) is WasmTrap:
-        service = _stub_service(text)
-        if service is not None:
-            return WasmTrap(
-                f"the Python function tried to use {service}, which the sandbox does not "
-                "provide; compute only from the chunk"
-            )
+    error.stdout = stdout  # type: ignore[union-attr]
+    error.stderr = stderr  # type: ignore[union-attr]
     return error
