@@ -312,14 +312,12 @@ def test_failed_segment_leaves_no_plaintext_in_the_pipeline_scratch():
     """The pipeline decrypts segments into a reused per-thread buffer: a segment that fails
     authentication must not leave its decrypted (compressed) bytes there."""
     from wgtlab.ces import buffers
-    from wgtlab.ces import pipeline as pipeline_module
+    from wgtlab.ces.shardset import ShardSet, memory_sources
 
     pipe = wgt.CESPipeline(bytes(range(32)), data_shards=2, parity_shards=1, segment_size=1024)
     secret = os.urandom(1000)  # incompressible: the compressed segment holds it verbatim
     shards = pipe.process(secret)
-    shard_set = pipeline_module.ShardSet.open(
-        pipeline_module._memory_sources(shards, None), pipe._keys
-    )
+    shard_set = ShardSet.open(memory_sources(shards, None), pipe._keys)
     header = shard_set.header
     sealed = shard_set.sealed_segment(0)
     tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])  # a tag bit

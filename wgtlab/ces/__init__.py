@@ -11,8 +11,7 @@ from wgtlab.ces.erasure import ErasureCodec
 from wgtlab.ces.format import ShardHeader
 from wgtlab.ces.frames import dataframe_from_shards, shard_dataframe
 from wgtlab.ces.keys import derive_tenant_key, generate_key
-from wgtlab.ces.pipeline import CESPipeline
-from wgtlab.ces.report import inspect
+from wgtlab.ces.pipeline import CESPipeline, inspect
 from wgtlab.ces.rotation import rotate, rotate_store
 from wgtlab.ces.shardset import ShardSetReport, ShardStatus
 from wgtlab.ces.store import ShardManifest, load, save

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import blake3
@@ -189,7 +190,7 @@ def header_mac(mac_key: bytes, authenticated: bytes) -> bytes:
     return hmac.new(mac_key, authenticated, hashlib.sha256).digest()
 
 
-def parse_layout(size: int, read_at) -> ShardLayout:
+def parse_layout(size: int, read_at: Callable[[int, int], bytes]) -> ShardLayout:
     """Parse a shard of ``size`` bytes through ``read_at(offset, length) -> bytes``.
 
     Reads only the header and the footer; every length is checked before it is used. Raises

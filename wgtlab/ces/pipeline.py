@@ -34,7 +34,8 @@ from wgtlab.ces.format import (
 )
 from wgtlab.ces.keys import KeyLike, KeySchedule, derive_tenant_key, resolve_key
 from wgtlab.ces.parallel import ordered_map
-from wgtlab.ces.shardset import BytesSource, ShardSet, ShardSetReport, ShardSource
+from wgtlab.ces.report import inspect_shards
+from wgtlab.ces.shardset import ShardSet, ShardSetReport, memory_sources
 from wgtlab.ces.store import Progress, output_target, source_size, write_store
 from wgtlab.ces.writer import Sealed, write_shards
 from wgtlab.errors import ConfigError, IntegrityError, KeyConfigError
@@ -168,7 +169,7 @@ class CESPipeline:
         Raises ``KeyMismatchError`` (another key), ``NotEnoughShardsError`` (too many lost),
         ``ShardFormatError`` (nothing readable, mixed datasets) or ``IntegrityError``.
         """
-        shard_set = ShardSet.open(_memory_sources(shards, present), self._keys)
+        shard_set = ShardSet.open(memory_sources(shards, present), self._keys)
         header = shard_set.header
         if header.original_size == 0:
             self._open(shard_set, 0)  # still authenticate the (empty) segment
@@ -186,9 +187,7 @@ class CESPipeline:
 
     def inspect(self, shards: Sequence[bytes | None] | store.URL) -> ShardSetReport:
         """Per-shard status of a shard set (list or URL), with header MACs checked by this key."""
-        from wgtlab.ces.report import inspect
-
-        return inspect(shards, key=self)
+        return inspect_shards(shards, self._keys)
 
     # --- streaming -------------------------------------------------------------------------
 
@@ -322,6 +321,19 @@ class CESPipeline:
 # --- helpers -----------------------------------------------------------------------------------
 
 
+def inspect(
+    shards: Sequence[bytes | None] | store.URL, key: KeyLike | CESPipeline | None = None
+) -> ShardSetReport:
+    """Per-shard status of a shard set given as a list of shards or a URL / directory.
+
+    ``key`` (a key, or a ``CESPipeline``) lets header MACs and key ids be checked; every
+    fragment's checksum is verified either way (no key: checksums only, never a random key).
+    Never raises for damaged shards: the report says what is wrong, and ``.recoverable``
+    whether ``reconstruct`` would succeed.
+    """
+    return inspect_shards(shards, None if key is None else as_pipeline(key)._keys)
+
+
 def as_pipeline(
     key_or_pipeline: KeyLike | CESPipeline | None, *, stacklevel: int = 2
 ) -> CESPipeline:
@@ -369,69 +381,6 @@ def _byte_view(data: Any) -> memoryview:
             f"CES processes bytes-like data (bytes, bytearray, contiguous memoryview), not "
             f"{type(data).__name__}"
         ) from None
-
-
-def _memory_sources(
-    shards: Sequence[bytes | None], present: Sequence[bool] | None
-) -> list[ShardSource | None]:
-    if isinstance(shards, bytes | bytearray | memoryview | str) or not isinstance(shards, Sequence):
-        raise ConfigError(
-            "reconstruct() takes a list of shards (bytes, or None for a missing shard), as "
-            f"returned by process(); got {type(shards).__name__}"
-        )
-    if present is not None and len(present) != len(shards):
-        raise ConfigError(
-            f"present has {len(present)} entries but there are {len(shards)} shards; give one "
-            "flag per shard"
-        )
-    _check_shard_types(shards)
-    return [
-        None if shard is None or (present is not None and not present[i]) else BytesSource(shard)
-        for i, shard in enumerate(shards)
-    ]
-
-
-def _check_shard_types(shards: Sequence[Any]) -> None:
-    """Refuse, before any work, a shard that is neither None nor contiguous bytes-like data.
-
-    Damaged bytes count as a missing shard; a str or another object is a caller's mistake, and
-    calling it damage would only say "0 bytes" about data that was never bytes at all.
-    """
-    wrong: dict[str, list[int]] = {}
-    for i, shard in enumerate(shards):
-        if shard is None:
-            continue
-        if not isinstance(shard, str):
-            try:
-                with memoryview(shard) as view:
-                    if view.c_contiguous:
-                        continue
-                    kind = f"non-contiguous {type(shard).__name__}"
-            except TypeError:
-                kind = type(shard).__name__
-        else:
-            kind = "str"
-        wrong.setdefault(kind, []).append(i)
-    if not wrong:
-        return
-    given = "; ".join(f"{_positions(at, len(shards))} {kind}" for kind, at in wrong.items())
-    hint = (
-        " (shards are binary: read shard files in binary mode; if you stored them as text, "
-        "e.g. hex or base64, decode them back to bytes first)"
-        if "str" in wrong
-        else ""
-    )
-    raise ConfigError(
-        f"each shard must be bytes, bytearray or a contiguous memoryview (or None for a missing "
-        f"shard), as process() returns them; but {given}{hint}"
-    )
-
-
-def _positions(at: list[int], total: int) -> str:
-    if len(at) == total:
-        return f"all {total} shards are" if total > 1 else "the shard is"
-    listed = ", ".join(map(str, at[:8])) + (", ..." if len(at) > 8 else "")
-    return f"shard {listed} is" if len(at) == 1 else f"shards {listed} are"
 
 
 def _segments(shard_set: ShardSet) -> range:

@@ -1,4 +1,4 @@
-"""``inspect``: what a shard set holds and whether it can be rebuilt, without rebuilding it.
+"""Reports: what a shard set holds and whether it can be rebuilt, without rebuilding it.
 
 Works without the key (checksums find bit rot); with the key, header MACs are checked too.
 """
@@ -7,32 +7,31 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
 
 from wgtlab.ces import store
-from wgtlab.ces.keys import KeyLike, KeySchedule
-from wgtlab.ces.shardset import ShardSet, ShardSetReport, ShardSource, judge_shards
+from wgtlab.ces.keys import KeySchedule
+from wgtlab.ces.shardset import (
+    ShardSet,
+    ShardSetReport,
+    ShardSource,
+    judge_shards,
+    memory_sources,
+)
 
 
-def inspect(
-    shards: Sequence[bytes | None] | store.URL, key: KeyLike | Any = None
+def inspect_shards(
+    shards: Sequence[bytes | None] | store.URL, keys: KeySchedule | None
 ) -> ShardSetReport:
-    """Per-shard status of a shard set given as a list of shards or a URL / directory.
-
-    ``key`` (a key, or a ``CESPipeline``) lets header MACs and key ids be checked; every
-    fragment's checksum is verified either way. Never raises for damaged shards: the report
-    says what is wrong, and ``.recoverable`` whether ``reconstruct`` would succeed.
-    """
-    keys = _schedule(key)
+    """Per-shard status of a shard set given as a list of shards or a URL / directory, with
+    header MACs and key ids checked under ``keys`` when given (``wgt.ces.inspect`` is the
+    public form, taking a key or a pipeline)."""
     if isinstance(shards, str | os.PathLike):
         sources, names, reasons = store.open_sources(shards)
         try:
             return _report(sources, keys, names, reasons)
         finally:
             store.close_sources(sources)
-    from wgtlab.ces.pipeline import _memory_sources
-
-    return _report(_memory_sources(shards, None), keys, None, None)
+    return _report(memory_sources(shards, None), keys, None, None)
 
 
 def _report(
@@ -54,11 +53,3 @@ def _report(
             problem=problem,
         )
     return ShardSet(judgement).report(key_checked=keys is not None, problem=problem)
-
-
-def _schedule(key: Any) -> KeySchedule | None:
-    if key is None:
-        return None  # no key: checksums only (unlike as_pipeline, never a random key)
-    from wgtlab.ces.pipeline import as_pipeline
-
-    return as_pipeline(key)._keys

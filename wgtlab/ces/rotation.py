@@ -13,8 +13,8 @@ from wgtlab.ces import store
 from wgtlab.ces.format import ShardHeader
 from wgtlab.ces.keys import KeyLike
 from wgtlab.ces.parallel import ordered_map
-from wgtlab.ces.pipeline import CESPipeline, _memory_sources, as_pipeline
-from wgtlab.ces.shardset import ShardSet
+from wgtlab.ces.pipeline import CESPipeline, as_pipeline
+from wgtlab.ces.shardset import ShardSet, memory_sources
 from wgtlab.ces.writer import Sealed, write_shards
 from wgtlab.errors import KeyConfigError
 
@@ -36,7 +36,7 @@ def rotate(
     Raises what ``reconstruct`` raises when the old set cannot be read.
     """
     old = _pipeline(old_key)
-    shard_set = ShardSet.open(_memory_sources(shards, present), old._keys)
+    shard_set = ShardSet.open(memory_sources(shards, present), old._keys)
     new, header = _target(shard_set.header, new_key, data_shards, parity_shards)
     return write_shards(header, _resealed(old, new, shard_set, header), new._keys.mac_key)
 

@@ -19,6 +19,7 @@ from wgtlab.ces.format import ShardHeader, ShardLayout, fragment_checksum, parse
 from wgtlab.ces.keys import KeySchedule
 from wgtlab.errors import (
     CESError,
+    ConfigError,
     KeyMismatchError,
     NotEnoughShardsError,
     ShardFormatError,
@@ -214,7 +215,11 @@ def judge_shards(
             m.position, names[m.position], state, header.index, reason, 0, m.layout.size
         )
 
-    def verdict(problem: CESError | None, header: ShardHeader | None = None, members=None):
+    def verdict(
+        problem: CESError | None,
+        header: ShardHeader | None = None,
+        members: dict[int, _Member] | None = None,
+    ) -> Judgement:
         done = tuple(s for s in statuses if s is not None)
         return Judgement(done, header, members or {}, problem)
 
@@ -380,7 +385,7 @@ class ShardSet:
         """Per-position status, with the fragment damage found so far."""
         out = []
         for s in self._statuses:
-            damaged = self._damage.get(s.index, 0) if s.state == OK else 0
+            damaged = self._damage.get(s.index, 0) if s.state == OK and s.index is not None else 0
             if damaged:
                 s = ShardStatus(
                     s.position,
@@ -415,3 +420,66 @@ class ShardSet:
 def _codec(data_shards: int, parity_shards: int, codec: int) -> ErasureCodec:
     # Shared across shard sets of one layout, so pyeclib's per-thread drivers are built once.
     return ErasureCodec(data_shards, parity_shards, codec)
+
+
+def memory_sources(
+    shards: Sequence[bytes | None], present: Sequence[bool] | None
+) -> list[ShardSource | None]:
+    if isinstance(shards, bytes | bytearray | memoryview | str) or not isinstance(shards, Sequence):
+        raise ConfigError(
+            "reconstruct() takes a list of shards (bytes, or None for a missing shard), as "
+            f"returned by process(); got {type(shards).__name__}"
+        )
+    if present is not None and len(present) != len(shards):
+        raise ConfigError(
+            f"present has {len(present)} entries but there are {len(shards)} shards; give one "
+            "flag per shard"
+        )
+    check_shard_types(shards)
+    return [
+        None if shard is None or (present is not None and not present[i]) else BytesSource(shard)
+        for i, shard in enumerate(shards)
+    ]
+
+
+def check_shard_types(shards: Sequence[Any]) -> None:
+    """Refuse, before any work, a shard that is neither None nor contiguous bytes-like data.
+
+    Damaged bytes count as a missing shard; a str or another object is a caller's mistake, and
+    calling it damage would only say "0 bytes" about data that was never bytes at all.
+    """
+    wrong: dict[str, list[int]] = {}
+    for i, shard in enumerate(shards):
+        if shard is None:
+            continue
+        if not isinstance(shard, str):
+            try:
+                with memoryview(shard) as view:
+                    if view.c_contiguous:
+                        continue
+                    kind = f"non-contiguous {type(shard).__name__}"
+            except TypeError:
+                kind = type(shard).__name__
+        else:
+            kind = "str"
+        wrong.setdefault(kind, []).append(i)
+    if not wrong:
+        return
+    given = "; ".join(f"{_positions(at, len(shards))} {kind}" for kind, at in wrong.items())
+    hint = (
+        " (shards are binary: read shard files in binary mode; if you stored them as text, "
+        "e.g. hex or base64, decode them back to bytes first)"
+        if "str" in wrong
+        else ""
+    )
+    raise ConfigError(
+        f"each shard must be bytes, bytearray or a contiguous memoryview (or None for a missing "
+        f"shard), as process() returns them; but {given}{hint}"
+    )
+
+
+def _positions(at: list[int], total: int) -> str:
+    if len(at) == total:
+        return f"all {total} shards are" if total > 1 else "the shard is"
+    listed = ", ".join(map(str, at[:8])) + (", ..." if len(at) > 8 else "")
+    return f"shard {listed} is" if len(at) == 1 else f"shards {listed} are"

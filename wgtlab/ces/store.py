@@ -325,7 +325,7 @@ class RebuildOutput:
         if hasattr(out, "write"):
             self.file = cast("IO[bytes]", out)
         else:
-            self.given = cast(URL, out)
+            self.given = out
             self.target = output_target(self.given, overwrite=overwrite)
 
     def write(self, parts: Iterable[bytes], progress: Progress | None = None) -> int:

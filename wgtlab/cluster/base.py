@@ -117,9 +117,7 @@ class Cluster(JobRunner):
         return {name: fingerprint(key) for name, key in self.identities().items()}
 
     @staticmethod
-    def named_faults(
-        faults: FaultMap | None, names: Sequence[str]
-    ) -> dict[str, Fault]:
+    def named_faults(faults: FaultMap | None, names: Sequence[str]) -> dict[str, Fault]:
         """``faults`` keyed by worker name (an int key is the worker's index), checked against
         ``names``: every key a worker, every value a ``wgt.faults`` fault."""
         named: dict[str, Fault] = {}

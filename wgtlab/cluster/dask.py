@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import html
+import importlib.util
 import logging
 import re
 import shutil
@@ -76,7 +77,9 @@ class UntrustingClient(distributed.Client):
     def _handle_key_in_memory(self, key: Any = None, type: Any = None, workers: Any = None) -> None:
         super()._handle_key_in_memory(key=key, type=None, workers=workers)
 
-    def _handle_task_erred(self, key: Any = None, exception: Any = None, traceback: Any = None):
+    def _handle_task_erred(
+        self, key: Any = None, exception: Any = None, traceback: Any = None
+    ) -> None:
         state = self.futures.get(key)
         if state is not None:
             state.set_error(RemoteTaskError(f"task {key!r} failed on its worker"), None)
@@ -124,7 +127,7 @@ def _settle(reply: Future[WorkerReply], waiter: asyncio.Future[WorkerReply]) -> 
     if waiter.cancelled():
         reply.set_exception(ClusterError("the task's waiter was cancelled"))
     elif waiter.exception() is not None:
-        reply.set_exception(waiter.exception())  # type: ignore[arg-type]
+        reply.set_exception(waiter.exception())
     else:
         reply.set_result(waiter.result())
 
@@ -256,12 +259,7 @@ class DaskCluster(Cluster):
             raise ConfigError(f"n_workers must be an int in 1..64, got {n_workers!r}")
         named = cls.named_faults(faults, [worker_label(i) for i in range(n_workers)])
         if dashboard is None:
-            try:
-                import bokeh  # noqa: F401
-            except ImportError:
-                dashboard = False
-            else:
-                dashboard = True
+            dashboard = importlib.util.find_spec("bokeh") is not None
         workdir = Path(tempfile.mkdtemp(prefix="wgtlab-dask-"))
         processes = LoopbackProcesses(workdir)
         try:

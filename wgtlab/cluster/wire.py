@@ -101,7 +101,7 @@ def _checker(hint: object) -> Callable[[object], bool]:
     if hint is float:
         return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
     if hint in (str, bytes):
-        return lambda v: isinstance(v, hint)  # type: ignore[arg-type]
+        return lambda v: isinstance(v, hint)
     options = typing.get_args(hint)
     if type(None) in options and len(options) == 2:
         inner = _checker(next(o for o in options if o is not type(None)))
@@ -121,9 +121,9 @@ def _reply_fields() -> tuple[tuple[str, object, Callable[[object], bool]], ...]:
 
 
 def _expected(hint: object) -> str:
-    names = {int: "an int", float: "a number", str: "a str", bytes: "bytes"}
+    names: dict[object, str] = {int: "an int", float: "a number", str: "a str", bytes: "bytes"}
     if hint in names:
-        return names[hint]  # type: ignore[index]
+        return names[hint]
     return " or ".join("None" if o is type(None) else names[o] for o in typing.get_args(hint))
 
 
@@ -161,13 +161,13 @@ def reply_from_wire(blob: object, worker: str, task: Task) -> WorkerReply:
             raise RemoteTaskError(f"worker {worker} {problem}: {str(wire[problem])[:500]}")
     values: dict[str, Any] = {}
     for name, hint, check in _reply_fields():
-        value = wire.get(name)
+        value: Any = wire.get(name)
         if not check(value):
             raise RemoteTaskError(
                 f"malformed reply from worker {worker}: {name} is a {type(value).__name__}, "
                 f"expected {_expected(hint)}"
             )
-        values[name] = float(value) if hint is float else value  # type: ignore[arg-type]
+        values[name] = float(value) if hint is float else value
     return WorkerReply(worker=worker, **values)
 
 

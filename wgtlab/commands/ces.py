@@ -145,7 +145,7 @@ def run_decode(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from wgtlab.ces.report import inspect
+    from wgtlab.ces import inspect
 
     pipe = _pipeline(args, required=False)
     report = inspect(args.directory, key=pipe)

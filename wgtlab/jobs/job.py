@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from wgtlab import defaults
 from wgtlab.errors import ConfigError, JobDefinitionError
@@ -97,7 +97,7 @@ class JobSettings:
         ``"continue"``: the job's value combines the chunks that succeeded."""
         if policy not in ON_ERROR:
             raise JobDefinitionError(f"on_error must be one of {ON_ERROR}, got {policy!r}")
-        self.error_policy = cast(OnError, policy)
+        self.error_policy = policy
         return self
 
     def subscribe(self, subscriber: Subscriber) -> Subscriber:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 from wgtlab import defaults
 from wgtlab.errors import JobDefinitionError, JobError
@@ -77,7 +77,7 @@ class Verification:
             )
         if adaptive not in (True, False):
             raise JobDefinitionError(f"adaptive must be True or False, got {adaptive!r}")
-        return cls(cast(VerificationMode, mode), replicas, max_replicas, bool(adaptive))
+        return cls(mode, replicas, max_replicas, bool(adaptive))
 
 
 @dataclass(frozen=True)

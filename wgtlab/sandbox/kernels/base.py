@@ -168,7 +168,11 @@ class BuiltinKernel(ModuleKernel):
         return f"wgt.kernels.{self.name}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._params == self._params  # type: ignore[attr-defined]
+        return (
+            isinstance(other, BuiltinKernel)
+            and type(other) is type(self)
+            and other._params == self._params
+        )
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(sorted(self._params.items()))))

@@ -19,6 +19,7 @@ import re
 import sys
 import textwrap
 import types
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -241,6 +242,16 @@ def _describe(value: Any) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
+class CapturedFunction(ABC):
+    """A function that is already a sandboxed kernel (``@wgt.udf``): another function that
+    calls it captures its native function in its place."""
+
+    @property
+    @abstractmethod
+    def native_function(self) -> Callable[..., Any] | None:
+        """The plain Python function, or None where only the program travelled (a worker)."""
+
+
 class _Assembler:
     """Collects the definitions a function needs, checking each one."""
 
@@ -306,8 +317,6 @@ class _Assembler:
             self._bind(name, value, label)
 
     def _bind(self, name: str, value: Any, label: str) -> None:
-        from wgtlab.sandbox.python.udf import PythonUdf
-
         if name in self.bound and self.bound[name] is value:
             return
         if isinstance(value, types.ModuleType):
@@ -323,8 +332,8 @@ class _Assembler:
                 f"import {module} as {name}\n" if module != name else f"import {module}\n"
             )
             return
-        if isinstance(value, PythonUdf):
-            value = value.fn
+        if isinstance(value, CapturedFunction):
+            value = value.native_function
             if value is None:
                 raise _refuse(
                     label,

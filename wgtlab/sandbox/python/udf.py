@@ -18,7 +18,7 @@ from typing import Any
 from wgtlab.errors import AbiError, ConfigError, MemoryLimitExceeded
 from wgtlab.sandbox.kernels.base import ExecutionSpec, Kernel
 from wgtlab.sandbox.limits import ResourceLimits
-from wgtlab.sandbox.python.capture import GuestProgram, capture
+from wgtlab.sandbox.python.capture import CapturedFunction, GuestProgram, capture
 from wgtlab.sandbox.python.chunks import ROW_LAYOUTS, chunk_json
 from wgtlab.sandbox.python.component import runner_digest
 from wgtlab.sandbox.python.task import run_in_guest
@@ -154,7 +154,7 @@ def _seed(user_seed: int, digest: str, payload: bytes) -> int:
     return int.from_bytes(h.digest()[:8], "big")
 
 
-class PythonUdf(Kernel):
+class PythonUdf(Kernel, CapturedFunction):
     """A Python function that runs inside the WebAssembly sandbox; a kernel for ``job.kernel``.
 
     ``f.run(chunk)`` runs it sandboxed on one chunk and returns the value; ``f(...)`` calls the
@@ -230,6 +230,10 @@ class PythonUdf(Kernel):
     @property
     def digest(self) -> str:
         return self._digest
+
+    @property
+    def native_function(self) -> Callable[..., Any] | None:
+        return self.fn
 
     @property
     def params(self) -> Mapping[str, Any]:
