@@ -34,7 +34,8 @@ material.
     └── ClusterError                  a cluster could not start, connect or dispatch
 
     WgtWarning (UserWarning)
-    └── EphemeralKeyWarning           data sealed under a random, per-process key
+    ├── EphemeralKeyWarning           data sealed under a random, per-process key
+    └── SubscriberWarning             a job-event subscriber raised and was dropped (job goes on)
 """
 
 from __future__ import annotations
@@ -215,6 +216,11 @@ class EphemeralKeyWarning(WgtWarning):
     """Data is being sealed under a random key that lives only in this process."""
 
 
+class SubscriberWarning(WgtWarning):
+    """A job-event subscriber (progress bar, dashboard, callback) raised; it was unsubscribed
+    and the job went on without it."""
+
+
 __all__ = [
     "AbiError",
     "CESError",
@@ -239,6 +245,7 @@ __all__ = [
     "ShardFormatError",
     "SignatureError",
     "StackOverflow",
+    "SubscriberWarning",
     "TimeLimitExceeded",
     "TrustError",
     "UdfBuildError",

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from wgtlab.errors import SubscriberWarning
 
 # Event kinds, in the order a chunk meets them.
 JOB_STARTED = "job_started"
@@ -55,12 +58,12 @@ Subscriber = Callable[[Event], None]
 
 
 class EventStream:
-    """Fan-out of events to subscribers; a failing subscriber is dropped, never the job."""
+    """Fan-out of events to subscribers; a failing subscriber is dropped with a
+    ``SubscriberWarning``, never the job."""
 
     def __init__(self, subscribers: list[Subscriber] | None = None) -> None:
         self._subscribers: list[Subscriber] = list(subscribers or [])
         self._lock = threading.Lock()
-        self.dropped: list[tuple[Subscriber, BaseException]] = []
 
     def subscribe(self, subscriber: Subscriber) -> Subscriber:
         with self._lock:
@@ -80,4 +83,10 @@ class EventStream:
                 subscriber(event)
             except Exception as exc:  # a broken progress bar must not break the job
                 self.unsubscribe(subscriber)
-                self.dropped.append((subscriber, exc))
+                warnings.warn(
+                    f"job {event.job!r}: subscriber {subscriber!r} raised "
+                    f"{type(exc).__name__}: {exc} on a {event.kind} event; it gets no more "
+                    "events, the job goes on",
+                    SubscriberWarning,
+                    stacklevel=2,
+                )
