@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,17 +29,42 @@ def ip():
     runtime.set_session_cluster(None)
 
 
-def run(ip, code: str):
+def run(ip: InteractiveShell, code: str) -> Any:  # an ExecutionResult (IPython types .result None)
     return ip.run_cell(code, store_history=False)
 
 
-def failure_lines(ip, capsys, code: str) -> list[str]:
+def failure_lines(ip: InteractiveShell, capsys: pytest.CaptureFixture[str], code: str) -> list[str]:
     """Run a cell that must fail; return what IPython printed for the error."""
     capsys.readouterr()
     result = run(ip, code)
     assert not result.success
     assert isinstance(result.error_in_exec, MagicError)
     return [ANSI.sub("", line) for line in capsys.readouterr().out.strip().splitlines()]
+
+
+def test_trust_plot_draws_the_threshold_of_the_session_clusters_policy(ip, monkeypatch):
+    import IPython.display
+
+    from wgtlab.trust.policy import TrustPolicy
+
+    ledger = wgt.TrustLedger(":memory:")
+    strict = wgt.LocalCluster(workers=2, policy=TrustPolicy(ledger, quarantine_threshold=0.6))
+    for _ in range(3):  # 0.45, 0.405, 0.3645: above the default threshold, below this policy's
+        ledger.record(strict.fingerprint("local-0"), False, label="local-0")
+    shown: list[Any] = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    previous = runtime.session_cluster()
+    runtime.set_session_cluster(strict)
+    try:
+        assert run(ip, "%wgt trust --plot").result is ledger
+    finally:
+        runtime.set_session_cluster(previous)
+        strict.close()
+    [figure] = shown
+    ax = figure.axes[0]
+    assert "threshold 0.6" in [t.get_text() for t in ax.get_legend().get_texts()]
+    [cross] = ax.collections  # local-0's dip below the threshold, marked where it began
+    assert cross.get_offsets().tolist() == [[1.0, pytest.approx(0.45)]]
 
 
 def test_help_shows_every_command_usage():
@@ -84,8 +110,8 @@ def test_cluster_run_and_verify(ip, capsys):
     result = run(ip, "%wgt cluster local 4 --liars 1 --seed 3 -o cluster")
     cluster = result.result
     assert isinstance(cluster, wgt.LocalCluster)
-    assert runtime.session_cluster() is cluster is ip.user_ns["cluster"]
     assert sorted(cluster.faults) == ["local-0"]
+    assert runtime.session_cluster() is cluster is ip.user_ns["cluster"]
 
     values = np.random.default_rng(5).uniform(0, 100, 20_000)
     ip.user_ns["values"] = values
@@ -241,7 +267,7 @@ def test_ces_magic_never_echoes_a_typed_key_and_decode_needs_one(ip, tmp_path, c
     ]
 
 
-def completions(ip, line: str) -> list[str]:
+def completions(ip: InteractiveShell, line: str) -> list[str]:
     """What a Jupyter front end offers at the end of ``line`` (the kernel's completion call)."""
     with provisionalcompleter():
         return [c.text for c in ip.Completer.completions(line, len(line))]

@@ -39,6 +39,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from wgtlab import defaults, samples
     from wgtlab.commands.progress import TextProgress
     from wgtlab.notebook import plots
+    from wgtlab.views import quarantine_threshold
 
     flights = samples.flights()
     distance = flights["distance"].astype("float64")
@@ -51,9 +52,9 @@ def run_demo(args: argparse.Namespace) -> int:
         f"{args.workers} sandboxed workers, {liar} lies on every task"
     )
     with wgt.Job("flight-distance-histogram") as job:
-        wgt.input(distance, chunk_rows=args.chunk_rows)
-        wgt.kernel(wgt.kernels.histogram(bins=12, lo=0.0, hi=3000.0))
-        wgt.verify("redundancy", replicas=args.replicas)
+        job.input(distance, chunk_rows=args.chunk_rows)
+        job.kernel(wgt.kernels.histogram(bins=12, lo=0.0, hi=3000.0))
+        job.verify("redundancy", replicas=args.replicas)
     limits = job.resource_limits
     print(
         f"limits: {limits.max_memory_bytes >> 20} MiB memory, {limits.max_cpu_cycles:,} fuel, "
@@ -91,7 +92,8 @@ def run_demo(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     trust_png = args.out / "trust.png"
     grid_png = args.out / "verification.png"
-    plots.trust_timeline(cluster.ledger.history()).savefig(trust_png, dpi=110)
+    threshold = quarantine_threshold(cluster)
+    plots.trust_timeline(cluster.ledger.history(), threshold).savefig(trust_png, dpi=110)
     plots.verification_grid(result.verification).savefig(grid_png, dpi=110)
     print(f"\nplots: {trust_png}, {grid_png}")
 

@@ -158,7 +158,8 @@ def _help_args(line: str) -> None:
     """This overview."""
 
 
-PARSERS: dict[str, Callable[..., None]] = {
+# magic_arguments gives each of these functions a ``.parser`` (argparse), which typing cannot see.
+PARSERS: dict[str, Any] = {
     "cluster": _cluster_args,
     "udf": _udf_args,
     "wat": _wat_args,
@@ -230,16 +231,22 @@ class WgtMagics(Magics):
 
     # --- helpers -------------------------------------------------------------------------------
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        """The notebook's variables (a registered magic always has its shell)."""
+        assert self.shell is not None
+        return self.shell.user_ns
+
     def _lookup(self, name: str, what: str) -> Any:
         try:
-            return self.shell.user_ns[name]
+            return self._user_ns[name]
         except KeyError:
             raise UsageError(f"no variable {name!r} in the namespace ({what})") from None
 
     def _bind(self, name: str | None, value: Any) -> None:
         if name:
             _check_variable(name)
-            self.shell.user_ns[name] = value
+            self._user_ns[name] = value
 
     def _cluster(self) -> Any:
         return runtime.default_cluster()
@@ -305,13 +312,15 @@ class WgtMagics(Magics):
         return self._cluster()
 
     def cmd_trust(self, args: Any) -> Any:
-        ledger = self._cluster().ledger
+        cluster = self._cluster()
+        ledger = cluster.ledger
         if args.plot:
             from IPython.display import display
 
             from wgtlab.notebook.plots import trust_timeline
+            from wgtlab.views import quarantine_threshold
 
-            display(trust_timeline(ledger.history()))
+            display(trust_timeline(ledger.history(), quarantine_threshold(cluster)))
         return ledger
 
     def cmd_verify(self, args: Any) -> ProofCheck:
@@ -347,7 +356,7 @@ class WgtMagics(Magics):
         from wgtlab.sandbox.python import udf
 
         _check_variable(args.name)
-        function = _function_from_cell(args.name, args.arg, cell, self.shell.user_ns)
+        function = _function_from_cell(args.name, args.arg, cell, self._user_ns)
         options = {
             name: value
             for name, value in (
@@ -459,12 +468,12 @@ class WgtMagics(Magics):
             if v is not None
         }
         if args.key:
-            if args.key not in self.shell.user_ns:  # never echo it: it may be a key itself
+            if args.key not in self._user_ns:  # never echo it: it may be a key itself
                 raise UsageError(
                     "--key takes the name of a variable that holds the key (bytes or 64 hex "
                     "characters), and there is no such variable; never type a key into a cell"
                 )
-            return CESPipeline(self.shell.user_ns[args.key], **layout)
+            return CESPipeline(self._user_ns[args.key], **layout)
         if args.action == "inspect":
             return None
         if args.action == "decode" and key_from_env() is None:

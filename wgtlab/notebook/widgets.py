@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from wgtlab import defaults
 from wgtlab.jobs import events as ev
 from wgtlab.jobs.events import Event, Subscriber
-from wgtlab.views import badge, render
+from wgtlab.views import badge, quarantine_threshold, render
 
 PROGRESS_KINDS = ("auto", "widget", "text", "none")
 _TEMPLATES = "wgtlab.notebook.templates"
@@ -44,7 +45,9 @@ class JobDashboard:
     """A job's live view; call it with events (it is a job subscriber), display it in Jupyter.
 
     ``total``: the number of chunks if known (else the bar follows the chunks seen so far).
-    ``scores``: each worker's trust score before the run.
+    ``scores``: each worker's trust score before the run; ``quarantined``: the workers already
+    quarantined then. ``threshold``: the quarantine threshold of the policy in use, which
+    colours the trust bars.
     """
 
     def __init__(
@@ -56,6 +59,8 @@ class JobDashboard:
         replicas: int = 1,
         total: int | None = None,
         scores: dict[str, float] | None = None,
+        quarantined: Iterable[str] = (),
+        threshold: float = defaults.QUARANTINE_THRESHOLD,
         refresh_s: float = _REFRESH_S,
     ) -> None:
         self.name = name
@@ -65,6 +70,10 @@ class JobDashboard:
         for worker, score in (scores or {}).items():
             if worker in self.tallies:
                 self.tallies[worker].score = score
+        for worker in quarantined:
+            if worker in self.tallies:
+                self.tallies[worker].quarantined = True
+        self.threshold = threshold
         self.state = "waiting"
         self.verified = 0
         self.failed = 0
@@ -81,16 +90,16 @@ class JobDashboard:
 
     @classmethod
     def for_job(cls, job: Any, cluster: Any) -> JobDashboard:
-        """A dashboard for ``job`` on ``cluster``, with the workers' trust before the run."""
-        from wgtlab.cluster.display import worker_ids
-
+        """A dashboard for ``job`` on ``cluster``, with the workers' trust before the run, judged
+        by the cluster's trust policy."""
         names = list(cluster.worker_names())
         try:
-            ids = worker_ids(cluster)
+            ids = {n: cluster.fingerprint(n) for n in names}
             states = cluster.ledger.states(ids.values())
             scores = {n: states[ids[n]].score for n in names}
+            quarantined = [n for n in names if cluster.policy.is_quarantined(ids[n])]
         except Exception:  # a cluster without a ledger view still gets a dashboard
-            scores = {}
+            scores, quarantined = {}, []
         verification = getattr(job, "verification", None)
         return cls(
             job.name,
@@ -99,6 +108,8 @@ class JobDashboard:
             replicas=getattr(verification, "replicas", 1),
             total=expected_chunks(job),
             scores=scores,
+            quarantined=quarantined,
+            threshold=quarantine_threshold(cluster),
         )
 
     # --- the subscriber ------------------------------------------------------------------------
@@ -270,7 +281,7 @@ class JobDashboard:
             trust.value = tally.score
             trust.bar_style = (
                 "danger"
-                if tally.score < defaults.QUARANTINE_THRESHOLD
+                if tally.score < self.threshold
                 else "warning"
                 if tally.score < defaults.TRUST_INITIAL_SCORE
                 else "success"
@@ -302,14 +313,15 @@ def _escape(text: str) -> str:
 def expected_chunks(job: Any) -> int | None:
     """How many chunks ``job`` will have, when that is cheap to know (in-memory rows)."""
     spec = getattr(job, "input_spec", None)
-    if spec is None or getattr(job, "splitter", None) is not None:
+    kernel = getattr(job, "kernel_obj", None)
+    if spec is None or kernel is None or getattr(job, "splitter", None) is not None:
         return None
-    from wgtlab.jobs.chunking import source_kind
+    from wgtlab.jobs.chunking import iter_chunks, source_kind
 
     try:
         if source_kind(spec.source, spec.pipeline) not in ("table", "array", "list"):
             return None
-        return sum(1 for _ in job.chunks())
+        return sum(1 for _ in iter_chunks(spec, kernel.input_kind))
     except Exception:  # the run itself will report a bad input
         return None
 

@@ -25,6 +25,7 @@ __all__ = [
     "badge",
     "escape",
     "ledger_html",
+    "quarantine_threshold",
     "render",
     "sandbox_error_html",
     "shard_label",
@@ -93,12 +94,22 @@ def escape(value: Any, limit: int | None = None) -> str:
     return html.escape(text)
 
 
-def trust_bar(score: float) -> str:
+def quarantine_threshold(owner: Any) -> float:
+    """The quarantine threshold in force for ``owner``: a cluster's policy's, a policy's or a
+    ledger's own rule's; the default for anything else."""
+    for holder in (getattr(owner, "policy", None), owner):
+        threshold = getattr(getattr(holder, "rule", None), "threshold", None)
+        if isinstance(threshold, (int, float)):
+            return float(threshold)
+    return defaults.QUARANTINE_THRESHOLD
+
+
+def trust_bar(score: float, threshold: float = defaults.QUARANTINE_THRESHOLD) -> str:
     """A small horizontal bar for a trust score in [0, 1], coloured by how it compares with the
-    quarantine threshold."""
+    quarantine ``threshold`` (the policy's, see :func:`quarantine_threshold`)."""
     colour = (
         "#c0392b"
-        if score < defaults.QUARANTINE_THRESHOLD
+        if score < threshold
         else "#d4a017"
         if score < defaults.TRUST_INITIAL_SCORE
         else "#2e8b57"
@@ -111,15 +122,21 @@ def trust_bar(score: float) -> str:
     )
 
 
-def worker_rows(workers: list[tuple[str, Any, str]]) -> str:
-    """Table rows for ``(name, WorkerState, note)`` triples: trust, tasks, verdicts, status."""
+def worker_rows(
+    workers: list[tuple[str, Any, str]], threshold: float = defaults.QUARANTINE_THRESHOLD
+) -> str:
+    """Table rows for ``(name, WorkerState, note)`` triples: trust, tasks, verdicts, status,
+    judged against the quarantine ``threshold`` of the policy in use."""
     rows = []
     for name, state, note in workers:
+        # As TrustPolicy judges: the stored flag, or a score under this policy's threshold (the
+        # ledger may have been written under a laxer one).
+        quarantined = state.quarantined or state.score < threshold
         status = (
             badge("new", "off")
             if not state.tasks
             else badge("quarantined", "bad")
-            if state.quarantined
+            if quarantined
             else badge("active", "ok")
         )
         rows.append(
@@ -128,7 +145,7 @@ def worker_rows(workers: list[tuple[str, Any, str]]) -> str:
                 name=escape(name),
                 worker_id=escape(state.worker),
                 worker_short=escape(state.worker, 24),
-                bar=trust_bar(state.score),
+                bar=trust_bar(state.score, threshold),
                 tasks=state.tasks,
                 agreed=state.agreed,
                 disagreed=state.disagreed,
@@ -270,14 +287,18 @@ def shard_report_html(report: Any) -> str:
 
 
 def ledger_html(ledger: Any) -> str:
+    """A ledger on its own has no policy: its rows are judged by the ledger's own rule."""
+    threshold = quarantine_threshold(ledger)
     frame = ledger.scores()
-    rows = worker_rows([(row.label or "", row, "") for row in frame.itertuples(index=False)])
+    rows = worker_rows(
+        [(row.label or "", row, "") for row in frame.itertuples(index=False)], threshold
+    )
     table = render("worker_table.html", rows=rows, note_title="")
     where = "in memory" if ledger.path == ":memory:" else ledger.path
     return render(
         "ledger.html",
         where=escape(where),
         count=len(frame),
-        threshold=defaults.QUARANTINE_THRESHOLD,
+        threshold=threshold,
         table=table,
     )
