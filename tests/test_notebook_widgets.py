@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 import wgtlab as wgt
-from wgtlab.commands.progress import TextProgress
 from wgtlab.errors import ConfigError
 from wgtlab.jobs import events as ev
-from wgtlab.jobs.events import Event
+from wgtlab.jobs.events import Event, TextProgress
 from wgtlab.notebook.widgets import JobDashboard, expected_chunks, job_progress
 from wgtlab.trust.policy import TrustPolicy
 from wgtlab.views import quarantine_threshold, worker_rows

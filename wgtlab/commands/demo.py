@@ -37,9 +37,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     import wgtlab as wgt
     from wgtlab import defaults, samples
-    from wgtlab.commands.progress import TextProgress
-    from wgtlab.notebook import plots
-    from wgtlab.views import quarantine_threshold
+    from wgtlab.jobs.events import TextProgress
+    from wgtlab.views import plots, quarantine_threshold
 
     flights = samples.flights()
     distance = flights["distance"].astype("float64")

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_jobfile(args: argparse.Namespace) -> int:
     import wgtlab as wgt
     from wgtlab.cluster.manager import delegate_job
-    from wgtlab.commands.progress import TextProgress
+    from wgtlab.jobs.events import TextProgress
 
     # Every job planned (checked) before a cluster starts or a bar is drawn.
     plans = {variable: job.plan() for variable, job in _jobs_to_run(args).items()}

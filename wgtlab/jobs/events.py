@@ -1,6 +1,7 @@
 """Job events: what happens while a job runs, delivered to subscribers (widgets, CLI, tests).
 
 Nothing polls: the manager emits, every subscriber sees the same stream in the same order.
+``TextProgress`` is the plain-text subscriber that the CLI and the notebook (outside Jupyter) share.
 """
 
 from __future__ import annotations
@@ -90,3 +91,35 @@ class EventStream:
                     SubscriberWarning,
                     stacklevel=2,
                 )
+
+
+class TextProgress:
+    """A terminal progress bar (tqdm): counts chunks as they verify or fail, and lies as they
+    are caught; a job subscriber."""
+
+    def __init__(self, total: int | None = None, desc: str = "chunks", **tqdm_options: Any):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="chunk", leave=True, **tqdm_options)
+        self.caught = 0
+        self.quarantined: list[str] = []
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == JOB_DONE:
+            self.bar.close()
+            return
+        if event.kind in (CHUNK_VERIFIED, CHUNK_FAILED):
+            self.bar.update(1)
+        elif event.kind == TRUST_UPDATED and event.data.get("dissent"):
+            self.caught += 1  # late and probation replies that lose count too, as in the result
+        elif event.kind == WORKER_QUARANTINED and event.worker:
+            self.quarantined.append(event.worker)
+        else:
+            return
+        postfix: dict[str, Any] = {"lies caught": self.caught}
+        if self.quarantined:
+            postfix["quarantined"] = ",".join(self.quarantined)
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()

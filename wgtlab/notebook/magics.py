@@ -317,8 +317,8 @@ class WgtMagics(Magics):
         if args.plot:
             from IPython.display import display
 
-            from wgtlab.notebook.plots import trust_timeline
             from wgtlab.views import quarantine_threshold
+            from wgtlab.views.plots import trust_timeline
 
             display(trust_timeline(ledger.history(), quarantine_threshold(cluster)))
         return ledger

@@ -14,7 +14,7 @@ from typing import Any
 
 from wgtlab import defaults
 from wgtlab.jobs import events as ev
-from wgtlab.jobs.events import Event, Subscriber
+from wgtlab.jobs.events import Event, Subscriber, TextProgress
 from wgtlab.views import badge, quarantine_threshold, render
 
 PROGRESS_KINDS = ("auto", "widget", "text", "none")
@@ -356,7 +356,5 @@ def job_progress(job: Any, cluster: Any, kind: str = "auto") -> Subscriber | Non
         dashboard.display_handle = display(dashboard, display_id=True)
         return dashboard
     if kind == "text":
-        from wgtlab.commands.progress import TextProgress
-
         return TextProgress(total=expected_chunks(job), desc=job.name)
     return None

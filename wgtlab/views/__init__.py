@@ -6,7 +6,8 @@ results, modules, errors, shard-set reports and trust ledgers draw themselves in
 without ``%load_ext wgtlab``. Templates are ``string.Template`` files with no logic: ``$fields``
 that the caller has already computed and escaped. The views of layers 1 and 2 and the shared
 pieces (badges, trust bars, worker tables) live here; jobs, clusters and the notebook keep their
-own templates in a ``templates`` package beside them.
+own templates in a ``templates`` package beside them. ``views.plots`` draws the matplotlib
+figures of trust and verification that the notebook and the CLI both show.
 """
 
 from __future__ import annotations
