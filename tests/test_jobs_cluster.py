@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,11 +44,12 @@ def test_a_worker_never_has_more_tasks_in_flight_than_its_limit():
     peak: dict[str, int] = {}
 
     def watch(event: ev.Event) -> None:
+        worker = event.worker or "?"  # these kinds always name their worker
         if event.kind == ev.CHUNK_SCHEDULED:
-            in_flight[event.worker] = in_flight.get(event.worker, 0) + 1
-            peak[event.worker] = max(peak.get(event.worker, 0), in_flight[event.worker])
+            in_flight[worker] = in_flight.get(worker, 0) + 1
+            peak[worker] = max(peak.get(worker, 0), in_flight[worker])
         elif event.kind in (ev.CHUNK_DONE, ev.CHUNK_REJECTED, ev.CHUNK_FAILED_ON_WORKER):
-            in_flight[event.worker] -= 1
+            in_flight[worker] -= 1
 
     limit = RateLimit(tasks_per_second=1e6, burst=1000, max_in_flight=2)
     with wgt.LocalCluster(workers=3, rate_limit=limit) as cluster:
@@ -66,9 +68,17 @@ def test_many_workers_small_chunks_and_replicas_give_exact_results():
         result = job.run(on=cluster)
     assert result.ok and len(result.outcomes) == 500
     assert result.value == int((values >= 500).sum())
-    per_chunk = result.verification.groupby("chunk").size()
-    assert (per_chunk >= 1).all()
     assert result.disagreements == 0
+    # Every chunk was decided by distinct workers that all agreed (never by more than the 3
+    # replicas asked for), and the verification table holds a row for each of their votes.
+    table = result.verification
+    assert not table.duplicated(["chunk", "worker"]).any()
+    assert (table.outcome == "agreed").all()
+    for chunk in result.outcomes:
+        assert chunk.status == "verified" and 1 <= chunk.replicas <= 3
+        assert len(set(chunk.workers)) == chunk.replicas and not chunk.dissenters
+        assert set(chunk.workers) <= set(table.worker[table.chunk == chunk.index])
+    assert sorted(set(table.chunk)) == list(range(500))
 
 
 def test_trust_is_keyed_by_the_worker_key_not_its_name(tmp_path):
@@ -133,7 +143,7 @@ def test_wgtlab_run_runs_the_jobs_a_file_defines(tmp_path, capsys):
     assert "defines no wgt.Job" in capsys.readouterr().err
 
 
-def _jobfile(tmp_path, source: str, name: str = "job.py"):
+def _jobfile(tmp_path: Path, source: str, name: str = "job.py") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(source).lstrip())
     return path
@@ -289,4 +299,5 @@ def build_parser_help(command: str) -> str:
 
     parser = build_parser()
     action = next(a for a in parser._actions if a.dest == "command")
+    assert isinstance(action.choices, dict)  # the sub-commands' parsers, by name
     return action.choices[command].format_help()
