@@ -7,7 +7,7 @@ layer packages, importing each lazily on first use so ``import wgtlab`` stays fa
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import typing
 
 from wgtlab import verify
 from wgtlab.errors import *  # noqa: F403  (every error class is public at the top level)
@@ -52,10 +52,19 @@ _LAZY: dict[str, str] = {
     "delegate_job": "wgtlab.cluster.manager:delegate_job",
 }
 
-__all__ = sorted([*_error_names, *_LAZY, "verify", "__version__", "load_ipython_extension"])
+__all__ = sorted(
+    [
+        *_error_names,
+        *_LAZY,
+        "verify",
+        "__version__",
+        "load_ipython_extension",
+        "unload_ipython_extension",
+    ]
+)
 
 
-def _default_cluster() -> Any:
+def _default_cluster() -> typing.Any:
     from wgtlab.cluster.local import LocalCluster
 
     return LocalCluster()
@@ -64,7 +73,7 @@ def _default_cluster() -> Any:
 _runtime.default_cluster_factory = _default_cluster
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module 'wgtlab' has no attribute {name!r}")
@@ -79,14 +88,15 @@ def __dir__() -> list[str]:
     return __all__
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: typing.Any) -> None:
     """``%load_ext wgtlab``: registers the ``%wgt`` / ``%%wgt`` magics."""
     from wgtlab.notebook.magics import load_ipython_extension as _load
 
     _load(ipython)
 
 
-def unload_ipython_extension(ipython: Any) -> None:
+def unload_ipython_extension(ipython: typing.Any) -> None:
+    """``%unload_ext wgtlab``: removes the ``%wgt`` magics and closes the cluster they started."""
     from wgtlab.notebook.magics import unload_ipython_extension as _unload
 
     _unload(ipython)
