@@ -167,7 +167,8 @@ class CESPipeline:
         Missing shards are None, or False in ``present``. Shards are placed by the index in
         their header, so order and duplicates do not matter; damaged shards count as missing.
         Raises ``KeyMismatchError`` (another key), ``NotEnoughShardsError`` (too many lost),
-        ``ShardFormatError`` (nothing readable, mixed datasets) or ``IntegrityError``.
+        ``ShardFormatError`` (nothing readable, an ambiguous mix of datasets) or
+        ``IntegrityError``. Shards of another dataset among a set count as missing.
         """
         shard_set = ShardSet.open(memory_sources(shards, present), self._keys)
         header = shard_set.header

@@ -192,7 +192,8 @@ def judge_shards(
     """Parse every shard, check key ids and MACs (with ``keys``), group by dataset.
 
     Never raises for bad shards: each bad shard gets a status, and a set-level failure (wrong
-    key, nothing readable, mixed datasets) is returned as ``problem``.
+    key, nothing readable, an ambiguous mix of datasets) is returned as ``problem``; shards of
+    another dataset among the chosen set are "foreign" (counted as missing).
     """
     names = list(names) if names is not None else [f"#{p}" for p in range(len(sources))]
     statuses: list[ShardStatus | None] = [None] * len(sources)
@@ -262,23 +263,18 @@ def judge_shards(
                 )
             )
 
-    # Group by everything the header says about the set; several groups = mixed datasets.
+    # Group by everything the header says about the set (all but the index). Several groups:
+    # shards of other datasets are mixed in. The one group that can be rebuilt is the set, the
+    # others are foreign; two that could each be rebuilt, or a tie, are not ours to choose from.
     groups: dict[ShardHeader, list[_Member]] = {}
     for m in parsed:
         groups.setdefault(m.layout.header.with_index(0), []).append(m)
-    header, chosen = max(groups.items(), key=lambda item: len(item[1]))
-    problem = None
-    if len(groups) > 1:
-        ids = ", ".join(sorted({h.dataset_id.hex() for h in groups}))
-        problem = ShardFormatError(
-            f"the shards come from {len(groups)} different shard sets (dataset ids {ids}); "
-            "pass only the shards of one dataset"
-        )
-        for other, group in groups.items():
-            if other != header:
-                for m in group:
-                    reason = f"belongs to another shard set (dataset {other.dataset_id.hex()})"
-                    statuses[m.position] = status(m, FOREIGN, reason)
+    header, chosen, problem = _choose_set(groups)
+    for other, group in groups.items():
+        if other != header:
+            for m in group:
+                reason = f"belongs to another shard set (dataset {other.dataset_id.hex()})"
+                statuses[m.position] = status(m, FOREIGN, reason)
 
     members: dict[int, _Member] = {}
     for m in chosen:
@@ -290,6 +286,42 @@ def judge_shards(
         members[index] = m
         statuses[m.position] = status(m, OK)
     return verdict(problem, header, members)
+
+
+def _choose_set(
+    groups: dict[ShardHeader, list[_Member]],
+) -> tuple[ShardHeader, list[_Member], CESError | None]:
+    """The shard set among ``groups`` (shards grouped by header): the one with the most distinct
+    shard indices, unless that is ambiguous (then a ``ShardFormatError`` as the problem).
+
+    Ambiguous: two groups tie for the most, or more than one group has enough shards to be
+    rebuilt (two whole datasets were mixed, not a few strays: which one is meant is not for
+    the library to guess). Without a key, groups are not authenticated: this only decides what
+    a report shows, as nothing can be decrypted.
+    """
+
+    def indices(group: list[_Member]) -> int:
+        return len({m.layout.header.index for m in group})
+
+    ranked = sorted(groups.items(), key=lambda item: indices(item[1]), reverse=True)
+    header, chosen = ranked[0]
+    if len(ranked) == 1:
+        return header, chosen, None
+    rebuildable = [(h, g) for h, g in ranked if indices(g) >= h.data_shards]
+    runner_up = indices(ranked[1][1])
+    if len(rebuildable) < 2 and runner_up < indices(chosen):
+        return header, chosen, None
+    ids = ", ".join(f"{h.dataset_id.hex()} ({indices(g)} shards)" for h, g in ranked)
+    why = (
+        f"{len(rebuildable)} of them could each be rebuilt"
+        if len(rebuildable) > 1
+        else "none of them has more shards than the others"
+    )
+    problem = ShardFormatError(
+        f"the shards come from {len(groups)} different shard sets (dataset ids {ids}) and "
+        f"{why}: which one is meant is ambiguous; pass only the shards of one dataset"
+    )
+    return header, chosen, problem
 
 
 class ShardSet:
@@ -320,8 +352,9 @@ class ShardSet:
         """Judge every shard and keep the usable ones of the one dataset they belong to.
 
         Raises ``KeyMismatchError`` if no shard carries ``keys``' key id (before any
-        decryption), ``ShardFormatError`` if no shard is readable or datasets are mixed,
-        ``NotEnoughShardsError`` if fewer whole shards remain than the data needs.
+        decryption), ``ShardFormatError`` if no shard is readable or the mix of datasets is
+        ambiguous, ``NotEnoughShardsError`` if fewer whole shards remain than the data needs
+        (shards of another dataset count as missing).
         """
         judgement = judge_shards(sources, keys, names=names, missing_reasons=missing_reasons)
         if judgement.problem is not None:
