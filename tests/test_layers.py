@@ -87,9 +87,7 @@ def _graph() -> dict[str, set[str]]:
         # A module's parent packages run before it whatever it imports: no edges. ``wgtlab``
         # itself is the public face (it re-exports everything, lazily): no node.
         parents = {name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)}
-        graph[name] = {
-            t for t in targets if t in modules and t not in parents | {name, "wgtlab"}
-        }
+        graph[name] = {t for t in targets if t in modules and t not in parents | {name, "wgtlab"}}
     graph.pop("wgtlab", None)
     return graph
 
@@ -136,3 +134,20 @@ def test_no_import_cycles():
         if node not in state:
             visit(node)
     assert cycles == []
+
+
+def test_the_notebook_and_the_cli_do_not_import_each_other():
+    # Both are front ends on layer 5: what both show lives below them (views.plots, the
+    # TextProgress subscriber in jobs.events), so either can change without the other.
+    fronts = ("wgtlab.notebook", "wgtlab.commands")
+
+    def front(module: str) -> str | None:
+        return next((f for f in fronts if module == f or module.startswith(f + ".")), None)
+
+    crossing = sorted(
+        f"{module} imports {target}"
+        for module, targets in _graph().items()
+        for target in targets
+        if front(module) and front(target) and front(module) != front(target)
+    )
+    assert crossing == []
