@@ -1,9 +1,10 @@
-"""Hostile shard sets: a stray shard of another dataset among good ones, mixed complete sets.
-Real shards, real shard sets in real directories.
+"""Hostile shard sets: a stray shard of another dataset among good ones, mixed complete sets, and
+manifest.json files built to break the parser. Real shards, real shard sets in real directories.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import wgtlab as wgt
-from wgtlab.errors import NotEnoughShardsError, ShardFormatError
+from wgtlab.ces.store import ShardManifest
+from wgtlab.errors import NotEnoughShardsError, ShardFormatError, WgtError
 
 KEY = bytes(range(32))
 SEGMENT = 1024
@@ -119,3 +121,133 @@ def test_two_rebuildable_shard_sets_are_ambiguous_even_if_one_is_larger(pipe, sh
 def test_a_stray_shard_sealed_under_another_key_is_still_foreign(pipe, shards):
     theirs = wgt.CESPipeline(os.urandom(32), data_shards=K, parity_shards=M).process(OTHER)
     assert pipe.reconstruct([*shards[:11], theirs[11]]) == DATA
+
+
+# --- hostile manifest.json ---------------------------------------------------------------------
+
+HOSTILE_FIELDS = [
+    ("original_size", "9" * 5000),
+    ("data_shards", [1]),
+    ("parity_shards", {"a": 1}),
+    ("original_size", -1),
+    ("original_size", 10**400),
+    ("data_shards", 1.5),
+    ("data_shards", True),
+    ("parity_shards", 10**6),
+    ("dataset_id", {"x": [1] * 10}),
+    ("dataset_id", "zz"),
+    ("version", True),
+    ("version", 1.0),
+    ("shards", ["shard-000.ces\x00x"]),
+    ("shards", ["\ud800.ces"]),
+    ("shards", ["x" * 5000]),
+    ("shards", [7]),
+]
+
+
+def hostile_manifest(set_dir: Path, field: str, value: object) -> None:
+    path = set_dir / "manifest.json"
+    doc = json.loads(path.read_text())
+    doc[field] = value
+    path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), HOSTILE_FIELDS, ids=[f"{f}-{i}" for i, (f, _) in enumerate(HOSTILE_FIELDS)]
+)
+def test_hostile_manifest_fields_are_format_errors(pipe, tmp_path, field, value):
+    """Every field checked for type and range: a ShardFormatError, never ValueError/TypeError.
+
+    With the shard files beside it, the damaged manifest is set aside and the set still
+    rebuilds (from the shard files found); with none, the error is the manifest's."""
+    good = written(pipe, DATA, tmp_path)
+    hostile_manifest(good, field, value)
+    text = (good / "manifest.json").read_text()
+    with pytest.raises(ShardFormatError):
+        ShardManifest.from_json(text)
+    assert pipe.reconstruct(wgt.ces.load(good)) == DATA
+    assert wgt.ces.inspect(good, key=KEY).recoverable
+    out = tmp_path / "rebuilt.bin"
+    assert pipe.reconstruct_file(good, out) == len(DATA) and out.read_bytes() == DATA
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copyfile(good / "manifest.json", alone / "manifest.json")
+    for call in (
+        lambda: wgt.ces.load(alone),
+        lambda: wgt.ces.inspect(alone, key=KEY),
+        lambda: wgt.ces.inspect(alone),
+        lambda: pipe.reconstruct_file(alone, tmp_path / "never.bin"),
+    ):
+        with pytest.raises(ShardFormatError):
+            call()
+    assert not (tmp_path / "never.bin").exists()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000 + "]" * 100_000,  # nesting past the recursion limit
+        '{"format": "wgtlab-ces-shards", "version": 1, "shards": ' + "[" * 50_000 + "]" * 50_000,
+        '{"format": "wgtlab-ces-shards", "version": 1, "shards": [], "original_size": '
+        + "9" * 5000
+        + "}",
+        b"\xff\xfe\x00garbage",
+        "",
+        "null",
+        '"manifest"',
+    ],
+    ids=["deep", "deep-shards", "huge-int", "not-utf8", "empty", "null", "string"],
+)
+def test_unparseable_manifests_are_format_errors(text):
+    with pytest.raises(ShardFormatError):
+        ShardManifest.from_json(text)
+
+
+def test_a_manifest_that_is_a_directory_is_a_damaged_manifest(pipe, tmp_path):
+    good = written(pipe, DATA, tmp_path)
+    (good / "manifest.json").unlink()
+    (good / "manifest.json").mkdir()
+    assert pipe.reconstruct(wgt.ces.load(good)) == DATA
+    out = tmp_path / "rebuilt.bin"
+    assert pipe.reconstruct_file(good, out) == len(DATA) and out.read_bytes() == DATA
+    empty = tmp_path / "empty"
+    (empty / "manifest.json").mkdir(parents=True)
+    with pytest.raises(ShardFormatError):
+        wgt.ces.load(empty)
+
+
+def test_a_huge_manifest_is_refused_without_reading_it_all(pipe, tmp_path):
+    good = written(pipe, DATA, tmp_path)
+    doc = json.loads((good / "manifest.json").read_text())
+    doc["padding"] = "x" * (8 << 20)
+    (good / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(WgtError):
+        ShardManifest.from_json((good / "manifest.json").read_text())
+    out = tmp_path / "rebuilt.bin"
+    assert pipe.reconstruct_file(good, out) == len(DATA) and out.read_bytes() == DATA
+
+
+# --- things in a shard-set directory that are not files ------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_named_pipes_and_devices_in_a_shard_set_are_never_read(pipe, tmp_path):
+    """A named pipe blocks whoever opens it and /dev/zero never ends: neither stalls a rebuild."""
+    good = written(pipe, DATA, tmp_path)
+    (good / "shard-003.ces").unlink()
+    os.mkfifo(good / "shard-003.ces")
+    (good / "shard-007.ces").unlink()
+    (good / "shard-007.ces").symlink_to("/dev/zero")
+    assert pipe.reconstruct(wgt.ces.load(good)) == DATA
+    out = tmp_path / "rebuilt.bin"
+    assert pipe.reconstruct_file(good, out) == len(DATA) and out.read_bytes() == DATA
+    report = wgt.ces.inspect(good, key=KEY)
+    assert report.recoverable
+    assert (report.shards[3].state, report.shards[7].state) == ("missing", "missing")
+    assert report.shards[3].reason == "not a regular file"
+
+    (good / "manifest.json").unlink()
+    os.mkfifo(good / "manifest.json")
+    assert pipe.reconstruct_file(good, out, overwrite=True) == len(DATA)
+    assert out.read_bytes() == DATA

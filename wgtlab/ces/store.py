@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
 import fsspec
 
-from wgtlab.ces.format import HEADER_BYTES, ShardHeader, segment_length
+from wgtlab.ces.erasure import MAX_TOTAL_SHARDS
+from wgtlab.ces.format import HEADER_BYTES, MAX_ORIGINAL_SIZE, ShardHeader, segment_length
 from wgtlab.ces.shardset import FileSource
 from wgtlab.ces.writer import Sealed, ShardWriter
 from wgtlab.errors import CESError, ConfigError, ShardFormatError
@@ -25,6 +27,9 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "wgtlab-ces-shards"
 MANIFEST_VERSION = 1
 SHARD_PATTERN = "shard-*.ces"
+# 255 names of at most 255 bytes and a few numbers: anything far bigger is not a manifest.
+MAX_MANIFEST_BYTES = 1 << 20
+_DATASET_ID = re.compile(r"(?:[0-9a-f]{32})?")
 
 URL = str | os.PathLike[str]
 Progress = Callable[[int], None]
@@ -60,27 +65,49 @@ class ShardManifest:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ShardManifest:
+        """The manifest in ``text``, every field checked for type and range before use.
+
+        Anything else (not JSON, nested past any sane depth, a field of the wrong type or out
+        of range, a shard name that is not a plain file name) is a ``ShardFormatError``.
+        """
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise ShardFormatError(
+                f"{MANIFEST_NAME} is {len(text):,} bytes, more than a manifest can be "
+                f"({MAX_MANIFEST_BYTES:,})"
+            )
         try:
             doc = json.loads(text)
-            ok = isinstance(doc, dict) and doc.get("format") == MANIFEST_FORMAT
-            files = doc["shards"] if ok else None
-        except (ValueError, KeyError, TypeError):
-            ok, files = False, None
-        if not ok or not isinstance(files, list) or len(files) > 255:
+        except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
+            doc = None
+        if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
             raise ShardFormatError(f"not a wgtlab CES manifest ({MANIFEST_NAME})")
-        if doc.get("version") != MANIFEST_VERSION:
-            raise ShardFormatError(f"manifest version {doc.get('version')!r} is not supported")
+        version = doc.get("version")
+        if type(version) is not int or version != MANIFEST_VERSION:
+            raise ShardFormatError(
+                f"manifest version {_shown(version)} is not supported (this wgtlab reads "
+                f"{MANIFEST_VERSION})"
+            )
+        files = doc.get("shards")
+        if not isinstance(files, list) or len(files) > MAX_TOTAL_SHARDS:
+            raise ShardFormatError(
+                f"manifest field 'shards' must be a list of at most {MAX_TOTAL_SHARDS} file "
+                f"names, got {_shown(files)}"
+            )
         for name in files:
-            if name is not None and (
-                not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", "..")
-            ):
-                raise ShardFormatError(f"manifest lists an invalid shard file name {name!r}")
+            if name is not None and not _plain_file_name(name):
+                raise ShardFormatError(f"manifest lists an invalid shard file name {_shown(name)}")
+        dataset_id = doc.get("dataset_id", "")
+        if not isinstance(dataset_id, str) or not _DATASET_ID.fullmatch(dataset_id):
+            raise ShardFormatError(
+                f"manifest field 'dataset_id' must be 32 hex digits (or empty), got "
+                f"{_shown(dataset_id)}"
+            )
         return cls(
             files=tuple(files),
-            dataset_id=str(doc.get("dataset_id", "")),
-            data_shards=int(doc.get("data_shards") or 0),
-            parity_shards=int(doc.get("parity_shards") or 0),
-            original_size=int(doc.get("original_size") or 0),
+            dataset_id=dataset_id,
+            data_shards=_manifest_int(doc, "data_shards", MAX_TOTAL_SHARDS),
+            parity_shards=_manifest_int(doc, "parity_shards", MAX_TOTAL_SHARDS),
+            original_size=_manifest_int(doc, "original_size", MAX_ORIGINAL_SIZE),
         )
 
     @classmethod
@@ -97,6 +124,41 @@ class ShardManifest:
             parity_shards=header.parity_shards,
             original_size=header.original_size,
         )
+
+
+def _manifest_int(doc: dict[str, Any], field: str, most: int) -> int:
+    """An integer field of the manifest: absent or null is 0 (unknown), else 0 to ``most``."""
+    value = doc.get(field)
+    if value is None:
+        return 0
+    if type(value) is not int or not 0 <= value <= most:
+        raise ShardFormatError(
+            f"manifest field {field!r} must be an integer from 0 to {most:,}, got {_shown(value)}"
+        )
+    return value
+
+
+def _plain_file_name(name: object) -> bool:
+    """Whether ``name`` is one file name in the shard-set directory: no separator, no NUL, not
+    ``.`` or ``..``, encodable (no lone surrogates) and of a length file systems accept."""
+    if not isinstance(name, str) or name in ("", ".", ".."):
+        return False
+    if any(c in name for c in "/\\\0"):
+        return False
+    try:
+        return len(name.encode("utf-8")) <= 255
+    except UnicodeEncodeError:
+        return False
+
+
+def _shown(value: object) -> str:
+    """A hostile manifest value, shown short: its type and the start of its repr."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an int of {value.bit_length()} bits"
+    text = repr(value) if isinstance(value, str | int | float | bool | type(None)) else ""
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return text or f"a {type(value).__name__}"
 
 
 def location(url: URL) -> tuple[Any, str]:
@@ -162,19 +224,34 @@ def load(url: URL) -> list[bytes | None]:
     manifest = read_manifest(fs, root)
     shards: list[bytes | None] = []
     for name in manifest.files:
+        path = f"{root}/{name}"
         try:
-            shards.append(fs.cat_file(f"{root}/{name}") if name else None)
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            shards.append(fs.cat_file(path) if name and _regular_size(fs, path) >= 0 else None)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
             shards.append(None)
     return shards
 
 
 def read_manifest(fs: Any, root: str) -> ShardManifest:
     """The manifest under ``root``; if it is gone or damaged, the shard files found there."""
+    path = f"{root}/{MANIFEST_NAME}"
     try:
-        return ShardManifest.from_json(fs.cat_file(f"{root}/{MANIFEST_NAME}"))
-    except (FileNotFoundError, NotADirectoryError, ShardFormatError) as exc:
-        problem = str(exc) if isinstance(exc, ShardFormatError) else f"no {MANIFEST_NAME}"
+        size = _regular_size(fs, path)
+        if size < 0:
+            raise ShardFormatError(f"{MANIFEST_NAME} is not a regular file")
+        if size > MAX_MANIFEST_BYTES:
+            raise ShardFormatError(
+                f"{MANIFEST_NAME} is larger than a manifest can be ({MAX_MANIFEST_BYTES:,} bytes)"
+            )
+        return ShardManifest.from_json(fs.cat_file(path))
+    except (
+        FileNotFoundError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+        ShardFormatError,
+    ) as exc:
+        problem = str(exc) if isinstance(exc, ShardFormatError) else f"no readable {MANIFEST_NAME}"
     found = _found(fs, root)
     if not found:
         raise ShardFormatError(f"no CES shard set at {root!r}: {problem} and no {SHARD_PATTERN}")
@@ -197,13 +274,26 @@ def open_sources(url: URL) -> tuple[list[FileSource | None], list[str], list[str
         try:
             if not name:
                 raise FileNotFoundError
-            size = fs.size(path)
-            sources.append(FileSource(fs.open(path, "rb"), int(size), name))
+            size = _regular_size(fs, path)
+            if size < 0:
+                sources.append(None)
+                reasons.append("not a regular file")
+                continue
+            sources.append(FileSource(fs.open(path, "rb"), size, name))
             reasons.append("")
-        except (FileNotFoundError, IsADirectoryError, PermissionError, TypeError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
             sources.append(None)
             reasons.append("file not found" if name else "not written")
     return sources, names, reasons
+
+
+def _regular_size(fs: Any, path: str) -> int:
+    """The size of the file at ``path``, or -1 if it is something else (a directory, a named
+    pipe or a device, which would block or never end): those are never opened or read."""
+    info = fs.info(path)
+    if info.get("type") != "file":
+        return -1
+    return int(info.get("size") or 0)
 
 
 def close_sources(sources: Sequence[FileSource | None]) -> None:
