@@ -310,7 +310,7 @@ def test_a_worker_process_killed_mid_job_loses_no_chunk(cluster):
     # Leaving costs the worker trust once, not once for every task it held.
     history = cluster.ledger.history()
     blamed = history[(history.job == result.job_id) & (history.label == victim) & ~history.ok]
-    assert len(blamed) == 1
+    assert len(blamed) == 1, blamed.reason.tolist()
     with wgt.LocalCluster(workers=2) as local:
         assert run(module, data, local, chunk_bytes=65_536).merkle_root == result.merkle_root
 

@@ -10,8 +10,7 @@ import pytest
 
 import wgtlab as wgt
 from wgtlab.cli import main
-from wgtlab.cluster.base import RateLimit
-from wgtlab.cluster.ratelimit import TokenBucket
+from wgtlab.cluster.ratelimit import RateLimit, TokenBucket
 from wgtlab.jobs import events as ev
 
 

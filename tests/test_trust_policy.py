@@ -248,7 +248,10 @@ def test_honest_worker_is_never_quarantined_in_10000_tasks(full_replication):
     sim = full_replication
     assert sim.tasks["honest"] >= 10_000 and sim.verified["honest"] >= 9_900
     assert "honest" not in sim.ever_quarantined
-    assert sim.dissents["honest"] > 0  # colluders did outvote it now and then: the test bites
+    # Two colluders never reach three votes: no honest worker is ever outvoted (under the old
+    # strict-majority rule they outvoted "honest" dozens of times in this run).
+    assert sum(sim.dissents[w] for w in ("honest", "h1", "h2", "h3")) == 0
+    assert sim.dissents["colluder-a"] + sim.dissents["colluder-b"] > 0  # they did try
     assert sim.policy.ledger.score("honest") > 0.5
     assert not sim.ever_quarantined & {"h1", "h2", "h3"}
 

@@ -32,25 +32,29 @@ CASES = [
     (2, 3, [X, Y, Z], ("failed", None, (), (), 0)),  # all different, cap reached
     (2, 2, [X, Y], ("failed", None, (), (), 0)),  # no room for a tie-breaker
     (2, 5, [X, Y, Z], ("need_more", None, (), (), 2)),  # X, X would make 3 of 5
-    # three replicas: two equal votes already decide, before the third arrives
-    (3, 3, [X, X], ("canonical", X, ("w0", "w1"), (), 0)),
-    (3, 3, [X, Y], ("need_more", None, (), (), 1)),  # the third, already in flight, decides
-    (3, 3, [X, Y, X], ("canonical", X, ("w0", "w2"), ("w1",), 0)),
+    # three replicas: unanimity of three decides; two equal votes are not enough
+    (3, 3, [], ("need_more", None, (), (), 3)),
+    (3, 3, [X, X], ("need_more", None, (), (), 1)),
+    (3, 5, [X, X, X], ("canonical", X, ("w0", "w1", "w2"), (), 0)),
+    (3, 3, [X, Y], ("failed", None, (), (), 0)),  # 3 equal votes of 3 are out of reach
+    (3, 3, [X, Y, X], ("failed", None, (), (), 0)),  # 2 of 3 agree: not 3 replicas
+    (3, 5, [X, X, Y], ("need_more", None, (), (), 1)),  # dissent: X needs 3 of 4
+    (3, 5, [X, X, Y, X], ("canonical", X, ("w0", "w1", "w3"), ("w2",), 0)),
     (3, 3, [X, Y, Z], ("failed", None, (), (), 0)),
     (3, 4, [X, Y, Z], ("failed", None, (), (), 0)),  # needs 2 more (3 of 5) > cap 4
     (3, 5, [X, Y, Z], ("need_more", None, (), (), 2)),
     (3, 5, [X, Y, Z, X], ("need_more", None, (), (), 1)),
     (3, 5, [X, Y, Z, X, X], ("canonical", X, ("w0", "w3", "w4"), ("w1", "w2"), 0)),
     (3, 5, [X, Y, Z, X, Y], ("failed", None, (), (), 0)),
-    (3, 3, [], ("need_more", None, (), (), 2)),
-    # ties: 2-2 needs one more, if the cap allows
-    (4, 5, [X, X, Y, Y], ("need_more", None, (), (), 1)),
-    (4, 4, [X, X, Y, Y], ("failed", None, (), (), 0)),
-    (4, 5, [X, X, Y], ("need_more", None, (), (), 1)),  # the 4th could make X 3 of 4
-    (4, 6, [X, Y, X, Y, Y], ("canonical", Y, ("w1", "w3", "w4"), ("w0", "w2"), 0)),
-    # 3 of 4 is a strict majority; 2 of 4 is not
-    (4, 4, [X, X, X, Y], ("canonical", X, ("w0", "w1", "w2"), ("w3",), 0)),
-    (4, 4, [X, X, Z], ("need_more", None, (), (), 1)),
+    # two colluders agreeing on a lie among five: the lie never reaches 3 votes
+    (3, 5, [Y, Y, X], ("need_more", None, (), (), 1)),  # one more Y could decide; none comes
+    (3, 5, [Y, Y, X, X, X], ("canonical", X, ("w2", "w3", "w4"), ("w0", "w1"), 0)),
+    # four replicas
+    (4, 5, [X, X, Y, Y], ("failed", None, (), (), 0)),  # 4 X of 5 is out of reach
+    (4, 5, [X, X, Y], ("need_more", None, (), (), 2)),  # X, X would make 4 of 5
+    (4, 6, [X, Y, X, Y, Y], ("need_more", None, (), (), 1)),  # Y would make 4 of 6
+    (4, 4, [X, X, X, Y], ("failed", None, (), (), 0)),  # 3 of 4 is not 4 replicas
+    (4, 4, [X, X, X, X], ("canonical", X, ("w0", "w1", "w2", "w3"), (), 0)),
 ]
 
 
@@ -128,8 +132,9 @@ def test_quorum_properties(election, rnd):
     workers = {f"w{i}" for i in range(len(digests))}
     counts = {d: digests.count(d) for d in set(digests)}
     n = len(digests)
-    # The plain definition: canonical iff some digest is a strict majority of max(replicas, n).
-    leaders = [d for d, c in counts.items() if 2 * c > max(replicas, n)]
+    # The plain definition: canonical iff some digest has at least ``replicas`` votes and they
+    # are a strict majority of all votes.
+    leaders = [d for d, c in counts.items() if c >= replicas and 2 * c > n]
     assert (decision.status == "canonical") == bool(leaders)
     assert sum(len(w) for _, w in decision.groups) == n
     if decision.status == "canonical":
@@ -148,8 +153,11 @@ def test_quorum_properties(election, rnd):
         assert k == 1 or not _would_decide(digests + [best] * (k - 1), replicas, cap)
     if decision.status == "failed":
         assert decision.digest is None and decision.extra_needed == 0
-        # even filling every remaining replica with the leader could not form a majority
-        assert 2 * (top + cap - n) <= max(replicas, cap)
+        # even filling every remaining replica with the leader could not decide
+        assert top + cap - n < replicas or 2 * (top + cap - n) <= cap
+    # A wrong digest never wins with fewer than ``replicas`` workers returning it.
+    if decision.status == "canonical":
+        assert counts[decision.digest] >= replicas
     # the order in which votes arrive does not matter
     shuffled = votes(*digests)
     rnd.shuffle(shuffled)

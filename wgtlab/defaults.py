@@ -14,6 +14,9 @@ MAX_EXECUTION_TIME_MS = 30_000  # wall clock
 MAX_STACK_BYTES = 1 << 20  # 1 MiB of wasm stack
 MAX_OUTPUT_BYTES = 64 << 20  # cap on what a kernel may return
 MAX_LOG_BYTES = 64 << 10  # cap on captured stdout / stderr, each
+# Trusted side: a UDF's JSON output may hold at most this many values (an untrusted worker's
+# 60 MiB of "[0,0,...]" would otherwise be ~1.2 GB of Python objects).
+MAX_DECODED_JSON_VALUES = 1 << 22
 EPOCH_TICK_MS = 5  # period of the per-engine epoch ticker thread
 MAX_TABLE_ELEMENTS = 1 << 20  # per task; a table element is host memory (8 bytes) too
 HUGEPAGE_INPUT_BYTES = 1 << 20  # inputs from this size get transparent huge pages (Linux)

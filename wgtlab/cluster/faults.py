@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from wgtlab.cluster.task import Task, WorkerReply
-from wgtlab.errors import ConfigError
+from wgtlab.errors import ConfigError, TimeLimitExceeded
 
 
 class SimulatedCrash(RuntimeError):
@@ -42,7 +42,8 @@ class Fault:
         return rng.random() < self.rate
 
     def before(self, task: Task) -> None:
-        """Called before the task runs; may raise or sleep."""
+        """Called before the task runs; may raise (a SandboxError is reported, signed, as the
+        task's outcome; anything else is a crash) or sleep."""
 
     def tamper(self, task: Task, output: bytes) -> bytes:
         """May alter the output before it is digested and signed."""
@@ -63,20 +64,53 @@ class Liar(Fault):
     def tamper(self, task: Task, output: bytes) -> bytes:
         if not self.strikes(task):
             return output
-        rng = random.Random(f"lie:{self.seed}:{task.chunk}:{task.replica}")
-        if not output:
-            return bytes([rng.randrange(1, 256)])
-        altered = bytearray(output)
-        # Change a digit into another digit if there is one (text outputs stay parseable),
-        # else one byte into another.
-        digits = [i for i, b in enumerate(altered[:4096]) if 0x30 <= b <= 0x39]
-        if digits:
-            position = rng.choice(digits)
-            altered[position] = rng.choice([d for d in b"0123456789" if d != altered[position]])
-        else:
-            position = rng.randrange(len(altered))
-            altered[position] ^= rng.randrange(1, 256)
-        return bytes(altered)
+        return _alter(output, random.Random(f"lie:{self.seed}:{task.chunk}:{task.replica}"))
+
+
+def _alter(output: bytes, rng: random.Random) -> bytes:
+    """A plausible lie: a digit changed into another (text outputs stay parseable), else one
+    byte into another (binary outputs keep their length)."""
+    if not output:
+        return bytes([rng.randrange(1, 256)])
+    altered = bytearray(output)
+    digits = [i for i, b in enumerate(altered[:4096]) if 0x30 <= b <= 0x39]
+    if digits:
+        position = rng.choice(digits)
+        altered[position] = rng.choice([d for d in b"0123456789" if d != altered[position]])
+    else:
+        position = rng.randrange(len(altered))
+        altered[position] ^= rng.randrange(1, 256)
+    return bytes(altered)
+
+
+@dataclass(frozen=True)
+class Colluder(Fault):
+    """Returns the same altered output as every other ``Colluder`` with the same ``seed``: the
+    lie depends on the chunk only, so colluders vote together. Redundancy with ``replicas``
+    greater than the number of colluders never accepts it."""
+
+    def tamper(self, task: Task, output: bytes) -> bytes:
+        if not self.strikes(task):
+            return output
+        return _alter(output, random.Random(f"collusion:{self.seed}:{task.chunk}"))
+
+    def strikes(self, task: Task) -> bool:
+        # Decided per chunk, not per replica: colluders lie about the same chunks.
+        if self.rate >= 1.0:
+            return True
+        return random.Random(f"Colluder:{self.seed}:{task.chunk}").random() < self.rate
+
+
+@dataclass(frozen=True)
+class FakeTimeout(Fault):
+    """Claims the wall-clock limit stopped every task it strikes, without running it. A claim
+    refuted by another worker finishing the chunk costs trust."""
+
+    def before(self, task: Task) -> None:
+        if self.strikes(task):
+            raise TimeLimitExceeded(
+                f"simulated: claims chunk {task.chunk} ran past max_execution_time_ms"
+            )
 
 
 @dataclass(frozen=True)
@@ -129,7 +163,9 @@ class Misdirect(Fault):
 FaultMap = Mapping[str, Fault] | Mapping[int, Fault] | Mapping[int | str, Fault]
 
 __all__ = [
+    "Colluder",
     "Crash",
+    "FakeTimeout",
     "Fault",
     "FaultMap",
     "Forger",

@@ -28,7 +28,6 @@ from wgtlab.errors import (
     JobError,
     NoEligibleWorkers,
     SignatureError,
-    WgtError,
 )
 from wgtlab.jobs import events as ev
 from wgtlab.jobs.events import Event, EventStream, Subscriber
@@ -51,6 +50,8 @@ _NO_DIGEST = bytes(32)  # the Merkle leaf's output digest for a chunk without a 
 DISSENT = "disagreed with the quorum"
 # Kernel errors that depend on the machine running the task rather than on the chunk.
 _WALL_CLOCK_ERRORS = frozenset({"TimeLimitExceeded"})
+# The trust reason of a timeout claim that another worker refuted by finishing the chunk.
+TIMEOUT_REFUTED = "claimed a timeout on a chunk other workers finished within the same limits"
 
 
 def delegate_job(
@@ -70,14 +71,17 @@ class _Chunk:
     index: int
     payload: bytes
     input_digest: bytes
-    requested: int = 0  # replicas whose votes the quorum waits for (adaptive)
+    requested: int = 0  # replicas asked for (fewer than the job's when spot checking)
     planned: bool = False
     votes: list[tuple[str, str]] = field(default_factory=list)
     replies: dict[str, WorkerReply] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)  # workers ever given this chunk
     in_flight: int = 0
+    queued: int = 0  # replicas waiting in the manager's pending queue
     failures: list[str] = field(default_factory=list)
     shadows: list[str] = field(default_factory=list)  # probation replies awaiting the decision
+    timeouts: list[str] = field(default_factory=list)  # workers that claimed a timeout
+    decoded: dict[str, Any] = field(default_factory=dict)  # outcome digest -> decoded value
     status: ChunkStatus = "running"
     digest: str | None = None  # canonical outcome digest (hex)
     agreed: tuple[str, ...] = ()
@@ -106,7 +110,8 @@ class _JobRun:
         self.limits = plan.limits
         self.mode = plan.verification.mode
         self.replicas = plan.verification.replicas
-        self.max_replicas = plan.verification.max_replicas
+        # ``None``: escalation may reach every worker (the eligible pool bounds it in practice).
+        self.max_replicas = plan.verification.max_replicas or len(cluster.worker_names())
         self.job_id = f"{plan.name}-{uuid.uuid4().hex[:12]}"
         self.events = EventStream(subscribers)
         self.policy = cluster.policy
@@ -193,11 +198,17 @@ class _JobRun:
         state = _Chunk(index, payload, hashlib.sha256(payload).digest())
         self.chunks[index] = state
         self.active[index] = state
-        self.pending.append(state)
+        self._enqueue(state)
+
+    def _enqueue(self, state: _Chunk, replicas: int = 1) -> None:
+        """``replicas`` more tasks of ``state`` to place."""
+        state.queued += replicas
+        self.pending.extend([state] * replicas)
 
     def _dispatch(self) -> None:
         for _ in range(len(self.pending)):
             state = self.pending.popleft()
+            state.queued -= 1
             if state.decided:
                 continue
             candidates = [
@@ -213,16 +224,16 @@ class _JobRun:
                 if self.in_flight[n] < self.max_in_flight and self.buckets[n].available()
             ]
             if not ready:
-                self.pending.append(state)
+                self._enqueue(state)
                 continue
             worker = self._choose(ready)
             if worker is None:
-                self.pending.append(state)  # dispatched again among the remaining workers
+                self._enqueue(state)  # dispatched again among the remaining workers
                 continue
             if not state.planned:
                 state.planned = True
                 state.requested = self._replicas_for(worker)
-                self.pending.extend([state] * (state.requested - 1))
+                self._enqueue(state, state.requested - 1)
                 self._maybe_probation(state)
             self._submit(state, worker)
 
@@ -239,9 +250,11 @@ class _JobRun:
     def _replicas_for(self, worker: str) -> int:
         if self.mode != "redundancy":
             return 1
-        if not self.plan.verification.adaptive:
+        rate = self.plan.verification.spot_check
+        if rate is None:
             return self.replicas
-        return max(1, min(self.replicas, self.policy.replicas_for(self.ids[worker], self.replicas)))
+        chosen = self.policy.replicas_for(self.ids[worker], self.replicas, check_rate=rate)
+        return max(1, min(self.replicas, chosen))
 
     def _maybe_probation(self, state: _Chunk) -> None:
         """Give a quarantined worker a shadow copy: compared afterwards, never a vote. In every
@@ -346,22 +359,26 @@ class _JobRun:
         reply = future.result()
         problem = self._check(assignment, reply)
         if problem is not None:
-            self._emit(
-                ev.CHUNK_REJECTED, assignment.task.chunk, assignment.worker, {"why": problem}
-            )
-            self._worker_failed(assignment, f"rejected: {problem}", outcome="rejected")
+            self._reject(assignment, problem)
             return
+        state = self.chunks[assignment.task.chunk]
         if reply.failed and reply.error_type in _WALL_CLOCK_ERRORS:
             # How long a task takes depends on the machine and its load, not on the chunk: a
-            # timeout is neither a vote nor a lie. The chunk runs again elsewhere.
+            # timeout is no vote, and the chunk runs again elsewhere. The claim costs trust only
+            # once another worker finishes the chunk within the same limits (refuted).
             self._worker_failed(
                 assignment,
                 f"timed out: {reply.error_type}: {reply.error_message}",
                 outcome="timed out",
                 blame=False,
             )
+            state.timeouts.append(assignment.worker)
+            self._refute_timeouts(state)
             return
-        state = self.chunks[assignment.task.chunk]
+        problem = self._decode(state, reply)
+        if problem is not None:
+            self._reject(assignment, problem)
+            return
         digest = reply.outcome_digest.hex()
         self._emit(
             ev.CHUNK_DONE,
@@ -378,6 +395,11 @@ class _JobRun:
             return
         state.votes.append((assignment.worker, digest))
         self._decide(state)
+
+    def _reject(self, assignment: _Assignment, problem: str) -> None:
+        """A reply that cannot be accepted: its sender loses trust, the chunk runs elsewhere."""
+        self._emit(ev.CHUNK_REJECTED, assignment.task.chunk, assignment.worker, {"why": problem})
+        self._worker_failed(assignment, f"rejected: {problem}", outcome="rejected")
 
     def _first_loss(self, worker: str) -> bool:
         """Whether this failure costs ``worker`` trust: a worker that left the cluster loses
@@ -424,6 +446,29 @@ class _JobRun:
             return "output does not match its digest"
         return None
 
+    def _decode(self, state: _Chunk, reply: WorkerReply) -> str | None:
+        """Decode ``reply``'s output once per distinct outcome, on receipt; why it cannot be
+        decoded (a typed rejection of that reply), or None. Output is untrusted: a lie shaped
+        to break the decoder (deep nesting, a value bomb) costs its sender, never the job."""
+        if reply.failed:
+            return None
+        digest = reply.outcome_digest.hex()
+        if digest in state.decoded:
+            return None
+        try:
+            state.decoded[digest] = self.kernel.decode(reply.output)
+        except Exception as exc:  # anything a decoder raises on hostile bytes
+            return f"output could not be decoded: {type(exc).__name__}: {str(exc)[:200]}"
+        return None
+
+    def _refute_timeouts(self, state: _Chunk) -> None:
+        """Workers that claimed a timeout on a chunk now verified lose trust (once each)."""
+        if state.status != "verified":
+            return
+        for worker in state.timeouts:
+            self._trust(worker, False, state.index, TIMEOUT_REFUTED)
+        state.timeouts.clear()
+
     def _decide(self, state: _Chunk) -> None:
         decision = quorum(state.votes, replicas=state.requested, max_replicas=self.max_replicas)
         if decision.status == "canonical":
@@ -434,6 +479,7 @@ class _JobRun:
             if reply.failed:
                 state.reason = f"{reply.error_type}: {reply.error_message}"
             self._finish(state)
+            self._refute_timeouts(state)
             for worker in decision.agreed:
                 self._record_reply(state.index, worker, state.replies[worker], "agreed")
                 if self.mode == "redundancy":  # only agreement with peers earns trust
@@ -461,10 +507,16 @@ class _JobRun:
                     None,
                     {"groups": [(d, list(w)) for d, w in decision.groups]},
                 )
-            for _ in range(max(0, decision.extra_needed - state.in_flight)):
-                self.pending.append(state)
+            self._enqueue(state, max(0, decision.extra_needed - state.in_flight - state.queued))
+        elif state.in_flight:
+            return  # undecidable, but replies in flight are evidence: fail once they are in
         else:
-            self._fail_undecided(state, "")
+            bound = "max_replicas" if self.plan.verification.max_replicas else "every worker"
+            self._fail_undecided(
+                state,
+                f"; even {self.max_replicas} replicas ({bound}) could not decide it: add "
+                "workers or lower replicas",
+            )
 
     def _worker_failed(
         self, assignment: _Assignment, reason: str, *, outcome: TaskOutcome, blame: bool = True
@@ -494,7 +546,7 @@ class _JobRun:
                 f"gave up after {len(state.failures)} failed tries: {'; '.join(state.failures)}",
             )
         else:
-            self.pending.append(state)
+            self._enqueue(state)
 
     def _fail(self, state: _Chunk, reason: str) -> None:
         state.status, state.reason = "failed", reason
@@ -524,16 +576,20 @@ class _JobRun:
             self._trust(worker, agreed, state.index, reason)
 
     def _fail_undecided(self, state: _Chunk, why: str) -> None:
-        """Replicas ran but no strict majority formed: every vote is kept as a failed row, the
-        digests and who returned them go into the reason, and nobody's trust changes (there is
-        no majority to say who lied)."""
+        """Replicas ran but no outcome decided: every vote is kept as a failed row, the digests
+        and who returned them go into the reason, and nobody's trust changes (there is no
+        majority to say who lied)."""
         for worker, _digest in state.votes:
             self._record_reply(state.index, worker, state.replies[worker], "failed")
         groups = quorum(
             state.votes, replicas=state.requested, max_replicas=self.max_replicas
         ).groups
         shown = "; ".join(f"{d[:12]} from {', '.join(w)}" for d, w in groups)
-        self._fail(state, f"no strict majority among {len(state.votes)} replicas ({shown}){why}")
+        self._fail(
+            state,
+            f"no outcome has {state.requested} agreeing replicas and a strict majority of the "
+            f"{len(state.votes)} replies ({shown}){why}",
+        )
 
     def _out_of_workers(self, state: _Chunk) -> None:
         """No worker is left that has not run ``state``, and nothing of it is in flight."""
@@ -603,26 +659,32 @@ class _JobRun:
         outcomes: list[ChunkOutcome] = []
         partials: list[Any] = []
         leaves: list[bytes] = []
+        # Per chunk, who voted what, as the verification table shows it (late replies included).
+        voters: dict[int, dict[str, list[str]]] = {}
+        for record in self.records:
+            if record.role == "replica" and record.outcome in ("agreed", "dissented", "failed"):
+                votes = voters.setdefault(record.chunk, {"agreed": [], "dissented": [], "all": []})
+                votes["all"].append(record.worker)
+                if record.outcome != "failed":
+                    votes[record.outcome].append(record.worker)
         for index in sorted(self.chunks):
             state = self.chunks[index]
             reply = state.replies.get(state.agreed[0]) if state.agreed else None
-            if state.status == "verified" and reply is not None:
-                try:
-                    partials.append(self.kernel.decode(reply.output))
-                except (WgtError, ValueError, TypeError) as exc:
-                    state.status = "failed"
-                    state.reason = f"verified output could not be decoded: {exc}"
+            if state.status == "verified" and state.digest is not None:
+                partials.append(state.decoded[state.digest])  # decoded when it arrived
             outcome_digest = bytes.fromhex(state.digest) if state.digest else _NO_DIGEST
             leaves.append(chunk_record(index, state.input_digest, outcome_digest))
+            votes = voters.get(index, {"agreed": [], "dissented": [], "all": []})
             outcomes.append(
                 ChunkOutcome(
                     index=index,
                     status=state.status,
-                    workers=state.agreed,
-                    dissenters=state.dissented,
+                    workers=tuple(votes["agreed"]),
+                    dissenters=tuple(votes["dissented"]),
                     digest=state.digest,
                     input_digest=state.input_digest.hex(),
-                    replicas=len(state.votes),
+                    replicas=len(votes["all"]),
+                    requested=state.requested,
                     fuel=reply.fuel_used if reply else 0,
                     wall_ms=reply.wall_ms if reply else 0.0,
                     reason=state.reason,

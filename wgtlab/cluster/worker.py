@@ -1,14 +1,14 @@
 """What a worker runs for one task: the sandboxed kernel, the digest, and the signature.
 
-``run_task`` is the one worker path, local or remote: fault (before) -> ``execute_chunk``
-(execute, tamper, sign) -> fault (after). ``kernel_from_spec`` rebuilds, on a remote worker, the
-executing part of a kernel from the plain bytes the client shipped.
+``run_task`` is the one worker path, local or remote: a simulated fault's ``before`` -> the
+sandboxed kernel -> the fault's ``tamper`` -> digest and signature -> the fault's ``after``.
+``kernel_from_spec`` rebuilds, on a remote worker, the executing part of a kernel from the plain
+bytes the client shipped.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from functools import lru_cache
 
 from wgtlab.cluster.faults import Fault
@@ -23,8 +23,6 @@ from wgtlab.sandbox.runner import Sandbox
 
 __all__ = ["execute_chunk", "kernel_from_spec", "run_task", "sandbox_for"]
 
-Tamper = Callable[[Task, bytes], bytes]
-
 
 @lru_cache(maxsize=64)
 def sandbox_for(limits: ResourceLimits) -> Sandbox:
@@ -33,15 +31,18 @@ def sandbox_for(limits: ResourceLimits) -> Sandbox:
 
 
 def execute_chunk(
-    task: Task, sandbox: Sandbox, identity: WorkerIdentity, tamper: Tamper | None = None
+    task: Task, sandbox: Sandbox, identity: WorkerIdentity, fault: Fault | None = None
 ) -> WorkerReply:
     """Run ``task`` in ``sandbox`` and sign the outcome. A sandbox error is an outcome too
-    (replicas agree on it by type); ``tamper`` is how simulated liars alter their output."""
+    (replicas agree on it by type). ``fault`` is how a simulated faulty worker bends the task:
+    before it runs (crash, stall, claim an error), its output (lie) or its signed reply."""
     try:
+        if fault is not None:
+            fault.before(task)
         result = task.kernel.execute(sandbox, task.payload)
     except SandboxError as exc:
         digest = error_digest(type(exc).__name__)
-        return WorkerReply(
+        reply = WorkerReply(
             job_id=task.job_id,
             task_id=task.task_id,
             chunk=task.chunk,
@@ -53,13 +54,14 @@ def execute_chunk(
             error_type=type(exc).__name__,
             error_message=str(exc),
         )
-    output = result.output if tamper is None else tamper(task, result.output)
+        return reply if fault is None else fault.after(task, reply)
+    output = result.output if fault is None else fault.tamper(task, result.output)
     digest = (
-        hashlib.sha256(output).digest()
-        if tamper is not None
-        else bytes.fromhex(result.output_sha256)
+        bytes.fromhex(result.output_sha256)
+        if output is result.output
+        else hashlib.sha256(output).digest()
     )
-    return WorkerReply(
+    reply = WorkerReply(
         job_id=task.job_id,
         task_id=task.task_id,
         chunk=task.chunk,
@@ -74,15 +76,12 @@ def execute_chunk(
         stdout=result.stdout,
         stderr=result.stderr,
     )
+    return reply if fault is None else fault.after(task, reply)
 
 
 def run_task(task: Task, identity: WorkerIdentity, fault: Fault | None = None) -> WorkerReply:
-    """One task on this worker, as the worker's simulated ``fault`` (if any) bends it."""
-    if fault is None:
-        return execute_chunk(task, sandbox_for(task.limits), identity)
-    fault.before(task)
-    reply = execute_chunk(task, sandbox_for(task.limits), identity, tamper=fault.tamper)
-    return fault.after(task, reply)
+    """One task on this worker (local or remote), as its simulated ``fault`` (if any) bends it."""
+    return execute_chunk(task, sandbox_for(task.limits), identity, fault)
 
 
 def kernel_from_spec(spec: ExecutionSpec) -> Kernel:

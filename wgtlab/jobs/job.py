@@ -62,16 +62,22 @@ class JobSettings:
         *,
         replicas: int | None = None,
         max_replicas: int | None = None,
-        adaptive: bool = True,
+        spot_check: float | None = None,
+        adaptive: bool | None = None,
     ) -> _Settings:
-        """``"hash"``, ``"merkle"`` or ``"redundancy"`` (``replicas`` workers per chunk, strict
-        majority; on disagreement more replicas up to ``max_replicas``).
+        """``"hash"``, ``"merkle"`` or ``"redundancy"``.
 
-        Under redundancy, a worker with a long run of agreed results is spot-checked (its chunk
-        replicated with probability 1/run) rather than always replicated: BOINC's adaptive
-        replication, which trades some assurance for throughput. ``adaptive=False`` replicates
-        every chunk ``replicas`` times."""
-        self.verification = Verification.of(mode, replicas, max_replicas, adaptive)
+        Redundancy runs each chunk on ``replicas`` distinct workers (default 2). A chunk is
+        decided when they agree unanimously; any dissent adds replicas (up to ``max_replicas``,
+        default every eligible worker) until one outcome has a strict majority of all replies
+        and at least ``replicas`` votes. No wrong result is accepted while fewer than
+        ``replicas`` workers collude and honest workers are a majority of the eligible pool.
+
+        ``spot_check=p`` (off by default) is BOINC's adaptive replication: a worker with a long
+        run of agreed results runs a chunk alone, and only with probability ``p`` is that chunk
+        replicated too. It trades assurance for throughput (``result.assurance`` says how many
+        chunks rest on one worker); ``adaptive=True`` is the same with ``p = 0.1``."""
+        self.verification = Verification.of(mode, replicas, max_replicas, spot_check, adaptive)
         return self
 
     def limits(self: _Settings, limits: ResourceLimits | None = None, **fields: int) -> _Settings:

@@ -41,12 +41,25 @@ ON_ERROR: tuple[OnError, ...] = get_args(OnError)
 
 @dataclass(frozen=True)
 class Verification:
-    """How a job's results are checked (see DESIGN.md, "Verification and trust")."""
+    """How a job's results are checked (see DESIGN.md, "Verification and trust").
+
+    ``redundancy``: each chunk runs on ``replicas`` distinct workers; it is decided when they
+    agree unanimously, and any dissent adds replicas (up to ``max_replicas``, default every
+    eligible worker) until one outcome has a strict majority of all replies and at least
+    ``replicas`` votes. ``spot_check`` (off by default) is BOINC's adaptive replication: a
+    worker with a long run of agreed results runs a chunk alone, replicated only with that
+    probability.
+    """
 
     mode: VerificationMode = defaults.JOB_VERIFICATION
     replicas: int = defaults.JOB_REPLICAS
-    max_replicas: int = defaults.JOB_REPLICAS
-    adaptive: bool = True  # trusted workers may be spot-checked instead (redundancy only)
+    max_replicas: int | None = None  # None: every eligible worker
+    spot_check: float | None = None  # None: every chunk fully replicated
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether spot checking (adaptive replication) is on."""
+        return self.spot_check is not None
 
     @classmethod
     def of(
@@ -54,7 +67,8 @@ class Verification:
         mode: str,
         replicas: int | None = None,
         max_replicas: int | None = None,
-        adaptive: bool = True,
+        spot_check: float | None = None,
+        adaptive: bool | None = None,
     ) -> Verification:
         if mode not in VERIFICATION_MODES:
             raise JobDefinitionError(
@@ -69,15 +83,43 @@ class Verification:
                 f"verify({mode!r}) runs each chunk once; use verify('redundancy', "
                 f"replicas={replicas}) to run it on {replicas} workers"
             )
-        if max_replicas is None:
-            max_replicas = replicas + defaults.MAX_EXTRA_REPLICAS if replicas > 1 else 1
-        if not isinstance(max_replicas, int) or max_replicas < replicas:
+        if max_replicas is not None and (
+            isinstance(max_replicas, bool)
+            or not isinstance(max_replicas, int)
+            or max_replicas < replicas
+        ):
             raise JobDefinitionError(
-                f"max_replicas ({max_replicas!r}) must be an int >= replicas ({replicas})"
+                f"max_replicas ({max_replicas!r}) must be an int >= replicas ({replicas}), or "
+                "None for every eligible worker"
             )
-        if adaptive not in (True, False):
-            raise JobDefinitionError(f"adaptive must be True or False, got {adaptive!r}")
-        return cls(mode, replicas, max_replicas, bool(adaptive))
+        spot_check = _spot_check(spot_check, adaptive)
+        if spot_check is not None and (mode != "redundancy" or replicas == 1):
+            raise JobDefinitionError(
+                "spot_check applies to verify('redundancy', replicas=N) with N >= 2: it lets a "
+                "trusted worker run a chunk alone"
+            )
+        return cls(mode, replicas, max_replicas, spot_check)
+
+
+def _spot_check(spot_check: float | None, adaptive: bool | None) -> float | None:
+    """``spot_check`` checked; ``adaptive=True`` (the older spelling) is the policy's own rate,
+    one chunk in ``ADAPTIVE_RUN_LENGTH``."""
+    if adaptive is not None and adaptive not in (True, False):
+        raise JobDefinitionError(f"adaptive must be True or False, got {adaptive!r}")
+    if spot_check is None:
+        return 1.0 / defaults.ADAPTIVE_RUN_LENGTH if adaptive else None
+    if adaptive is False:
+        raise JobDefinitionError("adaptive=False turns spot checking off: drop spot_check")
+    if (
+        isinstance(spot_check, bool)
+        or not isinstance(spot_check, (int, float))
+        or not 0.0 < spot_check <= 1.0
+    ):
+        raise JobDefinitionError(
+            f"spot_check is the probability that a trusted worker's chunk is still replicated, "
+            f"in (0, 1], e.g. 0.1; got {spot_check!r}"
+        )
+    return float(spot_check)
 
 
 @dataclass(frozen=True)

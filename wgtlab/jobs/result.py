@@ -40,11 +40,13 @@ class ChunkOutcome:
     dissenters: tuple[str, ...]
     digest: str | None  # canonical outcome digest (hex)
     input_digest: str
-    replicas: int  # votes received
+    replicas: int  # replica replies that voted (the verification table's agreed, dissented
+    #                and failed rows of this chunk)
     fuel: int
     wall_ms: float
     reason: str | None = None
     stdout: bytes = b""
+    requested: int = 1  # replicas asked for: the job's, or 1 when spot checking trusted a worker
 
 
 @dataclass(frozen=True)
@@ -228,13 +230,39 @@ class JobResult:
 
     @property
     def spot_checked(self) -> int:
-        """Verified chunks that ran on fewer workers than ``replicas`` because adaptive
-        replication trusted the worker's run of agreed results (``verify(adaptive=False)``
-        turns that off)."""
+        """Verified chunks accepted on one trusted worker's word because the job asked for
+        spot checking (``verify("redundancy", replicas=N, spot_check=p)``); 0 without it."""
         if self.mode != "redundancy":
             return 0
         return sum(
-            1 for c in self.outcomes if c.status == "verified" and c.replicas < self.replicas
+            1 for c in self.outcomes if c.status == "verified" and c.requested < self.replicas
+        )
+
+    @property
+    def assurance(self) -> str:
+        """One line: what was checked, and what it would take for a wrong answer to pass."""
+        total = len(self.outcomes)
+        verified = sum(1 for c in self.outcomes if c.status == "verified")
+        failed = total - verified
+        unverified = f"; {failed} not verified" if failed else ""
+        if self.mode != "redundancy":
+            committed = (
+                f", committed to Merkle root {self.merkle_root[:16]}... (size {self.tree_size})"
+                if self.mode == "merkle"
+                else ""
+            )
+            return (
+                f"{verified}/{total} chunks verified by hash on one worker each{committed}"
+                f"{unverified}; digests and signatures checked, but a worker that lies "
+                "consistently is caught only by verify('redundancy')"
+            )
+        spot = self.spot_checked
+        resolved = sum(1 for c in self.outcomes if c.status == "verified" and c.dissenters)
+        trusting = f"; {spot} rest on one trusted worker each" if spot else ""
+        return (
+            f"{verified}/{total} chunks agreed by {self.replicas} workers ({spot} spot-checked)"
+            f"{unverified}; {resolved} disagreements resolved; 0 wrong answers possible unless "
+            f"{self.replicas} workers collude{trusting}"
         )
 
     def __repr__(self) -> str:

@@ -24,9 +24,10 @@ class TrustPolicy:
     ``probation_successes`` agreed results in a row, with its score back at the threshold, it
     returns. The state lives in the ledger, so it survives restarts and is shared by processes.
 
-    Adaptive replication (BOINC-style): a worker with at least ``adaptive_run`` agreed results in
-    a row is spot-checked with probability ``1 / adaptive_run``, otherwise it runs alone; any
-    disagreement resets its run. ``adaptive_run=1`` turns this off (always replicate).
+    Adaptive replication (BOINC-style, used only by jobs that ask for ``spot_check``): a worker
+    with at least ``adaptive_run`` agreed results in a row is spot-checked with the job's
+    probability (default ``1 / adaptive_run``), otherwise it runs alone; any disagreement resets
+    its run.
     """
 
     def __init__(
@@ -45,6 +46,11 @@ class TrustPolicy:
         self.adaptive_run = adaptive_run
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()  # one seeded stream, drawn from many threads
+
+    @property
+    def quarantine_threshold(self) -> float:
+        """Below this score a worker gets no deciding work."""
+        return self.rule.threshold
 
     def _quarantined(self, state: WorkerState) -> bool:
         # The stored flag carries the hysteresis; the score test covers a ledger written under a
@@ -96,19 +102,22 @@ class TrustPolicy:
         ]
         return min(waiting)[1] if waiting else None
 
-    def replicas_for(self, worker: str, requested: int) -> int:
+    def replicas_for(self, worker: str, requested: int, *, check_rate: float | None = None) -> int:
         """How many replicas a chunk whose first replica runs on ``worker`` needs: ``requested``,
         or 1 when the worker's agreed run has reached ``adaptive_run`` and this chunk was not
-        picked for a spot check (probability ``1 / adaptive_run``)."""
+        picked for a spot check (probability ``check_rate``, default ``1 / adaptive_run``)."""
         if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
             raise ConfigError(f"requested replicas must be an int >= 1, got {requested!r}")
+        rate = 1.0 / self.adaptive_run if check_rate is None else check_rate
+        if not 0.0 < rate <= 1.0:
+            raise ConfigError(f"check_rate must be in (0, 1], got {check_rate!r}")
         if requested == 1:
             return 1
         state = self.ledger.state(worker)
         if self._quarantined(state) or state.run < self.adaptive_run:
             return requested
         with self._rng_lock:
-            checked = self._rng.random() < 1.0 / self.adaptive_run
+            checked = self._rng.random() < rate
         return requested if checked else 1
 
     def update(

@@ -1,4 +1,10 @@
-"""Quorum over replicas: which output of one chunk, if any, a strict majority of workers agrees on.
+"""Quorum over replicas: which output of one chunk, if any, enough workers agree on.
+
+The rule (unanimity or escalate): an outcome is decided once at least ``replicas`` workers
+returned it and they are a strict majority of every reply. Replicas that all agree decide at
+once; any dissent asks for more replicas until one outcome has both. So no wrong outcome is
+accepted unless ``replicas`` workers return it: fewer colluders than ``replicas`` never win, and
+with honest workers a majority of the pool, escalation reaches the honest outcome.
 
 Stateless: call it again with every vote received so far; it says what to do next.
 """
@@ -21,7 +27,7 @@ class QuorumDecision:
 
     ``status``: "canonical" (``digest`` is the result, ``agreed`` / ``dissented`` say who was
     right / wrong), "need_more" (``extra_needed`` more votes, counting replicas already in flight,
-    could decide it), or "failed" (no strict majority can form within ``max_replicas``).
+    could decide it), or "failed" (no outcome can decide within ``max_replicas``).
     ``groups`` lists every digest seen with its workers, largest group first: the disagreement.
     """
 
@@ -37,8 +43,9 @@ class QuorumDecision:
         return self.status != "need_more"
 
 
-def _majority(count: int, round_size: int) -> bool:
-    return 2 * count > round_size
+def _decides(count: int, replies: int, replicas: int) -> bool:
+    """``count`` equal votes among ``replies`` decide: at least ``replicas``, strict majority."""
+    return count >= replicas and 2 * count > replies
 
 
 def _shown(item: object) -> str:
@@ -83,12 +90,13 @@ def quorum(
 ) -> QuorumDecision:
     """Decide one chunk from ``votes``, the ``(worker, output digest)`` pairs received so far.
 
-    A digest is canonical once its voters are a strict majority of ``max(replicas, votes)``, so
-    it is decided as early as possible (2 equal votes of 3 requested) and extra replicas scheduled
-    after a disagreement raise the bar with them. ``max_replicas`` caps the total number of
-    replicas (default ``replicas + MAX_EXTRA_REPLICAS``); when even that many could not form a
-    strict majority, the chunk has failed. Each worker may vote once. Anything but an iterable of
-    2-item pairs (a dict, bare worker names) is a ConfigError showing the offending item.
+    A digest is canonical once at least ``replicas`` workers returned it and they are a strict
+    majority of all votes: ``replicas`` equal votes decide at once, and after any dissent more
+    replicas are needed until one digest has both. ``max_replicas`` caps the total number of
+    replicas (default ``replicas + MAX_EXTRA_REPLICAS``; the manager passes the number of
+    eligible workers); when even that many could not decide, the chunk has failed. Each worker
+    may vote once. Anything but an iterable of 2-item pairs (a dict, bare worker names) is a
+    ConfigError showing the offending item.
     """
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise ConfigError(f"replicas must be an int >= 1, got {replicas!r}")
@@ -116,7 +124,7 @@ def quorum(
     n = len(seen)
     top = len(ranked[0][1]) if ranked else 0
 
-    if ranked and _majority(top, max(replicas, n)):
+    if ranked and _decides(top, n, replicas):
         digest, winners = ranked[0]
         return QuorumDecision(
             "canonical",
@@ -126,8 +134,8 @@ def quorum(
             0,
             groups,  # type: ignore[arg-type]
         )
-    # The fewest further votes that could still make the leading digest a strict majority.
+    # The fewest further votes that could still make the leading digest decide.
     for extra in range(1, max_replicas - n + 1):
-        if _majority(top + extra, max(replicas, n + extra)):
+        if _decides(top + extra, n + extra, replicas):
             return QuorumDecision("need_more", None, (), (), extra, groups)  # type: ignore[arg-type]
     return QuorumDecision("failed", None, (), (), 0, groups)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from wgtlab import defaults
 from wgtlab.errors import AbiError, ConfigError, MemoryLimitExceeded
 from wgtlab.sandbox.kernels.base import ExecutionSpec, Kernel
 from wgtlab.sandbox.limits import ResourceLimits
@@ -334,10 +335,12 @@ class PythonUdf(Kernel, CapturedFunction):
         )
 
     def decode(self, output: bytes) -> Any:
-        """Trusted side: the function's value from a task's output."""
+        """Trusted side: the function's value from a task's output, which an untrusted worker
+        may have shaped to hurt the decoder: at most ``MAX_DECODED_JSON_VALUES`` values, nested
+        no deeper than the parser's recursion limit, else an AbiError."""
         if self.output_kind == "bytes":
             return bytes(output)
-        return json.loads(output)
+        return decode_json_output(output, self.name)
 
     def combine(self, partials: list[Any]) -> Any:
         """Trusted side: one value from the chunks' values (in chunk order)."""
@@ -421,6 +424,23 @@ class PythonUdf(Kernel, CapturedFunction):
             f"{html.escape(str(self.params['combine']))}, digest "
             f"<code>{self.digest[:16]}&hellip;</code>)<pre>{source}</pre></div>"
         )
+
+
+def decode_json_output(output: bytes, name: str) -> Any:
+    """JSON ``output``, its size bounded before it is parsed and its nesting while it is (the
+    parser's recursion limit: deeper is a RecursionError, caught here)."""
+    values = output.count(b",") + output.count(b":") + 1  # every value but one follows one
+    if values > defaults.MAX_DECODED_JSON_VALUES:
+        raise AbiError(
+            f"{name} returned about {values:,} JSON values, over the trusted side's limit of "
+            f"{defaults.MAX_DECODED_JSON_VALUES:,}; return fewer values per chunk"
+        )
+    try:
+        return json.loads(output)
+    except RecursionError:
+        raise AbiError(f"{name} returned JSON nested too deep to decode") from None
+    except ValueError as exc:
+        raise AbiError(f"{name} returned malformed JSON: {exc}") from None
 
 
 def _echo(stdout: bytes, stderr: bytes) -> None:
