@@ -104,7 +104,8 @@ def test_shard_report_view_and_map(html):
 
 def test_job_result_and_cluster_views():
     faults = {"local-1": wgt.faults.Liar(rate=1.0, seed=3)}
-    with wgt.LocalCluster(workers=3, faults=faults) as cluster:
+    # three honest workers: the liar's dissent escalates each chunk to a fourth replica
+    with wgt.LocalCluster(workers=4, faults=faults) as cluster:
         job = wgt.Job("<script>alert(1)</script>")
         job.input(np.arange(4_000.0), chunk_rows=1_000)
         job.kernel(wgt.kernels.sum())
@@ -115,7 +116,7 @@ def test_job_result_and_cluster_views():
         assert "4 of 4 chunks verified" in page and result.merkle_root in page
         assert "mode <b>redundancy</b> · replicas 3" in page
         card = cluster._repr_html_()
-        assert "3 sandboxed workers, 1 with simulated faults" in card
+        assert "4 sandboxed workers, 1 with simulated faults" in card
         assert "Liar (100% of tasks)" in card
         assert cluster.fingerprint("local-2") in card
 

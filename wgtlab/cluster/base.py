@@ -159,7 +159,9 @@ class Cluster(JobRunner):
         ids = self.worker_ids()
         states = self.ledger.states(ids.values())
         workers = [(n, states[ids[n]], self.faults.get(n)) for n in self.worker_names()]
-        return cluster_html(type(self).__name__, self._card_detail(), workers)
+        return cluster_html(
+            type(self).__name__, self._card_detail(), workers, self.policy.quarantine_threshold
+        )
 
 
 def _trust(

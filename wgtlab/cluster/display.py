@@ -19,10 +19,15 @@ def fault_note(fault: Fault | None) -> str:
 
 
 def cluster_html(
-    kind: str, detail: str, workers: Sequence[tuple[str, WorkerState, Fault | None]]
+    kind: str,
+    detail: str,
+    workers: Sequence[tuple[str, WorkerState, Fault | None]],
+    threshold: float,
 ) -> str:
     """A compact card: ``kind`` (e.g. "LocalCluster"), ``detail``, and a row for each
-    ``(name, trust state, simulated fault)``."""
-    rows = worker_rows([(name, state, fault_note(fault)) for name, state, fault in workers])
+    ``(name, trust state, simulated fault)``, judged by the policy's quarantine ``threshold``."""
+    rows = worker_rows(
+        [(name, state, fault_note(fault)) for name, state, fault in workers], threshold
+    )
     table = render("worker_table.html", rows=rows, note_title="simulated fault")
     return render("cluster.html", _TEMPLATES, kind=kind, detail=detail, table=table)

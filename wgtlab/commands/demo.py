@@ -38,7 +38,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import wgtlab as wgt
     from wgtlab import defaults, samples
     from wgtlab.jobs.events import TextProgress
-    from wgtlab.views import plots, quarantine_threshold
+    from wgtlab.views import plots
 
     flights = samples.flights()
     distance = flights["distance"].astype("float64")
@@ -91,7 +91,7 @@ def run_demo(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     trust_png = args.out / "trust.png"
     grid_png = args.out / "verification.png"
-    threshold = quarantine_threshold(cluster)
+    threshold = cluster.policy.quarantine_threshold
     plots.trust_timeline(cluster.ledger.history(), threshold).savefig(trust_png, dpi=110)
     plots.verification_grid(result.verification).savefig(grid_png, dpi=110)
     print(f"\nplots: {trust_png}, {grid_png}")

@@ -317,10 +317,9 @@ class WgtMagics(Magics):
         if args.plot:
             from IPython.display import display
 
-            from wgtlab.views import quarantine_threshold
             from wgtlab.views.plots import trust_timeline
 
-            display(trust_timeline(ledger.history(), quarantine_threshold(cluster)))
+            display(trust_timeline(ledger.history(), cluster.policy.quarantine_threshold))
         return ledger
 
     def cmd_verify(self, args: Any) -> ProofCheck:

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from wgtlab import defaults
+from wgtlab.cluster.base import Cluster
 from wgtlab.jobs import events as ev
+from wgtlab.jobs.chunking import source_kind
 from wgtlab.jobs.events import Event, Subscriber, TextProgress
-from wgtlab.views import badge, quarantine_threshold, render
+from wgtlab.jobs.plan import JobDefinition, JobPlan
+from wgtlab.views import badge, render
 
 PROGRESS_KINDS = ("auto", "widget", "text", "none")
 _TEMPLATES = "wgtlab.notebook.templates"
@@ -89,27 +92,22 @@ class JobDashboard:
         self._build()
 
     @classmethod
-    def for_job(cls, job: Any, cluster: Any) -> JobDashboard:
+    def for_job(cls, job: JobPlan | JobDefinition, cluster: Cluster) -> JobDashboard:
         """A dashboard for ``job`` on ``cluster``, with the workers' trust before the run, judged
         by the cluster's trust policy."""
-        names = list(cluster.worker_names())
-        try:
-            ids = {n: cluster.fingerprint(n) for n in names}
-            states = cluster.ledger.states(ids.values())
-            scores = {n: states[ids[n]].score for n in names}
-            quarantined = [n for n in names if cluster.policy.is_quarantined(ids[n])]
-        except Exception:  # a cluster without a ledger view still gets a dashboard
-            scores, quarantined = {}, []
-        verification = getattr(job, "verification", None)
+        plan = job if isinstance(job, JobPlan) else job.plan()
+        names = cluster.worker_names()
+        ids = cluster.worker_ids()
+        states = cluster.ledger.states(ids.values())
         return cls(
-            job.name,
+            plan.name,
             names,
-            mode=getattr(verification, "mode", defaults.JOB_VERIFICATION),
-            replicas=getattr(verification, "replicas", 1),
-            total=expected_chunks(job),
-            scores=scores,
-            quarantined=quarantined,
-            threshold=quarantine_threshold(cluster),
+            mode=plan.verification.mode,
+            replicas=plan.verification.replicas,
+            total=expected_chunks(plan),
+            scores={n: states[ids[n]].score for n in names},
+            quarantined=[n for n in names if cluster.policy.is_quarantined(ids[n])],
+            threshold=cluster.policy.quarantine_threshold,
         )
 
     # --- the subscriber ------------------------------------------------------------------------
@@ -310,18 +308,19 @@ def _escape(text: str) -> str:
     return html.escape(text)
 
 
-def expected_chunks(job: Any) -> int | None:
-    """How many chunks ``job`` will have, when that is cheap to know (in-memory rows)."""
-    spec = getattr(job, "input_spec", None)
-    kernel = getattr(job, "kernel_obj", None)
-    if spec is None or kernel is None or getattr(job, "splitter", None) is not None:
+def expected_chunks(plan: JobPlan) -> int | None:
+    """How many chunks ``plan`` will have, when that is cheap to know (in-memory rows)."""
+    source = plan.source
+    if source.splitter is not None:
         return None
-    from wgtlab.jobs.chunking import iter_chunks, source_kind
-
     try:
-        if source_kind(spec.source, spec.pipeline) not in ("table", "array", "list"):
+        if source_kind(source.input.source, source.input.pipeline) not in (
+            "table",
+            "array",
+            "list",
+        ):
             return None
-        return sum(1 for _ in iter_chunks(spec, kernel.input_kind))
+        return sum(1 for _ in source)
     except Exception:  # the run itself will report a bad input
         return None
 
@@ -337,7 +336,9 @@ def widgets_available() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def job_progress(job: Any, cluster: Any, kind: str = "auto") -> Subscriber | None:
+def job_progress(
+    job: JobPlan | JobDefinition, cluster: Cluster, kind: str = "auto"
+) -> Subscriber | None:
     """A progress view for ``job`` on ``cluster``, already displayed, as a job subscriber.
 
     ``kind``: "widget" (the live dashboard), "text" (a tqdm bar), "none", or "auto" (the
@@ -356,5 +357,6 @@ def job_progress(job: Any, cluster: Any, kind: str = "auto") -> Subscriber | Non
         dashboard.display_handle = display(dashboard, display_id=True)
         return dashboard
     if kind == "text":
-        return TextProgress(total=expected_chunks(job), desc=job.name)
+        plan = job if isinstance(job, JobPlan) else job.plan()
+        return TextProgress(total=expected_chunks(plan), desc=plan.name)
     return None

@@ -514,7 +514,7 @@ class TrustLedger:
     def _repr_html_(self) -> str:
         from wgtlab.views import ledger_html
 
-        return ledger_html(self)
+        return ledger_html(self, self.rule.threshold)
 
 
 def _state_from_row(row: tuple[Any, ...]) -> WorkerState:

@@ -26,7 +26,6 @@ __all__ = [
     "badge",
     "escape",
     "ledger_html",
-    "quarantine_threshold",
     "render",
     "sandbox_error_html",
     "shard_label",
@@ -95,19 +94,9 @@ def escape(value: Any, limit: int | None = None) -> str:
     return html.escape(text)
 
 
-def quarantine_threshold(owner: Any) -> float:
-    """The quarantine threshold in force for ``owner``: a cluster's policy's, a policy's or a
-    ledger's own rule's; the default for anything else."""
-    for holder in (getattr(owner, "policy", None), owner):
-        threshold = getattr(getattr(holder, "rule", None), "threshold", None)
-        if isinstance(threshold, (int, float)):
-            return float(threshold)
-    return defaults.QUARANTINE_THRESHOLD
-
-
 def trust_bar(score: float, threshold: float = defaults.QUARANTINE_THRESHOLD) -> str:
     """A small horizontal bar for a trust score in [0, 1], coloured by how it compares with the
-    quarantine ``threshold`` (the policy's, see :func:`quarantine_threshold`)."""
+    quarantine ``threshold`` (the policy's: ``TrustPolicy.quarantine_threshold``)."""
     colour = (
         "#c0392b"
         if score < threshold
@@ -287,9 +276,8 @@ def shard_report_html(report: Any) -> str:
 # --- layer 2: trust ---------------------------------------------------------------------------
 
 
-def ledger_html(ledger: Any) -> str:
-    """A ledger on its own has no policy: its rows are judged by the ledger's own rule."""
-    threshold = quarantine_threshold(ledger)
+def ledger_html(ledger: Any, threshold: float) -> str:
+    """A ledger on its own has no policy: its rows are judged by ``threshold``, its own rule's."""
     frame = ledger.scores()
     rows = worker_rows(
         [(row.label or "", row, "") for row in frame.itertuples(index=False)], threshold

@@ -81,7 +81,7 @@ def trust_timeline(
     ``history`` is :meth:`TrustLedger.history` (at least ``worker``, ``score`` and the ``x``
     column: ``"seq"`` for ledger order or ``"time"``); workers are named by ``label`` when it is
     there. ``threshold``: the quarantine threshold of the policy in use
-    (``wgtlab.views.quarantine_threshold(cluster)``). A cross marks each point where a worker fell
+    (``cluster.policy.quarantine_threshold``). A cross marks each point where a worker fell
     below it.
     """
     _require(history, ("worker", "score", x), "trust_timeline")
