@@ -15,6 +15,9 @@ from wgtlab.errors import __all__ as _error_names
 from wgtlab.jobs import runtime as _runtime
 from wgtlab.jobs.dsl import make_verify_callable as _make_verify_callable
 
+if typing.TYPE_CHECKING:
+    from wgtlab.cluster.local import LocalCluster
+
 # ``wgt.verify`` is both the verification package (``wgt.verify.merkle_root``) and, inside a
 # ``with wgt.Job(...)`` block, the DSL call ``wgt.verify("redundancy", replicas=3)``. Both
 # modules are light (hashlib only), so this happens at import.
@@ -37,15 +40,19 @@ _LAZY: dict[str, str] = {
     # verification and trust
     "trust": "wgtlab.trust",
     "TrustLedger": "wgtlab.trust.ledger:TrustLedger",
+    "TrustPolicy": "wgtlab.trust.policy:TrustPolicy",
     # jobs
     "Job": "wgtlab.jobs.job:Job",
     "JobResult": "wgtlab.jobs.result:JobResult",
+    "JobPlan": "wgtlab.jobs.plan:JobPlan",
     "input": "wgtlab.jobs.dsl:input",
     "kernel": "wgtlab.jobs.dsl:kernel",
     "limits": "wgtlab.jobs.dsl:limits",
     "retries": "wgtlab.jobs.dsl:retries",
     "current_job": "wgtlab.jobs.dsl:current_job",
     # clusters
+    "Cluster": "wgtlab.cluster.base:Cluster",
+    "RateLimit": "wgtlab.cluster.ratelimit:RateLimit",
     "LocalCluster": "wgtlab.cluster.local:LocalCluster",
     "DaskCluster": "wgtlab.cluster.dask:DaskCluster",
     "faults": "wgtlab.cluster.faults",
@@ -64,7 +71,7 @@ __all__ = sorted(
 )
 
 
-def _default_cluster() -> typing.Any:
+def _default_cluster() -> LocalCluster:
     from wgtlab.cluster.local import LocalCluster
 
     return LocalCluster()

@@ -40,6 +40,13 @@ material.
 
 from __future__ import annotations
 
+import typing
+
+if (
+    typing.TYPE_CHECKING
+):  # the type of JobError.result only; errors import nothing of wgtlab at run time
+    from wgtlab.jobs.result import JobResult
+
 
 class WgtError(Exception):
     """Root of every error wgtlab raises on purpose."""
@@ -185,7 +192,13 @@ class NoEligibleWorkers(TrustError):
 
 
 class JobError(WgtError):
-    """A job is ill-defined or could not complete."""
+    """A job is ill-defined or could not complete. ``.result`` is the ``JobResult`` with what
+    did verify when the run got that far (chunks failed, or the trusted-side combine), else
+    None."""
+
+    def __init__(self, message: str, *, result: JobResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class JobDefinitionError(JobError, ValueError):
@@ -195,8 +208,15 @@ class JobDefinitionError(JobError, ValueError):
 class ChunkFailed(JobError):
     """A chunk failed on every try; ``.chunk`` is its index, ``.reasons`` what went wrong."""
 
-    def __init__(self, message: str, chunk: int = -1, reasons: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        chunk: int = -1,
+        reasons: tuple[str, ...] = (),
+        *,
+        result: JobResult | None = None,
+    ) -> None:
+        super().__init__(message, result=result)
         self.chunk = chunk
         self.reasons = reasons
 

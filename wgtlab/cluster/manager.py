@@ -174,8 +174,8 @@ class _JobRun:
                 "to combine the chunks that did verify",
                 chunk=bad[0].index,
                 reasons=reasons,
+                result=result,
             )
-            error.result = result  # type: ignore[attr-defined]
             raise error
         return result
 
@@ -709,11 +709,10 @@ class _JobRun:
         try:
             value = self.kernel.combine(partials) if partials else self.kernel.empty()
         except Exception as exc:  # a user's combine (trusted side) failed: keep the evidence
-            error = JobError(
+            raise JobError(
                 f"job {self.plan.name!r}: combining the {len(partials)} chunk results failed: "
                 f"{type(exc).__name__}: {exc}; the verified chunks are on this exception as "
-                ".result (its value is None): fix the combine function and combine them again"
-            )
-            error.result = result  # type: ignore[attr-defined]
-            raise error from exc
+                ".result (its value is None): fix the combine function and combine them again",
+                result=result,
+            ) from exc
         return dataclasses.replace(result, value=value)

@@ -169,6 +169,7 @@ def _pipeline(args: argparse.Namespace, *, required: bool, **layout: Any) -> Any
             "--master-secret-file is the secret tenant keys are derived from; use it with "
             "--tenant ID"
         )
+    key: bytes | None
     if args.tenant is not None:
         secret = _read_secret(
             args.master_secret_file, defaults.CES_MASTER_SECRET_ENV, "the master secret"

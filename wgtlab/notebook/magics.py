@@ -370,31 +370,39 @@ class WgtMagics(Magics):
         return kernel
 
     def cmd_run(self, args: Any) -> Any:
+        from wgtlab.cluster.base import Cluster
         from wgtlab.cluster.manager import delegate_job
+        from wgtlab.jobs.job import DefinedJob, Job
         from wgtlab.notebook.widgets import job_progress
 
         if args.out:
             _check_variable(args.out)
         job = self._lookup(args.job, "a job")
-        if args.data is None and hasattr(job, "job") and not hasattr(job, "validate"):
-            raise UsageError(
-                f"{args.job} is a @wgt.Job.define job: give it its input with --data VAR"
-            )
-        if args.data is not None:
-            if not hasattr(job, "job"):
-                raise UsageError(f"--data is for @wgt.Job.define jobs; {args.job} has its input")
+        if isinstance(job, DefinedJob):
+            if args.data is None:
+                raise UsageError(
+                    f"{args.job} is a @wgt.Job.define job: give it its input with --data VAR"
+                )
             job = job.job(self._lookup(args.data, "the job's input"))
-        if not hasattr(job, "validate"):
+        elif args.data is not None:
+            raise UsageError(f"--data is for @wgt.Job.define jobs; {args.job} has its input")
+        if not isinstance(job, Job):
             raise UsageError(f"{args.job} is a {type(job).__name__}, not a wgt.Job")
         if args.replicas is not None or args.verify is not None:
             mode = args.verify or "redundancy"
             job = job.copy().verify(mode, replicas=args.replicas)  # for this run only
         cluster = self._lookup(args.cluster, "a cluster") if args.cluster else self._cluster()
-        job.validate(len(cluster.worker_names()))
+        if not isinstance(cluster, Cluster):
+            raise UsageError(
+                f"{args.cluster or 'the session cluster'} is a {type(cluster).__name__}, not a "
+                "wgt.LocalCluster or wgt.DaskCluster"
+            )
+        plan = job.plan()
+        plan.check_workers(len(cluster.worker_names()))
         progress = None
         try:
-            progress = job_progress(job, cluster, args.progress)
-            result = delegate_job(job, cluster, subscribers=[progress] if progress else [])
+            progress = job_progress(plan, cluster, args.progress)
+            result = delegate_job(plan, cluster, subscribers=[progress] if progress else [])
         except BaseException as exc:
             _close(progress, exc)
             if isinstance(exc, ChunkFailed):
@@ -405,7 +413,7 @@ class WgtMagics(Magics):
         return result
 
     def _chunk_failed(self, exc: ChunkFailed, out: str | None) -> MagicError:
-        partial = getattr(exc, "result", None)
+        partial = exc.result
         first = exc.reasons[0].splitlines()[0] if exc.reasons else str(exc).splitlines()[0]
         message = first
         if partial is not None:

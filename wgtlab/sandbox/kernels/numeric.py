@@ -118,7 +118,7 @@ def _to_numpy(chunk: Any) -> np.ndarray:
 
 def _with_header(header: bytes, values: np.ndarray) -> bytes:
     # one allocation and one copy of the values (not tobytes() and then a concatenation)
-    return b"".join((header, memoryview(values).cast("B")))
+    return b"".join((header, memoryview(values.data).cast("B")))
 
 
 def _real(name: str, value: Any) -> float:
@@ -241,7 +241,7 @@ class Histogram(BuiltinKernel):
             raise ConfigError(f"histogram range is too wide for float64: lo={lo}, hi={hi}")
         self.edges = np.linspace(lo, hi, int(bins) + 1, endpoint=True)
         header = struct.pack("<Q", int(bins)) + self.edges.astype("<f8").tobytes()
-        self._header = header + bytes(-len(header) % 16)
+        self._header: bytes = header + bytes(-len(header) % 16)
 
     def encode(self, chunk: Any) -> bytes:
         return _with_header(self._header, float64_values(chunk))

@@ -177,8 +177,9 @@ def _literal(value: Any, needs: set[str], depth: int = 0) -> str | None:
     if kind is float:
         return repr(value) if math.isfinite(value) else f'float("{value}")'
     if kind in (list, tuple, set, frozenset):
-        items = [_literal(v, needs, depth + 1) for v in value]
-        if any(item is None for item in items):
+        maybe = [_literal(v, needs, depth + 1) for v in value]
+        items = [item for item in maybe if item is not None]
+        if len(items) != len(maybe):
             return None
         if kind is list:
             return "[" + ", ".join(items) + "]"
@@ -341,7 +342,7 @@ class _Assembler:
                     "define it again in this session",
                 )
         if isinstance(value, types.FunctionType):
-            module = getattr(value, "__module__", None)
+            module = value.__module__
             if module in _GUEST_MODULE_SET and _importable_from(module, value):
                 self._import_from(name, module, value, label)
             else:
@@ -403,10 +404,11 @@ class _Assembler:
 
 def _def_line_names(source: str) -> set[str]:
     """Names evaluated when ``source`` (one def or lambda assignment) runs, outside any body."""
-    node = ast.parse(source).body[0]
-    if isinstance(node, ast.Assign):  # a lambda: its defaults and body are all that there is
-        node = node.value
-    arguments = getattr(node, "args", None)
+    statement = ast.parse(source).body[0]
+    # a lambda's defaults and body are all that there is
+    node: ast.AST = statement.value if isinstance(statement, ast.Assign) else statement
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+    arguments = node.args if isinstance(node, functions) else None
     expressions = [*arguments.defaults, *filter(None, arguments.kw_defaults)] if arguments else []
     return {n.id for e in expressions for n in ast.walk(e) if isinstance(n, ast.Name)}
 
