@@ -27,6 +27,7 @@ __all__ = [
     "ROLES",
     "CertBundle",
     "init_certs",
+    "init_local_certs",
     "issue_bundle",
     "security_for",
 ]
@@ -41,6 +42,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # Loopback is always a SAN: DaskCluster.local and tests connect there. (Dask itself does not
 # check host names: a cluster has its own CA, and the CA's signature is what is checked.)
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
+LOCAL_VALID_DAYS = 2  # DaskCluster.local: its CA and members are throwaways
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,20 @@ def issue_bundle(
 ) -> CertBundle:
     """Issue a certificate for one member (``role``) from the CA in ``directory``, written as the
     bundle ``directory/NAME`` (key mode 0600)."""
+    ca_cert, ca_key = _load_ca(Path(directory))
+    return _issue(ca_cert, ca_key, Path(directory), name, role, hosts=hosts, valid_days=valid_days)
+
+
+def _issue(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    directory: Path,
+    name: str,
+    role: str,
+    *,
+    hosts: Sequence[str] = (),
+    valid_days: int = defaults.CERT_VALID_DAYS,
+) -> CertBundle:
     if role not in ROLES:
         raise ConfigError(f"certificate role must be one of {ROLES}, got {role!r}")
     if not _NAME.match(name) or name == CA_DIR:
@@ -240,8 +256,6 @@ def issue_bundle(
             f"bundle name {name!r} must be 1-63 letters, digits, '.', '_' or '-' (and not "
             f"{CA_DIR!r})"
         )
-    directory = Path(directory)
-    ca_cert, ca_key = _load_ca(directory)
     target = directory / name
     if target.exists():
         raise ConfigError(f"{str(target)!r} exists already; choose another name")
@@ -332,4 +346,26 @@ def init_certs(
     for i in range(workers):
         name = f"worker-{i}"
         bundles[name] = issue_bundle(directory, name, "worker", hosts=hosts, valid_days=valid_days)
+    return bundles
+
+
+def init_local_certs(
+    directory: str | Path, *, workers: int, valid_days: int = LOCAL_VALID_DAYS
+) -> dict[str, CertBundle]:
+    """Bundles ``scheduler``, ``client`` and ``worker-0`` .. for a cluster on this machine
+    (``DaskCluster.local``), under a CA that exists only for this call: its private key is
+    never written anywhere and is dropped when this returns, so nobody (including whoever
+    reads ``directory``) can issue another certificate of this cluster. Only the members' own
+    keys are written (mode 0600, in ``directory``, which must be new; created mode 0700)."""
+    directory = Path(directory)
+    directory.mkdir(mode=0o700)
+    ca_cert, ca_key = _new_ca(f"local-{os.urandom(4).hex()}", valid_days)
+    bundles = {
+        name: _issue(ca_cert, ca_key, directory, name, role, valid_days=valid_days)
+        for name, role in [
+            ("scheduler", "scheduler"),
+            ("client", "client"),
+            *((f"worker-{i}", "worker") for i in range(workers)),
+        ]
+    }
     return bundles

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from wgtlab import defaults
 from wgtlab.cluster.base import Cluster
-from wgtlab.cluster.certs import CertBundle, init_certs, security_for
+from wgtlab.cluster.certs import CertBundle, init_local_certs, security_for
 from wgtlab.cluster.dask_local import LoopbackProcesses
 from wgtlab.cluster.dask_worker import (
     PLUGIN_NAME,
@@ -263,7 +263,8 @@ class DaskCluster(Cluster):
         workdir = Path(tempfile.mkdtemp(prefix="wgtlab-dask-"))
         processes = LoopbackProcesses(workdir)
         try:
-            bundles = init_certs(workdir / "certs", workers=n_workers) if tls else None
+            # The CA's private key is never written: nobody can issue more of these.
+            bundles = init_local_certs(workdir / "certs", workers=n_workers) if tls else None
             address = processes.start(
                 n_workers,
                 bundles,

@@ -88,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="write the scheduler's address to this JSON file",
     )
+    _owner_option(scheduler)
     scheduler.set_defaults(handler=run_scheduler)
 
     worker = subparsers.add_parser(
@@ -125,7 +126,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.DASK_CONNECT_TIMEOUT_S,
         help="give up if the scheduler cannot be reached for this many seconds",
     )
+    _owner_option(worker)
     worker.set_defaults(handler=run_worker)
+
+
+def _owner_option(parser: argparse.ArgumentParser) -> None:
+    # DaskCluster.local: end as soon as the process that started this one (PID) does
+    parser.add_argument("--owner", type=int, default=None, metavar="PID", help=argparse.SUPPRESS)
+
+
+def _tie(args: argparse.Namespace) -> None:
+    if args.owner is not None:
+        from wgtlab.cluster.dask_local import tie_to_owner
+
+        tie_to_owner(args.owner)
 
 
 def certs_init(args: argparse.Namespace) -> int:
@@ -181,6 +195,7 @@ async def _serve(server: Any) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    _tie(args)  # first: before the slow imports
     from distributed import Worker
 
     from wgtlab.cluster.dask_worker import SandboxPlugin
@@ -201,7 +216,7 @@ def run_worker(args: argparse.Namespace) -> int:
             contact_address=args.contact_address,
             local_directory=None if args.local_directory is None else str(args.local_directory),
             death_timeout=args.death_timeout,
-            plugins=[SandboxPlugin(identity_dir=_identity_dir(args))],
+            plugins=(SandboxPlugin(identity_dir=_identity_dir(args)),),
             dashboard=False,
         )
         try:
@@ -221,6 +236,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def run_scheduler(args: argparse.Namespace) -> int:
+    _tie(args)  # first: before the slow imports
     from distributed import Scheduler
 
     security = _security(args, "scheduler")
