@@ -227,10 +227,25 @@ def _stub_service(text: str) -> str | None:
     return f"an operating-system service (libc {frames[0]})" if frames else None
 
 
+# A Rust panic in componentize-py's runtime prints its message through the stderr stub, which
+# traps: the stub's frame is there, but the cause is the panic (and the frames under it).
+_RUNTIME_FRAME = re.compile(r"componentize_py_runtime\.wasm!(\S+)")
+_PANIC_FRAMES = ("rust_begin_unwind", "std::panicking")
+
+
+def _runtime_panic(text: str) -> str | None:
+    """What a panic of the runner's runtime was doing (its outermost runtime frame), if the trap
+    in ``text`` is one."""
+    if not any(frame in text for frame in _PANIC_FRAMES):
+        return None
+    frames = _RUNTIME_FRAME.findall(text)
+    return frames[-1] if frames else "componentize-py's runtime"
+
+
 def classify_component_trap(error: BaseException, limits: ResourceLimits) -> SandboxError:
     """The typed error for ``error``, raised by wasmtime while the Python runner ran under
-    ``limits``: a runner too big for the memory limit, or a call into a trapping WASI stub,
-    is told apart from the traps ``classify_trap`` names."""
+    ``limits``: a runner too big for the memory limit, a panic of the runner's own runtime, or
+    a call into a trapping WASI stub, is told apart from the traps ``classify_trap`` names."""
     classified = classify_trap(error, limits)
     text = str(error)
     if isinstance(classified, MemoryLimitExceeded) and "minimum size" in text:
@@ -240,6 +255,18 @@ def classify_component_trap(error: BaseException, limits: ResourceLimits) -> San
             "32 MiB (64 MiB or more for real chunks)"
         )
     if type(classified) is WasmTrap:
+        panic = _runtime_panic(text)
+        if panic is not None and "pop_string" in panic:
+            return WasmTrap(
+                "the Python runner could not hand a string back to the host: it was not valid "
+                "UTF-8 text (a lone surrogate, e.g. from bytes decoded with "
+                "errors='surrogateescape', in the result, the printed output or the error)"
+            )
+        if panic is not None:
+            return WasmTrap(
+                f"the Python runner's own runtime failed (a panic in {panic}), not the function "
+                "itself; if it happens again with this function, please report it"
+            )
         service = _stub_service(text)
         if service is not None:
             return WasmTrap(

@@ -132,8 +132,8 @@ def run_in_guest(
 ) -> GuestOutcome:
     """Run function ``name`` defined by ``source`` on ``chunk`` in a fresh runner instance.
 
-    Raises UdfError for a Python exception (MemoryLimitExceeded for a MemoryError,
-    StackOverflow for a RecursionError), and the typed SandboxError for a trap.
+    Raises UdfError for a Python exception (MemoryLimitExceeded for the interpreter's own
+    MemoryError, StackOverflow for its RecursionError), and the typed SandboxError for a trap.
     """
     engine = get_engine(limits.max_stack_bytes)
     component = runner_component(engine, root=root)
@@ -173,6 +173,9 @@ def run_in_guest(
 def _guest_error(
     failure: Any, limits: ResourceLimits, name: str, stdout: bytes, stderr: bytes
 ) -> SandboxError:
+    # The guest names built-in classes (by identity) bare and every other class module-
+    # qualified, a class of the function's own as "__main__.<qualname>": only the interpreter's
+    # own MemoryError / RecursionError arrive as "MemoryError" / "RecursionError".
     exc_type = getattr(failure, "exc-type")
     message = failure.message
     lines = tuple(failure.traceback)

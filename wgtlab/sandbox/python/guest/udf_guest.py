@@ -1,3 +1,7 @@
+# mypy: ignore-errors
+# (Runs on the guest's CPython 3.14 against componentize-py's generated wit_world and patches the
+# interpreter it runs in; the host's type check, for Python 3.10 without those modules, does not
+# apply. tests/test_udf_*.py run it for real instead.)
 """Guest side of wgtlab's Python-in-WebAssembly runner: runs one analyst function on one chunk.
 
 componentize-py snapshots this module after it has run at build time, so everything imported and
@@ -44,6 +48,7 @@ for _module in (*GUEST_MODULES, *_PRESENT_BUT_REFUSED, *_LAZY_IMPORTS):
     importlib.import_module(_module)
 
 _MAX_MESSAGE_CHARS = 4000
+_MAX_TYPE_CHARS = 300
 _MAX_TRACEBACK_LINES = 120
 _MAX_FRAMES = 12  # each costs ~1M fuel to format (source line, carets)
 _RUNNER_FILE = __file__
@@ -51,23 +56,36 @@ _task_seed = 0
 
 
 class _Capture:
-    """A stdout / stderr that keeps the first ``limit`` characters written to it."""
+    """A stdout / stderr that keeps the first ``limit`` characters written to it.
+
+    Text that UTF-8 cannot encode (lone surrogates) is treated as CPython's own streams treat
+    it: ``errors="strict"`` (stdout) raises UnicodeEncodeError at the write, so the function
+    fails where it printed; ``errors="backslashreplace"`` (stderr) escapes it.
+    """
 
     encoding = "utf-8"
-    errors = "strict"
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, errors: str = "strict") -> None:
         self._parts: list[str] = []
         self._room = limit
+        self.errors = errors
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        written = len(text)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                if self.errors == "strict":
+                    raise
+                text = text.encode("utf-8", "backslashreplace").decode("utf-8")
         if self._room > 0:
             kept = text[: self._room]
             self._parts.append(kept)
             self._room -= len(kept)
-        return len(text)
+        return written
 
     def writelines(self, lines: list[str]) -> None:
         for line in lines:
@@ -83,7 +101,38 @@ class _Capture:
         return False
 
     def getvalue(self) -> str:
-        return "".join(self._parts)
+        return _utf8_text("".join(self._parts))
+
+
+def _utf8_text(text: str) -> str:
+    """``text`` as it can cross into the host (a WIT string is UTF-8): lone surrogates, which
+    UTF-8 cannot encode, escaped as ``\\udc80``. Cheap for the usual ASCII text."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _check_result_text(text: str, name: str) -> None:
+    """Refuse a result the host cannot receive: a WIT string is UTF-8, and a lone surrogate
+    (half of a UTF-16 pair, e.g. from bytes decoded with errors="surrogateescape") is not."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UnicodeEncodeError(
+            exc.encoding,
+            exc.object,
+            exc.start,
+            exc.end,
+            f"the result of {name} (as JSON text) contains a lone surrogate, which UTF-8 cannot "
+            "encode, so it is not text the host can receive: return valid strings (e.g. "
+            "s.encode('utf-8', 'replace').decode() replaces lone surrogates)",
+        ) from None
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -155,12 +204,37 @@ def _encode_result(value: object, output_kind: str, name: str) -> str:
 # --- errors ----------------------------------------------------------------------------------
 
 
+# Built-in exception classes by identity (taken at build time, before any function runs): a
+# class of the function's own named MemoryError is not the interpreter's MemoryError.
+_BUILTIN_EXCEPTIONS = {
+    id(cls): (cls, name)
+    for name, cls in vars(builtins).items()
+    if isinstance(cls, type) and issubclass(cls, BaseException) and cls.__name__ == name
+}
+_UDF_MODULES = ("__wgt_udf__", "__main__", "builtins", "")
+
+
+def _class_name(cls: type) -> str:
+    """The name an exception class is reported under: a built-in class (by identity) by its
+    bare name; any other class module-qualified, the function's own (defined in its source, or
+    claiming to be built in) as ``__main__.<qualname>``, as Python names a notebook's classes."""
+    builtin = _BUILTIN_EXCEPTIONS.get(id(cls))
+    if builtin is not None and builtin[0] is cls:
+        return builtin[1]
+    try:
+        module = type.__dict__["__module__"].__get__(cls)
+        qualname = type.__dict__["__qualname__"].__get__(cls)
+    except Exception:  # a class whose metaclass breaks even these
+        module, qualname = "__main__", "<unnamed exception class>"
+    if not isinstance(module, str) or module in _UDF_MODULES:
+        module = "__main__"
+    if not isinstance(qualname, str) or not qualname:
+        qualname = "<unnamed exception class>"
+    return _utf8_text(f"{module}.{qualname}")[:_MAX_TYPE_CHARS]
+
+
 def _exc_type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    module = getattr(cls, "__module__", "")
-    if module in ("builtins", "__wgt_udf__", "", None):
-        return cls.__qualname__
-    return f"{module}.{cls.__qualname__}"
+    return _class_name(type(exc))
 
 
 def _without_runner_frames(te: traceback.TracebackException, seen: set) -> None:
@@ -170,6 +244,12 @@ def _without_runner_frames(te: traceback.TracebackException, seen: set) -> None:
     seen.add(id(te))
     kept = [frame for frame in te.stack if frame.filename != _RUNNER_FILE]
     te.stack = traceback.StackSummary.from_list(kept)
+    cls = getattr(te, "_exc_type", None)
+    if isinstance(cls, type):
+        # Each exception's last line names its class as exc_type does (a module of "builtins"
+        # is not printed), so a class of the function's own never reads like a built-in one.
+        te.exc_type_qualname = _class_name(cls)
+        te.exc_type_module = "builtins"
     _without_runner_frames(te.__cause__, seen)
     _without_runner_frames(te.__context__, seen)
     for inner in te.exceptions or ():
@@ -208,11 +288,12 @@ def _failure(exc: BaseException, source: str, name: str) -> "wit_world.Failure":
         text = "".join(report.format())
     except Exception:
         text = f"{_exc_type_name(exc)}: {message}"
-    lines = text.rstrip("\n").splitlines()
+    lines = _utf8_text(text).rstrip("\n").splitlines()
     if len(lines) > _MAX_TRACEBACK_LINES:
         half = _MAX_TRACEBACK_LINES // 2
         lines = [*lines[:half], f"... {len(lines) - 2 * half} lines omitted ...", *lines[-half:]]
-    return wit_world.Failure(_exc_type_name(exc), message[:_MAX_MESSAGE_CHARS], lines)
+    message = _utf8_text(message[: _MAX_MESSAGE_CHARS * 2])[:_MAX_MESSAGE_CHARS]
+    return wit_world.Failure(_exc_type_name(exc), message, lines)
 
 
 # --- the task --------------------------------------------------------------------------------
@@ -244,7 +325,10 @@ def _run(
         argument = chunk
     else:
         argument = json.loads(chunk)
-    return _encode_result(function(argument), output_kind, name)
+    text = _encode_result(function(argument), output_kind, name)
+    if output_kind != "bytes":  # bytes travel as latin-1 text: always valid
+        _check_result_text(text, name)
+    return text
 
 
 class WitWorld(wit_world.WitWorld):
@@ -265,7 +349,7 @@ class WitWorld(wit_world.WitWorld):
         chunk: str,
         log_limit: int,
     ) -> "wit_world.Outcome":
-        stdout, stderr = _Capture(log_limit), _Capture(log_limit)
+        stdout, stderr = _Capture(log_limit), _Capture(log_limit, "backslashreplace")
         sys.stdout = sys.__stdout__ = stdout
         sys.stderr = sys.__stderr__ = stderr
         try:
