@@ -190,7 +190,7 @@ def test_quorum_unhashable_parts_and_generators():
     with raises_exactly(ConfigError, "hashable worker id and digest", "vote 0 is (['w1'], "):
         verify.quorum([(["w1"], X)], replicas=1)
     # a generator of votes is read once: the dissenters are still reported
-    decision = verify.quorum(((w, d) for w, d in [("a", X), ("b", Y), ("c", X)]), replicas=3)
+    decision = verify.quorum(((w, d) for w, d in [("a", X), ("b", Y), ("c", X)]), replicas=2)
     assert decision.status == "canonical" and decision.dissented == ("b",)
 
 

@@ -715,4 +715,4 @@ class _JobRun:
                 ".result (its value is None): fix the combine function and combine them again",
                 result=result,
             ) from exc
-        return dataclasses.replace(result, value=value)
+        return dataclasses.replace(result, value=value, note=self.kernel.note(value))

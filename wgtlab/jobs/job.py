@@ -180,12 +180,11 @@ class Job(JobSettings, JobDefinition):
         if self.kernel_obj is None:
             raise JobDefinitionError(f"job {self.name!r} has no kernel: call job.kernel(...)")
         self._check_kernel_fits_input()
+        source = ChunkSource(self.name, self.input_spec, self.kernel_obj.input_kind, self.splitter)
         return JobPlan(
             name=self.name,
-            kernel=self.kernel_obj,
-            source=ChunkSource(
-                self.name, self.input_spec, self.kernel_obj.input_kind, self.splitter
-            ),
+            kernel=self.kernel_obj.fit(source),  # a pass over the data only if it needs one
+            source=source,
             verification=self.verification,
             limits=self.resource_limits,
             retries=self.max_retries,

@@ -6,7 +6,7 @@ as raw bytes in, bytes out; a plain Python function becomes a UDF.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from wgtlab.errors import JobDefinitionError
@@ -74,6 +74,10 @@ class CombinedKernel(Kernel):
 
     def execution_spec(self) -> ExecutionSpec:
         return self.inner.execution_spec()
+
+    def fit(self, chunks: Iterable[Any]) -> Kernel:
+        fitted = self.inner.fit(chunks)
+        return self if fitted is self.inner else CombinedKernel(fitted, self._combine)
 
     def __repr__(self) -> str:
         label = getattr(self._combine, "__name__", "a function")

@@ -108,6 +108,7 @@ class JobResult:
     started: float
     finished: float
     workers: tuple[str, ...] = field(default=())
+    note: str = ""  # what the kernel says about the value (e.g. values outside a range)
 
     # --- summary ---------------------------------------------------------------------------------
 
@@ -218,6 +219,8 @@ class JobResult:
             "merkle_root": self.merkle_root,
             "tree_size": self.tree_size,
             "seconds": self.seconds,
+            "note": self.note,
+            "assurance": self.assurance,
             "chunks": [
                 {k: v for k, v in asdict(c).items() if k != "stdout"} for c in self.outcomes
             ],
@@ -268,10 +271,11 @@ class JobResult:
     def __repr__(self) -> str:
         verified = sum(1 for c in self.outcomes if c.status == "verified")
         spot = f", spot_checked={self.spot_checked}" if self.spot_checked else ""
+        note = f", note={self.note!r}" if self.note else ""
         return (
             f"JobResult({self.name!r}, {verified}/{len(self.outcomes)} chunks verified, "
             f"mode={self.mode!r}, disagreements={self.disagreements}{spot}, "
-            f"root={self.merkle_root[:16]}...)"
+            f"root={self.merkle_root[:16]}...{note})"
         )
 
     def _repr_html_(self) -> str:
@@ -310,6 +314,8 @@ class JobResult:
             root_short=self.merkle_root[:16] + "…",
             tree_size=self.tree_size,
             value=escape(repr(self.value), 300),
+            note=f"<div>{escape(self.note)}</div>" if self.note else "",
+            assurance=escape(self.assurance),
             chunk_rows=rows,
             more_chunks=f"<div class='wgt-dim'>… and {hidden} more chunks</div>" if hidden else "",
         )

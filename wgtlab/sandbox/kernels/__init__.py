@@ -7,7 +7,14 @@ job runs chunk by chunk; ``WasmKernel`` turns any ABI v1 module into one.
 from __future__ import annotations
 
 from wgtlab.sandbox.kernels.base import BuiltinKernel, Kernel, WasmKernel, builtin_module
-from wgtlab.sandbox.kernels.numeric import CountWhere, Histogram, MinMax, PartialSum, Sum
+from wgtlab.sandbox.kernels.numeric import (
+    CountWhere,
+    Histogram,
+    HistogramCounts,
+    MinMax,
+    PartialSum,
+    Sum,
+)
 from wgtlab.sandbox.kernels.text import Checksum, WordCount
 
 __all__ = [
@@ -15,6 +22,7 @@ __all__ = [
     "Checksum",
     "CountWhere",
     "Histogram",
+    "HistogramCounts",
     "Kernel",
     "MinMax",
     "PartialSum",
@@ -42,8 +50,10 @@ def min_max() -> MinMax:
     return MinMax()
 
 
-def histogram(bins: int = 10, lo: float = 0.0, hi: float = 1.0) -> Histogram:
-    """Counts in ``bins`` equal bins over ``[lo, hi]``, equal to ``numpy.histogram``'s."""
+def histogram(bins: int | str = 10, lo: float | None = None, hi: float | None = None) -> Histogram:
+    """Counts in ``bins`` equal bins over ``[lo, hi]``, equal to ``numpy.histogram``'s; without
+    a range, the data's min and max; ``bins="auto"`` (or another numpy estimator) as numpy.
+    Values outside an explicit range are counted apart: ``value.below``, ``value.above``."""
     return Histogram(bins=bins, lo=lo, hi=hi)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
@@ -99,6 +99,17 @@ class Kernel(ABC):
     @abstractmethod
     def execution_spec(self) -> ExecutionSpec:
         """The plain-bytes form of the executing part, for a remote worker to rebuild."""
+
+    def fit(self, chunks: Iterable[Any]) -> Kernel:
+        """A kernel whose parameters come from the data (a histogram without a range) returns
+        its copy fitted to ``chunks``, read on the trusted side when a job is planned; every
+        other kernel returns itself without reading anything."""
+        return self
+
+    def note(self, value: Any) -> str:
+        """One line about a combined ``value`` that the result's views show (e.g. values a
+        histogram's range left out), or ""."""
+        return ""
 
 
 def chunk_bytes(chunk: Any) -> bytes:

@@ -1,12 +1,12 @@
 ;; wgt.kernels.histogram: counts of float64 values in equal-width bins, like numpy.histogram.
 ;; Input: u64 bins, then bins + 1 float64 bin edges (numpy.linspace(lo, hi, bins + 1), exactly
 ;; numpy.histogram's), zero padding to a multiple of 16 bytes, then the float64 values.
-;; Output: bins x u64 counts. Bin i holds edges[i] <= x < edges[i + 1]; the last bin also holds
-;; x == hi; values outside [lo, hi] are not counted. The bin is first estimated arithmetically,
+;; Output: bins + 2 u64 counts: bin i holds edges[i] <= x < edges[i + 1], the last bin also
+;; x == hi; then the values below lo, then those above hi (NaN never reaches the kernel). The bin is first estimated arithmetically,
 ;; then corrected against the exact edges as numpy does, so every count equals numpy's. (Both
 ;; corrections test the first estimate: it is never more than one bin off, so this is numpy's
 ;; decrement-then-increment, with the two edge loads independent of each other.)
-;; Branch-free: values outside [lo, hi] go to a spare slot instead of being tested with a branch
+;; Branch-free: values outside [lo, hi] go to two spare slots instead of being tested with a branch
 ;; (random data would mispredict it); four count tables, used in turn, keep runs of equal values
 ;; from stalling on one counter.
 (module
@@ -49,16 +49,17 @@
       (i32.and (i32.sub (local.get $len) (local.get $head)) (i32.const -8))))
     (local.set $vend (i32.add (local.get $p)
       (i32.and (i32.sub (local.get $len) (local.get $head)) (i32.const -32))))
-    ;; four u32 count tables of bins + 1 slots, then the u64 output; fresh memory is zeroed
+    ;; four u32 count tables of bins + 2 slots, then the u64 output; fresh memory is zeroed
     (local.set $t0 (i32.and (i32.add (i32.add (local.get $ptr) (local.get $len)) (i32.const 15))
                             (i32.const -16)))
-    (local.set $slots (i32.shl (i32.add (local.get $bins) (i32.const 1)) (i32.const 2)))
+    (local.set $slots (i32.shl (i32.add (local.get $bins) (i32.const 2)) (i32.const 2)))
     (local.set $t1 (i32.add (local.get $t0) (local.get $slots)))
     (local.set $t2 (i32.add (local.get $t1) (local.get $slots)))
     (local.set $t3 (i32.add (local.get $t2) (local.get $slots)))
     (local.set $out (i32.and (i32.add (i32.add (local.get $t3) (local.get $slots)) (i32.const 7))
                              (i32.const -8)))
-    (local.set $top (i32.add (local.get $out) (i32.shl (local.get $bins) (i32.const 3))))
+    (local.set $top (i32.add (local.get $out)
+      (i32.shl (i32.add (local.get $bins) (i32.const 2)) (i32.const 3))))
     (if (i32.gt_u (local.get $top) (i32.shl (memory.size) (i32.const 16)))
       (then
         (if (i32.eq (memory.grow (i32.sub (i32.shr_u (i32.add (local.get $top) (i32.const 65535))
@@ -79,7 +80,8 @@
                                         (f64.lt (local.get $x) (f64.load (local.get $e))))
           (i32.and (f64.ge (local.get $x) (f64.load offset=8 (local.get $e)))
                    (i32.ne (local.get $i) (local.get $last)))))
-        (local.set $i (select (local.get $i) (local.get $bins)
+        (local.set $i (select (local.get $i)
+          (i32.add (local.get $bins) (f64.gt (local.get $x) (local.get $hi)))
           (i32.and (f64.ge (local.get $x) (local.get $lo)) (f64.le (local.get $x) (local.get $hi)))))
         (local.set $e (i32.add (local.get $t0) (i32.shl (local.get $i) (i32.const 2))))
         (i32.store (local.get $e) (i32.add (i32.load (local.get $e)) (i32.const 1)))
@@ -93,7 +95,8 @@
                                         (f64.lt (local.get $x) (f64.load (local.get $e))))
           (i32.and (f64.ge (local.get $x) (f64.load offset=8 (local.get $e)))
                    (i32.ne (local.get $i) (local.get $last)))))
-        (local.set $i (select (local.get $i) (local.get $bins)
+        (local.set $i (select (local.get $i)
+          (i32.add (local.get $bins) (f64.gt (local.get $x) (local.get $hi)))
           (i32.and (f64.ge (local.get $x) (local.get $lo)) (f64.le (local.get $x) (local.get $hi)))))
         (local.set $e (i32.add (local.get $t1) (i32.shl (local.get $i) (i32.const 2))))
         (i32.store (local.get $e) (i32.add (i32.load (local.get $e)) (i32.const 1)))
@@ -107,7 +110,8 @@
                                         (f64.lt (local.get $x) (f64.load (local.get $e))))
           (i32.and (f64.ge (local.get $x) (f64.load offset=8 (local.get $e)))
                    (i32.ne (local.get $i) (local.get $last)))))
-        (local.set $i (select (local.get $i) (local.get $bins)
+        (local.set $i (select (local.get $i)
+          (i32.add (local.get $bins) (f64.gt (local.get $x) (local.get $hi)))
           (i32.and (f64.ge (local.get $x) (local.get $lo)) (f64.le (local.get $x) (local.get $hi)))))
         (local.set $e (i32.add (local.get $t2) (i32.shl (local.get $i) (i32.const 2))))
         (i32.store (local.get $e) (i32.add (i32.load (local.get $e)) (i32.const 1)))
@@ -121,7 +125,8 @@
                                         (f64.lt (local.get $x) (f64.load (local.get $e))))
           (i32.and (f64.ge (local.get $x) (f64.load offset=8 (local.get $e)))
                    (i32.ne (local.get $i) (local.get $last)))))
-        (local.set $i (select (local.get $i) (local.get $bins)
+        (local.set $i (select (local.get $i)
+          (i32.add (local.get $bins) (f64.gt (local.get $x) (local.get $hi)))
           (i32.and (f64.ge (local.get $x) (local.get $lo)) (f64.le (local.get $x) (local.get $hi)))))
         (local.set $e (i32.add (local.get $t3) (i32.shl (local.get $i) (i32.const 2))))
         (i32.store (local.get $e) (i32.add (i32.load (local.get $e)) (i32.const 1)))
@@ -140,7 +145,8 @@
                                         (f64.lt (local.get $x) (f64.load (local.get $e))))
           (i32.and (f64.ge (local.get $x) (f64.load offset=8 (local.get $e)))
                    (i32.ne (local.get $i) (local.get $last)))))
-        (local.set $i (select (local.get $i) (local.get $bins)
+        (local.set $i (select (local.get $i)
+          (i32.add (local.get $bins) (f64.gt (local.get $x) (local.get $hi)))
           (i32.and (f64.ge (local.get $x) (local.get $lo)) (f64.le (local.get $x) (local.get $hi)))))
         (local.set $e (i32.add (local.get $t0) (i32.shl (local.get $i) (i32.const 2))))
         (i32.store (local.get $e) (i32.add (i32.load (local.get $e)) (i32.const 1)))
@@ -149,7 +155,7 @@
     (local.set $i (i32.const 0))
     (block $done
       (loop $merge
-        (br_if $done (i32.ge_u (local.get $i) (local.get $bins)))
+        (br_if $done (i32.ge_u (local.get $i) (i32.add (local.get $bins) (i32.const 2))))
         (local.set $e (i32.shl (local.get $i) (i32.const 2)))
         (i64.store (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 3)))
           (i64.add
@@ -160,4 +166,4 @@
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $merge)))
     (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
-            (i64.extend_i32_u (i32.shl (local.get $bins) (i32.const 3))))))
+            (i64.extend_i32_u (i32.shl (i32.add (local.get $bins) (i32.const 2)) (i32.const 3))))))

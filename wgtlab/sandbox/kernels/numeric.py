@@ -11,6 +11,7 @@ import builtins
 import math
 import numbers
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,15 @@ import numpy as np
 from wgtlab.errors import ConfigError
 from wgtlab.sandbox.kernels.base import BuiltinKernel
 
-__all__ = ["CountWhere", "Histogram", "MinMax", "PartialSum", "Sum", "float64_values"]
+__all__ = [
+    "CountWhere",
+    "Histogram",
+    "HistogramCounts",
+    "MinMax",
+    "PartialSum",
+    "Sum",
+    "float64_values",
+]
 
 MAX_BINS = 1 << 20
 
@@ -215,48 +224,137 @@ class MinMax(BuiltinKernel):
         return (math.nan, math.nan)
 
 
+class HistogramCounts(np.ndarray):
+    """``numpy.histogram``'s counts (an int64 array), carrying the bin ``edges`` and how many
+    values fell ``below`` and ``above`` the range, which no bin counts."""
+
+    edges: np.ndarray
+    below: int
+    above: int
+
+    def __new__(
+        cls, counts: np.ndarray, edges: np.ndarray, below: int, above: int
+    ) -> HistogramCounts:
+        array = np.asarray(counts, dtype=np.int64).view(cls)
+        array.edges, array.below, array.above = edges, int(below), int(above)
+        return array
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.edges = getattr(obj, "edges", np.empty(0))
+        self.below = getattr(obj, "below", 0)
+        self.above = getattr(obj, "above", 0)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (HistogramCounts, (np.asarray(self), self.edges, self.below, self.above))
+
+
 class Histogram(BuiltinKernel):
     """Counts per equal-width bin over ``[lo, hi]``, equal to ``numpy.histogram(x, bins,
-    range=(lo, hi))[0]``: bin i holds edges[i] <= x < edges[i+1], the last bin also x == hi;
-    values outside the range (and NaN) are not counted. The value is a numpy int64 array."""
+    range=(lo, hi))[0]``: bin i holds edges[i] <= x < edges[i+1], the last bin also x == hi.
+    Values outside the range are counted apart (``value.below``, ``value.above``); NaN is
+    dropped. Without ``lo``/``hi`` the range is the data's (min and max, as numpy's default);
+    ``bins`` may be a numpy estimator name ("auto", "fd", "sturges", ...). Either is fitted to
+    the data on the trusted side when the job is planned. The value is a ``HistogramCounts``."""
 
     name = "histogram"
     wat = "histogram.wat"
     input_kind = "float64"
 
-    def __init__(self, bins: int = 10, lo: float = 0.0, hi: float = 1.0) -> None:
-        if isinstance(bins, bool) or not isinstance(bins, numbers.Integral):
+    def __init__(
+        self, bins: int | str = 10, lo: float | None = None, hi: float | None = None
+    ) -> None:
+        if isinstance(bins, str):
+            if bins not in _BIN_ESTIMATORS:
+                raise ConfigError(
+                    f"histogram bins must be an int or one of {', '.join(_BIN_ESTIMATORS)} (as "
+                    f"numpy.histogram), got {bins!r}"
+                )
+        elif isinstance(bins, bool) or not isinstance(bins, numbers.Integral):
             raise ConfigError(f"histogram bins must be an int, got {type(bins).__name__}")
-        if not 1 <= bins <= MAX_BINS:
+        elif not 1 <= bins <= MAX_BINS:
             raise ConfigError(f"histogram bins must be between 1 and {MAX_BINS:,}, got {bins}")
-        lo, hi = _real("histogram lo", lo), _real("histogram hi", hi)
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ConfigError(f"histogram range must be finite, got lo={lo}, hi={hi}")
-        if lo > hi:
-            raise ConfigError(f"histogram lo must not exceed hi, got lo={lo}, hi={hi}")
-        super().__init__(bins=int(bins), lo=lo, hi=hi)
+        if (lo is None) != (hi is None):
+            raise ConfigError(
+                "give both lo and hi for a histogram range, or neither (the data's min and max)"
+            )
+        if lo is not None and hi is not None:
+            lo, hi = _real("histogram lo", lo), _real("histogram hi", hi)
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ConfigError(f"histogram range must be finite, got lo={lo}, hi={hi}")
+            if lo > hi:
+                raise ConfigError(f"histogram lo must not exceed hi, got lo={lo}, hi={hi}")
+        super().__init__(bins=bins if isinstance(bins, str) else int(bins), lo=lo, hi=hi)
+        if isinstance(bins, str) or lo is None or hi is None:
+            self.edges = np.empty(0)
+            self._header = b""
+            return
         if lo == hi:  # numpy.histogram widens an empty range the same way
             lo, hi = lo - 0.5, hi + 0.5
         if not math.isfinite(hi - lo):
             raise ConfigError(f"histogram range is too wide for float64: lo={lo}, hi={hi}")
         self.edges = np.linspace(lo, hi, int(bins) + 1, endpoint=True)
         header = struct.pack("<Q", int(bins)) + self.edges.astype("<f8").tobytes()
-        self._header: bytes = header + bytes(-len(header) % 16)
+        self._header = header + bytes(-len(header) % 16)
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the bins and range are known (else ``fit`` reads them from the data)."""
+        return bool(self._header)
+
+    def fit(self, chunks: Iterable[Any]) -> Histogram:
+        if self.fitted:
+            return self
+        bins, lo, hi = self._params["bins"], self._params["lo"], self._params["hi"]
+        if isinstance(bins, str):  # numpy's estimators need every value
+            values = np.concatenate([float64_values(c) for c in chunks] or [np.empty(0)])
+            span = None if lo is None else (lo, hi)
+            edges = np.histogram_bin_edges(values, bins=bins, range=span)
+            return Histogram(bins=len(edges) - 1, lo=float(edges[0]), hi=float(edges[-1]))
+        low, high = math.inf, -math.inf
+        for chunk in chunks:
+            values = float64_values(chunk)
+            if values.size:
+                low, high = min(low, float(values.min())), max(high, float(values.max()))
+        if low > high:  # no values: numpy's default range
+            low, high = 0.0, 1.0
+        return Histogram(bins=bins, lo=low, hi=high)
 
     def encode(self, chunk: Any) -> bytes:
+        if not self.fitted:
+            raise ConfigError(
+                "this histogram takes its bins or range from the data: run it in a job (which "
+                "fits it when planned) or call .fit(chunks) first"
+            )
         return _with_header(self._header, float64_values(chunk))
 
     def decode(self, output: bytes) -> np.ndarray:
-        return np.frombuffer(output, dtype="<i8").astype(np.int64)
+        counts = np.frombuffer(output, dtype="<i8").astype(np.int64)
+        if counts.size != self._params["bins"] + 2:
+            raise ConfigError(
+                f"a histogram output holds {counts.size} counts, expected {self._params['bins']}"
+                " bins and the two out-of-range counts"
+            )
+        return counts
 
-    def combine(self, partials: list[Any]) -> np.ndarray:
-        total = self.empty()
+    def combine(self, partials: list[Any]) -> HistogramCounts:
+        total = np.zeros(self._params["bins"] + 2, dtype=np.int64)
         for partial in partials:
             total += partial
-        return total
+        return HistogramCounts(total[:-2], self.edges, int(total[-2]), int(total[-1]))
 
-    def empty(self) -> np.ndarray:
-        return np.zeros(self._params["bins"], dtype=np.int64)
+    def empty(self) -> HistogramCounts:
+        return self.combine([])
+
+    def note(self, value: Any) -> str:
+        if isinstance(value, HistogramCounts) and (value.below or value.above):
+            return (
+                f"{value.below:,} values below the range and {value.above:,} above it were not "
+                f"counted (range {value.edges[0]:g} .. {value.edges[-1]:g})"
+            )
+        return ""
+
+
+_BIN_ESTIMATORS = ("auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt")
 
 
 _OPS = {"<": 0, "<=": 1, ">": 2, ">=": 3, "==": 4, "!=": 5}
