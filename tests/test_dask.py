@@ -131,7 +131,7 @@ def test_job_results_equal_the_local_cluster(cluster):
     np.testing.assert_array_equal(np.asarray(counts), expected)
 
 
-@wgt.udf
+@wgt.udf(combine="sum")
 def late_flights(rows):
     return sum(1 for row in rows if (row["arr_delay"] or 0) > 15)
 

@@ -81,3 +81,63 @@ def test_histogram_arguments_are_checked():
         unfitted.encode(np.arange(3.0))
     fitted = unfitted.fit([np.arange(10.0)])
     assert fitted.params == {"bins": 5, "lo": 0.0, "hi": 9.0}
+
+
+# --- a DSL call given twice would replace the first silently -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "what"),
+    [
+        (
+            lambda j: j.kernel(wgt.kernels.sum()),
+            lambda j: j.kernel(wgt.kernels.min_max()),
+            "a kernel",
+        ),
+        (lambda j: j.input([1.0]), lambda j: j.input([2.0]), "an input"),
+        (lambda j: j.verify("hash"), lambda j: j.verify("redundancy"), "its verification"),
+        (lambda j: j.retries(1), lambda j: j.retries(2), "its retries"),
+        (lambda j: j.on_error("continue"), lambda j: j.on_error("fail"), "its error policy"),
+        (
+            lambda j: j.limits(max_cpu_cycles=10**6),
+            lambda j: j.limits(max_cpu_cycles=10**7),
+            "a max_cpu_cycles limit",
+        ),
+        (
+            lambda j: j.limits(wgt.ResourceLimits()),
+            lambda j: j.limits(max_stack_bytes=1 << 17),
+            "a max_stack_bytes limit",
+        ),
+    ],
+)
+def test_a_setting_given_twice_is_refused_and_the_first_kept(first, second, what):
+    job = wgt.Job("twice")
+    first(job)
+    before = (
+        job.kernel_obj,
+        job.input_spec,
+        job.verification,
+        job.max_retries,
+        job.resource_limits,
+    )
+    with pytest.raises(wgt.JobDefinitionError, match=f"job 'twice' already has {what} from"):
+        second(job)
+    after = (job.kernel_obj, job.input_spec, job.verification, job.max_retries, job.resource_limits)
+    assert after == before
+
+
+def test_the_thread_local_dsl_refuses_a_second_kernel_too():
+    with pytest.raises(wgt.JobDefinitionError, match="already has a kernel"), wgt.Job("dsl"):
+        wgt.kernel(wgt.kernels.sum())
+        wgt.kernel(wgt.kernels.checksum())
+
+
+def test_limits_for_different_fields_combine_and_copies_start_fresh():
+    job = wgt.Job("limits").limits(max_cpu_cycles=10**6).limits(max_stack_bytes=1 << 17)
+    assert (job.resource_limits.max_cpu_cycles, job.resource_limits.max_stack_bytes) == (
+        10**6,
+        1 << 17,
+    )
+    job.verify("hash")
+    variant = job.copy().verify("redundancy", replicas=2)
+    assert job.verification.mode == "hash" and variant.verification.mode == "redundancy"

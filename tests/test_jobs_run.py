@@ -284,7 +284,7 @@ def wgt_data(name: str) -> str:
 
 
 def test_a_udf_over_dataframe_rows_equals_pandas(cluster):
-    @wgt.udf
+    @wgt.udf(combine="sum")
     def delay_by_carrier(rows):
         totals = {}
         for row in rows:

@@ -386,7 +386,11 @@ def test_named_and_callable_combines():
         wgt.udf(uses_double, combine="concat").combine([None, None])
     assert wgt.udf(uses_double, combine="sum").empty() == 0
     assert wgt.udf(uses_double, combine="concat").empty() == []
-    assert wgt.udf(uses_double).empty() is None
+    assert wgt.udf(uses_double, combine="natural").empty() is None
+    # the default keeps every chunk's value, in chunk order: nothing is added up unasked
+    assert wgt.udf(uses_double).params["combine"] == "list"
+    assert wgt.udf(uses_double).combine([2.5, 3.5]) == [2.5, 3.5]
+    assert wgt.udf(uses_double).empty() == []
 
 
 def test_frame_combine_makes_one_dataframe_of_every_chunks_rows():

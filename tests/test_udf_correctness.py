@@ -217,7 +217,7 @@ def test_columns_layout_matches_native():
 
 
 def test_partials_combine_to_the_whole():
-    kernel = wgt.udf(flights_per_carrier)
+    kernel = wgt.udf(flights_per_carrier, combine="sum")
     chunks = [FLIGHTS.iloc[i : i + 9000] for i in range(0, len(FLIGHTS), 9000)]
     parts = [kernel.run(chunk, limits=LIMITS) for chunk in chunks]
     assert kernel.combine(parts) == FLIGHTS["carrier"].value_counts().to_dict()
@@ -233,7 +233,7 @@ def test_a_udf_job_with_redundancy_on_a_local_cluster():
     with wgt.LocalCluster(workers=2) as cluster:
         with wgt.Job("delays-by-origin") as job:
             wgt.input(FLIGHTS, chunk_rows=7000)
-            wgt.kernel(wgt.udf(delay_sums_by_origin))
+            wgt.kernel(wgt.udf(delay_sums_by_origin, combine="sum"))
             wgt.limits(LIMITS)
             job.verify("redundancy", replicas=2)
         result = job.run(on=cluster)

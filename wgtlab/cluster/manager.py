@@ -136,6 +136,7 @@ class _JobRun:
         self.records: list[TaskRecord] = []
         self.quarantined = {n for n in self.names if self.policy.is_quarantined(self.ids[n])}
         self.departed: set[str] = set()  # workers that left the cluster during this run
+        self.crashed: set[str] = set()  # workers that lost trust for a crash in this run
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -405,11 +406,13 @@ class _JobRun:
         """Whether this failure costs ``worker`` trust: a worker that left the cluster loses
         trust once for leaving, not once for every task it held (they all run elsewhere)."""
         if not self.cluster.has_left(worker):
+            self.crashed.add(worker)
             return True
         if worker in self.departed:
             return False
         self.departed.add(worker)
-        return True
+        # Failures seen before its departure was known already cost it trust in this run.
+        return worker not in self.crashed
 
     def _abort_if_closed(self, cause: BaseException | None) -> None:
         """The cluster was closed under the job: that is no worker's fault (no trust changes)."""

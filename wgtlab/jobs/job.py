@@ -47,7 +47,13 @@ _Settings = TypeVar("_Settings", bound="JobSettings")
 
 class JobSettings:
     """How a job runs, whatever it runs: verification, sandbox limits, retries, error policy and
-    subscribers. ``Job`` and ``DefinedJob`` both have these settings (and these methods)."""
+    subscribers. ``Job`` and ``DefinedJob`` both have these settings (and these methods).
+
+    Each setting is given once: a second ``verify``, ``retries`` or ``on_error`` (or a limit
+    given twice) would silently replace the first, so it is a JobDefinitionError; derive a
+    variant with ``copy()`` and set it there."""
+
+    name: str
 
     def __init__(self) -> None:
         self.verification = Verification()
@@ -55,6 +61,17 @@ class JobSettings:
         self.max_retries = defaults.JOB_RETRIES
         self.error_policy: OnError = "fail"
         self.subscribers: list[Subscriber] = []
+        self._given: set[str] = set()
+
+    def _once(self, setting: str, call: str) -> None:
+        """Refuse ``setting`` given a second time (by ``call``)."""
+        if setting in self._given:
+            raise JobDefinitionError(
+                f"job {self.name!r} already has {setting} from an earlier {call}; a second one "
+                "would replace it silently. Give it once, or make a variant with job.copy() "
+                "and set it there"
+            )
+        self._given.add(setting)
 
     def verify(
         self: _Settings,
@@ -77,7 +94,9 @@ class JobSettings:
         run of agreed results runs a chunk alone, and only with probability ``p`` is that chunk
         replicated too. It trades assurance for throughput (``result.assurance`` says how many
         chunks rest on one worker); ``adaptive=True`` is the same with ``p = 0.1``."""
-        self.verification = Verification.of(mode, replicas, max_replicas, spot_check, adaptive)
+        verification = Verification.of(mode, replicas, max_replicas, spot_check, adaptive)
+        self._once("its verification", "verify(...)")
+        self.verification = verification
         return self
 
     def limits(self: _Settings, limits: ResourceLimits | None = None, **fields: int) -> _Settings:
@@ -86,15 +105,20 @@ class JobSettings:
         if not isinstance(base, ResourceLimits):
             raise JobDefinitionError(f"limits must be a ResourceLimits, got {type(base).__name__}")
         try:
-            self.resource_limits = base.replace(**fields) if fields else base
+            resource_limits = base.replace(**fields) if fields else base
         except ValueError as exc:
             raise JobDefinitionError(str(exc)) from exc
+        given = sorted(base.to_dict()) if limits is not None else []
+        for field in [*given, *fields]:
+            self._once(f"a {field} limit", "limits(...)")
+        self.resource_limits = resource_limits
         return self
 
     def retries(self: _Settings, n: int) -> _Settings:
         """How many times a chunk is re-run elsewhere after a crash, timeout or rejected reply."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise JobDefinitionError(f"retries must be an int >= 0, got {n!r}")
+        self._once("its retries", "retries(...)")
         self.max_retries = n
         return self
 
@@ -103,6 +127,7 @@ class JobSettings:
         ``"continue"``: the job's value combines the chunks that succeeded."""
         if policy not in ON_ERROR:
             raise JobDefinitionError(f"on_error must be one of {ON_ERROR}, got {policy!r}")
+        self._once("its error policy", "on_error(...)")
         self.error_policy = policy
         return self
 
@@ -154,21 +179,27 @@ class Job(JobSettings, JobDefinition):
         """What to read: DataFrame / Series / numpy array / list (row chunks), bytes / str /
         pathlib.Path (byte or line chunks; text is cut at whitespace), or a CES shard list or
         URL together with its ``pipeline`` (decoded on the fly)."""
-        self.input_spec = InputSpec(source, chunk_rows, chunk_bytes, chunk_lines, pipeline)
+        spec = InputSpec(source, chunk_rows, chunk_bytes, chunk_lines, pipeline)
+        self._once("an input", "input(...)")
+        self.input_spec = spec
         self._check_kernel_fits_input()
         return self
 
     def kernel(self, kernel: Any, *, combine: Callable[[list[Any]], Any] | None = None) -> Job:
         """What runs on each chunk: a built-in kernel, a ``WasmModule``, or a ``@wgt.udf``
         function. ``combine`` (trusted side) overrides how chunk results become the value."""
-        self.kernel_obj = resolve_kernel(kernel, combine=combine)
+        resolved = resolve_kernel(kernel, combine=combine)
+        self._once("a kernel", "kernel(...)")
+        self.kernel_obj = resolved
         self._check_kernel_fits_input()
         return self
 
     def copy(self) -> Job:
-        """An independent copy: changing its settings leaves this job as it is."""
+        """An independent copy to make a variant: its settings may be given again, and changing
+        them leaves this job as it is."""
         twin = copy.copy(self)
         twin.subscribers = list(self.subscribers)
+        twin._given = set()
         return twin
 
     # --- planning and running -----------------------------------------------------------------

@@ -169,7 +169,7 @@ class PythonUdf(Kernel, CapturedFunction):
         input: str = "records",
         rows: str = "records",
         output: str | None = None,
-        combine: str | Callable[[list[Any]], Any] = "natural",
+        combine: str | Callable[[list[Any]], Any] | None = None,
         seed: int = 0,
     ) -> None:
         self._configure(capture(fn), input, rows, output, combine, seed)
@@ -184,7 +184,7 @@ class PythonUdf(Kernel, CapturedFunction):
         input: str,
         rows: str,
         output: str | None,
-        combine: str | Callable[[list[Any]], Any],
+        combine: str | Callable[[list[Any]], Any] | None,
         seed: int,
         digest: str | None = None,
     ) -> None:
@@ -196,6 +196,8 @@ class PythonUdf(Kernel, CapturedFunction):
         output = output or default_output
         if output not in OUTPUTS:
             raise ConfigError(f"udf output={output!r} is not one of {list(OUTPUTS)}")
+        if combine is None:  # never add per-chunk values up unasked: a mean of means is wrong
+            combine = "concat" if output == "bytes" else "list"
         if not (callable(combine) or combine in COMBINES):
             raise ConfigError(f"udf combine={combine!r} is not a function or one of {COMBINES}")
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
@@ -271,10 +273,11 @@ class PythonUdf(Kernel, CapturedFunction):
                 params["input"],
                 params["rows"],
                 params["output"],
-                "natural",  # combining happens on the trusted side, never on a worker
+                "list",  # combining happens on the trusted side, never on a worker
                 params["seed"],
                 digest=digest,
             )
+            kernel._params["combine"] = str(params["combine"])  # the client's, for display
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"malformed udf code: {type(exc).__name__}: {exc}") from None
         kernel.fn = None
@@ -457,7 +460,7 @@ def udf(
     input: str = "records",
     rows: str = "records",
     output: str | None = None,
-    combine: str | Callable[[list[Any]], Any] = "natural",
+    combine: str | Callable[[list[Any]], Any] | None = None,
     seed: int = 0,
 ) -> Any:
     """Run a Python function inside the WebAssembly sandbox: ``@wgt.udf``, ``@wgt.udf(...)``
@@ -467,11 +470,13 @@ def udf(
              "text" (str) or "bytes" (bytes in, bytes out by default).
     rows:    "records" (list of dicts) or "columns" (dict of column lists) for DataFrames.
     output:  "json" (default, any JSON-compatible value) or "bytes".
-    combine: "natural" (numbers add, lists concatenate, dicts merge key-wise, else a list),
-             "sum" (numbers add; dicts key-wise; equal-length lists element-wise),
-             "concat", "list", "min", "max", "frame" (a pandas DataFrame of every chunk's
-             rows: lists of row dicts, dicts of column lists or single row dicts), or a
-             function of the list of results (run on the trusted side).
+    combine: how the chunks' values become the job's value (trusted side). Default: "list",
+             the per-chunk values in chunk order ("concat" for bytes output): per-chunk
+             statistics are never added up unasked. Or "sum" (numbers add; dicts key-wise;
+             equal-length lists element-wise), "natural" (numbers add, lists concatenate, dicts
+             merge key-wise, else a list), "concat", "min", "max", "frame" (a pandas DataFrame
+             of every chunk's rows: lists of row dicts, dicts of column lists or single row
+             dicts), or a function of the list of results.
     seed:    mixed with each chunk's content into the seed of the guest's ``random``.
 
     Problems with the function (no source, a global or import the sandbox lacks) raise
