@@ -12,6 +12,7 @@ import io
 import keyword
 import linecache
 import os
+import shlex
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from wgtlab.errors import ChunkFailed, WgtError
 from wgtlab.jobs import runtime
@@ -94,7 +95,9 @@ def _cluster_args(line: str) -> None:
 @argument("name", help="variable the sandboxed function is bound to")
 @argument("--input", dest="input_kind", choices=["records", "text", "bytes"], help="chunk kind")
 @argument("--rows", choices=["records", "columns"], help="records: list of row dicts (default)")
-@argument("--combine", help="natural (default), sum, concat, list, min, max or frame")
+@argument(
+    "--combine", help="list (default: the per-chunk values), sum, natural, concat, min, max, frame"
+)
 @argument("--arg", default="rows", help="parameter name when the cell is a function body")
 def _udf_args(line: str) -> None:
     """(cell) A Python function (a def, or a body using ``rows``) compiled into a sandboxed UDF."""
@@ -174,6 +177,20 @@ CELL_COMMANDS = ("udf", "wat")
 COMPLETIONS = {"cluster": ["local", "dask"], "ces": ["encode", "decode", "inspect"]}
 
 
+def _words(line: str) -> list[str]:
+    """The words of a magic line, split as a POSIX shell splits them: quotes group a path with
+    spaces and are removed, a backslash escapes the next character. (IPython's own
+    ``parse_argstring`` splits in non-POSIX mode, which keeps the quotes in the path.)"""
+    try:
+        return shlex.split(line)
+    except ValueError as exc:  # shlex's messages: "No closing quotation", "No escaped character"
+        if "quotation" in str(exc):
+            raise UsageError(
+                "the line has a quote that is never closed; close it, or escape it"
+            ) from None
+        raise UsageError("the line ends in a lone backslash; remove it, or escape it") from None
+
+
 def _overview() -> str:
     lines = ["%wgt COMMAND ... / %%wgt udf|wat NAME (cell)", ""]
     for fn in PARSERS.values():
@@ -197,8 +214,9 @@ class WgtMagics(Magics):
 
     @line_cell_magic
     def wgt(self, line: str, cell: str | None = None) -> Any:
-        command, _, rest = line.strip().partition(" ")
         try:
+            words = _words(line)
+            command, rest = (words[0], words[1:]) if words else ("", [])
             if command not in PARSERS:
                 known = ", ".join(PARSERS)
                 raise UsageError(
@@ -212,10 +230,10 @@ class WgtMagics(Magics):
                     if command in CELL_COMMANDS
                     else f"{command} is a line command: write %wgt {command} (one %)"
                 )
-            if {"-h", "--help"} & set(rest.split()):
+            if {"-h", "--help"} & set(rest):
                 print(PARSERS[command].parser.format_help().strip().removeprefix("::").strip())
                 return None
-            args = parse_argstring(PARSERS[command], rest)
+            args = PARSERS[command].parser.parse_args(rest)
             handler = getattr(self, f"cmd_{command}")
             return handler(args, cell) if cell is not None else handler(args)
         except MagicError:
