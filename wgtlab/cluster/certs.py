@@ -2,12 +2,19 @@
 
 ``init_certs(DIR, workers=N)`` writes ``DIR/ca`` (the CA; its key stays with the administrator),
 and ``DIR/scheduler``, ``DIR/client``, ``DIR/worker-0`` ... bundles, each what one machine needs.
+
+Every certificate carries its role (scheduler, client or worker) as a purpose in its extended key
+usage, signed by the CA like the rest of it. ``enforce_roles`` makes a ``wgtlab scheduler`` or
+``wgtlab worker`` process act on it: a worker certificate joins the scheduler as a worker and
+does nothing else (see ``WORKER_OPS``); it is never a client.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -18,21 +25,34 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from wgtlab import defaults
 from wgtlab.errors import ConfigError
 
 __all__ = [
     "ROLES",
+    "WORKER_OPS",
     "CertBundle",
+    "certificate_role",
+    "enforce_roles",
     "init_certs",
     "init_local_certs",
     "issue_bundle",
     "security_for",
 ]
 
+logger = logging.getLogger(__name__)
+
 ROLES = ("scheduler", "client", "worker")
+# One purpose per role in the extended key usage (an OID under 2.25, the arc of UUID-named OIDs:
+# no registration, no collision). The TLS layer sees them with the rest of the certificate.
+_ROLE_ARC = "2.25.4505753381439860894618713861475389452"
+ROLE_OIDS = {
+    "client": ObjectIdentifier(f"{_ROLE_ARC}.1"),
+    "worker": ObjectIdentifier(f"{_ROLE_ARC}.2"),
+    "scheduler": ObjectIdentifier(f"{_ROLE_ARC}.3"),
+}
 CA_DIR = "ca"
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
@@ -97,6 +117,19 @@ class CertBundle:
                 f"{self.cert_file} is not signed by the CA in {self.ca_file}; use the bundle "
                 "`wgtlab certs init` made for this cluster"
             ) from exc
+        role = certificate_role(cert)
+        if role is None:
+            raise ConfigError(
+                f"{self.cert_file} carries no wgtlab role (it was issued before certificates had "
+                "roles, or not by wgtlab); issue new bundles with `wgtlab certs init` or "
+                "`wgtlab certs issue`"
+            )
+        if role != self.role:
+            wanted = "DIR/worker-N" if self.role == "worker" else f"DIR/{self.role}"
+            raise ConfigError(
+                f"{self.cert_file} is a {role} certificate; a {self.role} needs a {self.role} "
+                f"certificate (the {wanted} bundle `wgtlab certs init` wrote)"
+            )
 
     def security(self, **options: Any) -> Any:
         """A ``distributed.Security`` for this member: mutual TLS, TLS 1.3, encryption required."""
@@ -264,7 +297,7 @@ def _issue(
         [ExtendedKeyUsageOID.CLIENT_AUTH]
         if role == "client"  # a client only connects; the others also listen
         else [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-    )
+    ) + [ROLE_OIDS[role]]
     now = _now()
     cert = (
         x509.CertificateBuilder()
@@ -369,3 +402,178 @@ def init_local_certs(
         ]
     }
     return bundles
+
+
+# --- roles on the wire -----------------------------------------------------------------------
+
+
+def certificate_role(certificate: x509.Certificate | bytes) -> str | None:
+    """The wgtlab role a certificate (PEM, DER or loaded) was issued for, or None if it
+    names no role, or more than one."""
+    if isinstance(certificate, bytes):
+        certificate = (
+            x509.load_pem_x509_certificate(certificate)
+            if certificate.lstrip().startswith(b"-----BEGIN")
+            else x509.load_der_x509_certificate(certificate)
+        )
+    try:
+        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    roles = [role for role, oid in ROLE_OIDS.items() if oid in usages]
+    return roles[0] if len(roles) == 1 else None
+
+
+# What a worker certificate may ask of the scheduler: join as a worker, and then report on its
+# own tasks. Requests (``core.Server.handle_comm``), then the worker's batched stream
+# (``Scheduler.worker_handlers`` and work stealing's reply). Nothing else: not the client ops
+# (``register-client``, ``update-graph``, ``run_function``, ``broadcast``, ``proxy``, plugins,
+# ``connection_stream``, ...), several of which run code on the scheduler or on workers.
+WORKER_OPS = frozenset(
+    {
+        "register-worker",
+        "heartbeat_worker",
+        "who_has",
+        "close",
+        "task-finished",
+        "task-erred",
+        "release-worker-data",
+        "add-keys",
+        "long-running",
+        "reschedule",
+        "keep-alive",
+        "log-event",
+        "worker-status-change",
+        "request-refresh-who-has",
+        "steal-response",
+        "close-stream",
+    }
+)
+_TRUSTED = ("scheduler", "client")
+_screening: contextvars.ContextVar[Any] = contextvars.ContextVar("wgtlab_screening", default=None)
+
+
+class _Refused(Exception):
+    """A message from a peer that its certificate's role does not allow."""
+
+
+def enforce_roles(process_role: str) -> None:
+    """Make this process (a ``wgtlab scheduler`` or ``wgtlab worker``) act on the role in each
+    TLS peer's certificate, before anything that peer sent is decoded:
+
+    - client and scheduler certificates: as stock Dask (they are the trusted roles);
+    - at the scheduler, a worker certificate (or one with no role) may send only ``WORKER_OPS``
+      on connections it opens, and never a pickle (``__Pickled__`` parts, which Dask unpickles
+      while reading, whatever the op) on any connection, either way;
+    - at a worker, nothing from a worker certificate (or one with no role) is read at all:
+      workers do not talk to each other here, and peers' replies are where Dask unpickles.
+
+    A refused connection is closed, and the refusal logged with the peer's name and address.
+    Idempotent; applies to every TLS connection of this process, made before or after."""
+    import distributed.comm.tcp as tcp
+
+    if process_role not in ("scheduler", "worker"):
+        raise ConfigError(f"roles are enforced by a scheduler or a worker, not {process_role!r}")
+    if getattr(tcp.TLS.read, "wgtlab_roles", None) == process_role:
+        return
+    read = getattr(tcp.TLS.read, "wgtlab_original", tcp.TLS.read)
+    from_frames = getattr(tcp.from_frames, "wgtlab_original", tcp.from_frames)
+
+    async def screened_from_frames(frames: list[Any], *args: Any, **kwargs: Any) -> Any:
+        screening = _screening.get()
+        if screening is not None:
+            _screen(frames, *screening)
+        return await from_frames(frames, *args, **kwargs)
+
+    async def guarded_read(comm: Any, deserializers: Any = None) -> Any:
+        verdict = getattr(comm, "_wgtlab_verdict", None)
+        if verdict is None:
+            verdict = comm._wgtlab_verdict = _verdict(comm, process_role)
+        if verdict[0] == "trust":
+            return await read(comm, deserializers)
+        if verdict[0] == "refuse":
+            _refuse(comm, verdict[1], "workers take nothing from workers")
+        first = not getattr(comm, "_wgtlab_read_once", False)
+        comm._wgtlab_read_once = True
+        token = _screening.set((verdict[0] == "listen", first))
+        try:
+            return await read(comm, deserializers)
+        except _Refused as exc:
+            _refuse(comm, verdict[1], str(exc))
+        finally:
+            _screening.reset(token)
+
+    screened_from_frames.wgtlab_original = from_frames  # type: ignore[attr-defined]
+    guarded_read.wgtlab_original = read  # type: ignore[attr-defined]
+    guarded_read.wgtlab_roles = process_role  # type: ignore[attr-defined]
+    tcp.from_frames = screened_from_frames
+    tcp.TLS.read = guarded_read  # type: ignore[method-assign]
+
+
+def _verdict(comm: Any, process_role: str) -> tuple[str, str]:
+    """("trust" | "listen" | "answer" | "refuse", who the peer is) for one TLS connection:
+    "listen" screens requests on a connection the peer opened, "answer" screens replies."""
+    sock = getattr(getattr(comm, "stream", None), "socket", None)
+    der = sock.getpeercert(binary_form=True) if sock is not None else None
+    role, name = None, "no certificate"
+    if der:
+        cert = x509.load_der_x509_certificate(der)
+        role = certificate_role(cert)
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        name = f"{role or 'no-role'} certificate {names[0].value if names else '?'!r}"
+    who = f"{name} at {comm.peer_address}"
+    if role in _TRUSTED:
+        return "trust", who
+    if process_role == "worker":
+        return "refuse", who
+    return ("listen" if sock is not None and sock.server_side else "answer"), who
+
+
+_HANDSHAKE = frozenset({"compression", "python", "pickle-protocol"})  # Comm.handshake_info
+# Events only the scheduler logs, which clients act on (DaskCluster fails a worker's tasks at
+# once when its topic says "remove-worker"); a worker may log events, but not these.
+_SCHEDULER_EVENTS = frozenset({"add-worker", "remove-worker", "remove-client", "add-client"})
+
+
+def _screen(frames: list[Any], listening: bool, first: bool) -> None:
+    """Refuse a message with a pickle anywhere in it, or (``listening``) asking for an op a
+    worker may not ask for (``first``: the connection's handshake, which has no op). Reads only
+    the msgpack header frame, with nothing but msgpack."""
+    import msgpack
+
+    pickled = False
+
+    def look(obj: dict[Any, Any]) -> dict[Any, Any]:
+        nonlocal pickled
+        pickled = pickled or "__Pickled__" in obj
+        return obj
+
+    if not frames:
+        return
+    try:
+        message = msgpack.loads(
+            frames[0], object_hook=look, use_list=False, strict_map_key=False, raw=False
+        )
+    except Exception as exc:
+        raise _Refused(f"an undecodable message ({type(exc).__name__})") from None
+    if pickled:
+        raise _Refused("a pickled part in a message")
+    if not listening or (first and isinstance(message, dict) and message.keys() <= _HANDSHAKE):
+        return
+    for item in message if isinstance(message, (list, tuple)) else (message,):
+        if item == "OK":  # ends a stream
+            continue
+        op = item.get("op") if isinstance(item, dict) else None
+        if op not in WORKER_OPS:
+            raise _Refused(f"op {str(op)[:60]!r}, which a worker certificate may not ask for")
+        event = item.get("msg") if op == "log-event" else None
+        if isinstance(event, dict) and event.get("action") in _SCHEDULER_EVENTS:
+            raise _Refused(f"a forged scheduler event ({event['action']!r})")
+
+
+def _refuse(comm: Any, who: str, why: str) -> None:
+    from distributed.comm.core import CommClosedError
+
+    logger.warning("wgtlab: refused %s: %s; connection closed", who, why)
+    comm.abort()
+    raise CommClosedError(f"wgtlab refused {who}: {why}")

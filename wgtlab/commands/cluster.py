@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Write DIR/ca (CA certificate and key: keep the key with the administrator), and "
             "DIR/scheduler, DIR/client, DIR/worker-0 .. bundles (ca.pem, cert.pem, key.pem; "
-            "keys mode 0600). Copy each bundle to the machine that plays that part."
+            "keys mode 0600). Copy each bundle to the machine that plays that part. Each "
+            "certificate names its role: a worker's only joins the scheduler as a worker."
         ),
     )
     init.add_argument("dir", type=Path, help="a new or empty directory")
@@ -202,6 +203,10 @@ def run_worker(args: argparse.Namespace) -> int:
     from wgtlab.errors import ClusterError, ConfigError
 
     security = _security(args, "worker")
+    if security is not None:
+        from wgtlab.cluster.certs import enforce_roles
+
+        enforce_roles("worker")  # nothing from other workers' certificates
     if security is not None and not args.scheduler.startswith("tls://"):
         raise ConfigError(f"--scheduler must be a tls:// address, got {args.scheduler!r}")
     name = args.name or (args.certs.name if args.certs is not None else None)
@@ -240,6 +245,10 @@ def run_scheduler(args: argparse.Namespace) -> int:
     from distributed import Scheduler
 
     security = _security(args, "scheduler")
+    if security is not None:
+        from wgtlab.cluster.certs import enforce_roles
+
+        enforce_roles("scheduler")  # a worker certificate only joins as a worker
 
     async def main() -> None:
         options: dict[str, Any] = {}
