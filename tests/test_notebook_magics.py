@@ -257,8 +257,12 @@ def test_ces_encode_inspect_decode(ip, tmp_path, capsys):
 def test_ces_magic_never_echoes_a_typed_key_and_decode_needs_one(ip, tmp_path, capsys, monkeypatch):
     typed = "ab" * 32
     lines = failure_lines(ip, capsys, f"%wgt ces decode {tmp_path} -o back --key {typed}")
-    assert len(lines) == 1 and lines[0].startswith("UsageError: --key takes the name of a variable")
+    assert len(lines) == 1 and lines[0].startswith(
+        "UsageError: the value given to --key looks like key material; it is not shown"
+    )
     assert typed not in lines[0] and "abab" not in lines[0]
+    lines = failure_lines(ip, capsys, f"%wgt ces decode {tmp_path} -o back --key no_such_key")
+    assert len(lines) == 1 and lines[0].startswith("UsageError: --key takes the name of a variable")
     monkeypatch.delenv("CES_ENCRYPTION_KEY", raising=False)
     lines = failure_lines(ip, capsys, f"%wgt ces decode {tmp_path} -o back")
     assert lines == [

@@ -1,8 +1,10 @@
 """The %wgt magics against a careless or hostile notebook, in a real IPython shell: quoted
-paths."""
+paths, keys typed into the wrong argument."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -78,3 +80,115 @@ def test_quoted_paths_with_spaces_are_taken_whole(ip, tmp_path, monkeypatch, cap
 def test_an_unclosed_quote_is_one_line(ip, capsys):
     line = one_failure_line(ip, capsys, '%wgt ces inspect "/tmp/no end')
     assert line == "UsageError: the line has a quote that is never closed; close it, or escape it"
+
+
+# --- keys typed into the wrong argument are never echoed -----------------------------------------
+
+_SECRET = hashlib.sha256(b"an analyst's CES key, typed where it does not belong").digest()
+KEYS = {
+    "hex": _SECRET.hex(),
+    "hex, a valid identifier": "f" + _SECRET.hex()[1:],
+    "base64": base64.b64encode(_SECRET).decode(),
+    "base64url, unpadded": base64.urlsafe_b64encode(_SECRET).decode().rstrip("="),
+    "api token": "sk_live_4eC39HqLyjWDarjtT1zdp7dcQ9xR",
+}
+
+# (line, the argument named in the refusal; None where the parser or a lower layer refuses)
+POSITIONS = [
+    ("%wgt {K}", None),
+    ("%wgt cluster {K}", None),
+    ("%wgt cluster local {K}", None),
+    ("%wgt cluster dask {K}", None),
+    ("%wgt cluster local 2 --seed {K}", None),
+    ("%wgt cluster local 2 -o {K}", "-o"),
+    ("%wgt cluster dask tls://127.0.0.1:9 --certs {K}", None),
+    ("%wgt run {K}", "the job argument of %wgt run"),
+    ("%wgt run job --on {K}", "--on"),
+    ("%wgt run defined --data {K}", "--data"),
+    ("%wgt run job -o {K}", "-o"),
+    ("%wgt run job --replicas {K}", None),
+    ("%wgt run job --verify {K}", None),
+    ("%wgt verify {K} 0", "the result argument of %wgt verify"),
+    ("%wgt verify res {K}", None),
+    ("%wgt verify res 0 --root {K}", None),
+    ("%wgt workers {K}", None),
+    ("%wgt trust {K}", None),
+    ("%wgt ces {K} frame", None),
+    ("%wgt ces encode {K} --to shards", "the source argument of %wgt ces"),
+    ("%wgt ces encode frame --to shards --pipeline {K}", "--pipeline"),
+    ("%wgt ces encode frame --to shards --key {K}", "--key"),
+    ("%wgt ces encode frame --to shards --data-shards {K}", None),
+    ("%wgt ces decode {K} -o back --key key", None),
+    ("%wgt ces inspect {K}", None),
+    ("%wgt ces decode shards -o {K} --key key", "-o"),
+    ("%wgt ces decode shards -o back --as {K} --key key", None),
+    ("%%wgt udf {K}\nreturn 1", "the name argument of %wgt udf"),
+    ("%%wgt udf f --arg {K}\nreturn 1", "--arg"),
+    ("%%wgt udf f --combine {K}\nreturn 1", "--combine"),
+    ("%%wgt udf f --input {K}\nreturn 1", None),
+    ("%%wgt wat {K}\n(module)", "the name argument of %wgt wat"),
+]
+
+
+@pytest.fixture(scope="module")
+def with_a_result(ip):
+    """A session cluster, a job, a defined job and a verified result, so each position is
+    reached with everything else in place."""
+    run(ip, "%wgt cluster local 2")
+    ip.user_ns.update(data=b"y" * 2_000, frame=pd.DataFrame({"a": [1, 2]}), key=bytes(32))
+    run(
+        ip,
+        "job = wgt.Job('sum')\n"
+        "job.input(data, chunk_bytes=1_000)\n"
+        "job.kernel(wgt.kernels.checksum())\n"
+        "@wgt.Job.define\n"
+        "def defined():\n"
+        "    wgt.Job.split(lambda data: [data])\n"
+        "    wgt.Job.execute(wgt.kernels.checksum())\n"
+        "    wgt.Job.merge(list)",
+    )
+    assert run(ip, "%wgt run job -o res --progress none").success
+    return ip.user_ns["res"]
+
+
+@pytest.mark.parametrize("form", KEYS)
+@pytest.mark.parametrize(("template", "where"), POSITIONS)
+def test_a_key_typed_into_any_argument_is_never_echoed(
+    ip,
+    with_a_result,
+    tmp_path,
+    monkeypatch,
+    capsys,
+    template,
+    where,
+    form,
+):
+    monkeypatch.chdir(tmp_path)
+    secret = KEYS[form]
+    names_before = set(ip.user_ns)
+    line = one_failure_line(ip, capsys, template.replace("{K}", secret))
+    windows = {secret[i : i + 10] for i in range(len(secret) - 9)}
+    assert not [w for w in windows if w in line], line
+    if where is not None:
+        assert line.startswith(
+            f"UsageError: the value given to {where} looks like key material; it is not shown"
+        ), line
+    assert set(ip.user_ns) == names_before  # nothing bound under a key's name
+    assert list(tmp_path.iterdir()) == []  # nothing written under one
+
+
+def test_a_wrong_root_is_not_echoed_and_the_results_own_root_is_shown(ip, with_a_result, capsys):
+    typed = KEYS["hex"]
+    line = one_failure_line(ip, capsys, f"%wgt verify res 0 --root {typed}")
+    assert line == (
+        "ProofError: the audit path of chunk 0 in res does not lead to the root given with "
+        f"--root (it leads to {with_a_result.merkle_root[:16]}…, the root of res): this result "
+        "is not the one that root was published for"
+    )
+
+
+def test_ordinary_names_and_paths_are_still_echoed(ip, capsys):
+    line = one_failure_line(ip, capsys, "%wgt ces encode frame --to x --pipeline no_such_pipe")
+    assert line == "UsageError: no variable 'no_such_pipe' in the namespace (a CESPipeline)"
+    line = one_failure_line(ip, capsys, "%wgt cluster local many")
+    assert line == "UsageError: %wgt cluster local N: N must be a number, got 'many'"

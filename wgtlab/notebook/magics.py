@@ -11,17 +11,22 @@ import hashlib
 import io
 import keyword
 import linecache
+import math
 import os
+import re
 import shlex
 import textwrap
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from wgtlab import defaults
 from wgtlab.errors import ChunkFailed, WgtError
 from wgtlab.jobs import runtime
 from wgtlab.verify import verify_proof
@@ -191,6 +196,80 @@ def _words(line: str) -> list[str]:
         raise UsageError("the line ends in a lone backslash; remove it, or escape it") from None
 
 
+# --- key material is never echoed -------------------------------------------------------------
+
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{32,}")
+_BASE64_RUNS = (re.compile(r"[A-Za-z0-9+/]{32,}={0,2}"), re.compile(r"[A-Za-z0-9_-]{32,}={0,2}"))
+_NOT_SHOWN = "<not shown: looks like key material>"
+_SHOWN_PIECE = 8  # no 8 characters in a row of a key-like value are echoed, even re-encoded
+# Arguments that take paths, URLs, addresses or a published (hex) root: key-shaped text there may
+# be legitimate (a content-addressed directory), so it is only kept out of messages.
+_FREE_TEXT = {"cluster": {"target", "ledger", "certs"}, "verify": {"root"}, "ces": {"to"}}
+
+
+def _key_material(text: str) -> list[str]:
+    """The parts of ``text`` that look like key material: 32 or more hex characters (16 bytes
+    and up; a CES key is 64), base64 of 32 bytes, or a long token of the base64 alphabets that
+    mixes upper case, lower case and digits with the entropy of a random one (at least 4 bits a
+    character over 32 or more characters; words, identifiers and paths stay below)."""
+    found = [m.group() for m in _HEX_RUN.finditer(text)]
+    for pattern in _BASE64_RUNS:
+        for m in pattern.finditer(text):
+            token = m.group()
+            is_32_bytes = len(token) == 44 and token.endswith("=") and token[-2] != "="
+            if is_32_bytes or _looks_random(token.rstrip("=")):
+                found.append(token)
+    return list(dict.fromkeys(found))
+
+
+def _looks_random(token: str) -> bool:
+    classes = sum(any(test(c) for c in token) for test in (str.islower, str.isupper, str.isdigit))
+    counts = Counter(token)
+    entropy = -sum(n / len(token) * math.log2(n / len(token)) for n in counts.values())
+    return len(token) >= 32 and classes == 3 and entropy >= 4.0
+
+
+def _redact(message: str, typed: str) -> str:
+    """``message`` with every piece of ``_SHOWN_PIECE`` or more characters of a key-like part of
+    ``typed`` (what the user wrote: the magic's line and cell) replaced by a placeholder."""
+    pieces = {
+        secret[i : i + _SHOWN_PIECE]
+        for secret in _key_material(typed)
+        for i in range(len(secret) - _SHOWN_PIECE + 1)
+    }
+    hidden = [False] * len(message)
+    for i in range(len(message) - _SHOWN_PIECE + 1):
+        if message[i : i + _SHOWN_PIECE] in pieces:
+            hidden[i : i + _SHOWN_PIECE] = [True] * _SHOWN_PIECE
+    if not any(hidden):
+        return message
+    parts = (
+        _NOT_SHOWN if is_hidden else "".join(c for _, c in group)
+        for is_hidden, group in groupby(zip(hidden, message, strict=True), key=lambda h: h[0])
+    )
+    return "".join(parts)
+
+
+def _refuse_key_material(command: str, args: Any) -> None:
+    """A key typed where a variable's name (or a word) belongs is refused without showing it."""
+    free_text = _FREE_TEXT.get(command, set())
+    if command == "ces" and args.action != "encode":
+        free_text = free_text | {"source"}  # decode and inspect take a URL there
+    for action in PARSERS[command].parser._actions:
+        value = getattr(args, action.dest, None)
+        if isinstance(value, str) and action.dest not in free_text and _key_material(value):
+            where = (
+                action.option_strings[0]
+                if action.option_strings
+                else f"the {action.dest} argument of %wgt {command}"
+            )
+            raise UsageError(
+                f"the value given to {where} looks like key material; it is not shown. Never "
+                "type a key into a cell: keep it in a variable (or in the environment as "
+                f"{defaults.CES_KEY_ENV}) and give the variable's name"
+            )
+
+
 def _overview() -> str:
     lines = ["%wgt COMMAND ... / %%wgt udf|wat NAME (cell)", ""]
     for fn in PARSERS.values():
@@ -215,33 +294,43 @@ class WgtMagics(Magics):
     @line_cell_magic
     def wgt(self, line: str, cell: str | None = None) -> Any:
         try:
-            words = _words(line)
-            command, rest = (words[0], words[1:]) if words else ("", [])
-            if command not in PARSERS:
-                known = ", ".join(PARSERS)
-                raise UsageError(
-                    f"unknown %wgt command {command!r}; use one of {known} (see %wgt help)"
-                    if command
-                    else f"%wgt needs a command: one of {known} (see %wgt help)"
-                )
-            if (cell is not None) != (command in CELL_COMMANDS):
-                raise UsageError(
-                    f"%%wgt {command} needs a cell body"
-                    if command in CELL_COMMANDS
-                    else f"{command} is a line command: write %wgt {command} (one %)"
-                )
-            if {"-h", "--help"} & set(rest):
-                print(PARSERS[command].parser.format_help().strip().removeprefix("::").strip())
-                return None
-            args = PARSERS[command].parser.parse_args(rest)
-            handler = getattr(self, f"cmd_{command}")
-            return handler(args, cell) if cell is not None else handler(args)
-        except MagicError:
-            raise
+            return self._dispatch(line, cell)
+        except MagicError as exc:
+            error, cause = exc, exc.__cause__
         except UsageError as exc:
-            raise MagicError("UsageError", str(exc)) from None
+            error, cause = MagicError("UsageError", str(exc)), None
         except WgtError as exc:
-            raise MagicError.of(exc) from exc
+            error, cause = MagicError.of(exc), exc
+        # Whatever echoes what was typed (argparse, a lower layer naming a path) is shown without
+        # the parts that look like key material; the original, which would show them, is dropped.
+        message = _redact(error.message, line if cell is None else f"{line}\n{cell}")
+        if message != error.message:
+            raise MagicError(error.kind, message) from None
+        raise error from cause
+
+    def _dispatch(self, line: str, cell: str | None) -> Any:
+        words = _words(line)
+        command, rest = (words[0], words[1:]) if words else ("", [])
+        if command not in PARSERS:
+            known = ", ".join(PARSERS)
+            raise UsageError(
+                f"unknown %wgt command {command!r}; use one of {known} (see %wgt help)"
+                if command
+                else f"%wgt needs a command: one of {known} (see %wgt help)"
+            )
+        if (cell is not None) != (command in CELL_COMMANDS):
+            raise UsageError(
+                f"%%wgt {command} needs a cell body"
+                if command in CELL_COMMANDS
+                else f"{command} is a line command: write %wgt {command} (one %)"
+            )
+        if {"-h", "--help"} & set(rest):
+            print(PARSERS[command].parser.format_help().strip().removeprefix("::").strip())
+            return None
+        args = PARSERS[command].parser.parse_args(rest)
+        _refuse_key_material(command, args)
+        handler = getattr(self, f"cmd_{command}")
+        return handler(args, cell) if cell is not None else handler(args)
 
     wgt.__doc__ = "Run wgtlab from the notebook.\n\n" + "\n\n".join(
         textwrap.dedent(fn.__doc__ or "") for fn in PARSERS.values()
@@ -296,8 +385,6 @@ class WgtMagics(Magics):
                 f"%wgt cluster local N: N must be a number, got {args.target!r}"
             ) from None
         if workers is None:
-            from wgtlab import defaults
-
             workers = defaults.LOCAL_WORKERS
         if not 0 <= args.liars <= workers:
             raise UsageError(f"--liars must be between 0 and the {workers} workers")
@@ -354,10 +441,15 @@ class WgtMagics(Magics):
             except ValueError:
                 raise UsageError(f"--root must be hex, got {args.root!r}") from None
         if not verify_proof(proof.leaf, proof.index, proof.tree_size, list(proof.path), root):
+            # The root typed is not echoed: it is key-shaped, and it may be a key pasted by mistake.
             raise MagicError(
                 "ProofError",
                 f"the audit path of chunk {args.chunk} in {args.result} does not lead to the "
-                f"root {root.hex()[:16]}…: this result is not the one that root was published for",
+                f"root given with --root (it leads to {proof.root.hex()[:16]}…, the root of "
+                f"{args.result}): this result is not the one that root was published for"
+                if args.root is not None
+                else f"the audit path of chunk {args.chunk} in {args.result} does not lead to "
+                f"its own root {root.hex()[:16]}…: the result is not intact",
             )
         return ProofCheck(result, args.chunk, root)
 
@@ -474,7 +566,6 @@ class WgtMagics(Magics):
         return report
 
     def _pipeline(self, args: Any) -> Any:
-        from wgtlab import defaults
         from wgtlab.ces import CESPipeline
         from wgtlab.ces.keys import key_from_env
 
