@@ -1,5 +1,6 @@
 """The %wgt magics against a careless or hostile notebook, in a real IPython shell: quoted
-paths, keys typed into the wrong argument."""
+paths, keys typed into the wrong argument, ``%%wgt udf`` cells that try to run code on the
+host."""
 
 from __future__ import annotations
 
@@ -192,3 +193,103 @@ def test_ordinary_names_and_paths_are_still_echoed(ip, capsys):
     assert line == "UsageError: no variable 'no_such_pipe' in the namespace (a CESPipeline)"
     line = one_failure_line(ip, capsys, "%wgt cluster local many")
     assert line == "UsageError: %wgt cluster local N: N must be a number, got 'many'"
+
+
+# --- a %%wgt udf cell runs nothing on the host ---------------------------------------------------
+
+
+def test_top_level_code_of_a_udf_cell_never_runs_on_the_host(ip, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    cell = f"%%wgt udf touched\nopen({str(marker)!r}, 'w')\ndef touched(rows):\n    return 1"
+    line = one_failure_line(ip, capsys, cell)
+    assert not marker.exists()
+    assert line.startswith("UsageError: line 1 of the cell (open(")
+    assert (
+        ") is top-level code: only the function goes into the sandbox; nothing of the cell "
+        "runs on the host" in line
+    )
+    assert "touched" not in ip.user_ns
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        'rows, x=__import__("os").system("touch {marker}")',
+        'rows, *, x=open("{marker}", "w")',
+        'rows, x=(1, open("{marker}", "w"))',
+    ],
+)
+def test_a_default_that_is_not_a_literal_is_refused_unevaluated(ip, tmp_path, capsys, signature):
+    marker = tmp_path / "marker"
+    cell = f"%%wgt udf f\ndef f({signature.format(marker=marker)}):\n    return x"
+    line = one_failure_line(ip, capsys, cell)
+    assert not marker.exists()
+    assert line == (
+        "UsageError: the default of x in f is not a literal: defaults are evaluated when the "
+        "function is defined, which would be on the host, so only literals (numbers, strings, "
+        "bytes, None, True/False, and tuples, lists, sets, dicts of them) are allowed; compute "
+        "it inside the function"
+    )
+
+
+def test_a_decorator_is_refused_uncalled(ip, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    cell = (
+        f"%%wgt udf f\n@(lambda fn: open({str(marker)!r}, 'w') and fn)\ndef f(rows):\n    return 1"
+    )
+    line = one_failure_line(ip, capsys, cell)
+    assert not marker.exists()
+    assert line == (
+        "UsageError: f has a decorator, which would run on the host: remove it (the cell "
+        "already makes f a sandboxed udf)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        (
+            "import math\ndef f(rows):\n    return math.pi",
+            "line 1 of the cell (import math) is top-level code",
+        ),
+        ("class C:\n    pass\ndef f(rows):\n    return 1", "line 1 of the cell (class C:"),
+        ("def f(rows):\n    return 1\nf = 3", "line 3 of the cell (f = 3) is top-level code"),
+        ("async def f(rows):\n    return 1", "line 1 of the cell (async def f(rows):"),
+        ("def f(rows):\n    return 1\ndef f(rows):\n    return 2", "the cell defines f twice"),
+    ],
+)
+def test_anything_but_plain_defs_next_to_a_def_is_refused(ip, capsys, cell, message):
+    line = one_failure_line(ip, capsys, "%%wgt udf f\n" + cell)
+    assert line.startswith("UsageError: " + message), line
+
+
+def test_annotations_are_never_evaluated_on_the_host(ip, tmp_path):
+    marker = tmp_path / "marker"
+    cell = f"def f(rows: open({str(marker)!r}, 'w')) -> None:\n    return len(rows)"
+    made = run(ip, "%%wgt udf f\n" + cell)
+    assert made.success, made.error_in_exec
+    assert not marker.exists()
+    assert ip.user_ns["f"].run([1, 2, 3], echo=False) == 3
+
+
+def test_literal_defaults_helpers_and_namespace_constants_still_work(ip):
+    ip.user_ns.update(THRESHOLD=2, rows_in=[{"x": 1}, {"x": 2}, {"x": 4}])
+    cell = (
+        "def double(x):\n"
+        "    return 2 * x\n"
+        "\n"
+        "def scaled(rows, scale=3, names=('x',), *, offset=-0.5):\n"
+        "    return [double(r[n]) * scale + offset\n"
+        "            for r in rows for n in names if r[n] >= THRESHOLD]"
+    )
+    made = run(ip, "%%wgt udf scaled\n" + cell)
+    assert made.success, made.error_in_exec
+    scaled = ip.user_ns["scaled"]
+    assert scaled.run(ip.user_ns["rows_in"], echo=False) == [11.5, 23.5]
+    assert scaled(ip.user_ns["rows_in"]) == [11.5, 23.5]  # the native function has its defaults
+    assert "double" not in ip.user_ns  # the helper went into the sandbox, not the namespace
+
+    body = "def double(x):\n    return 2 * x\nreturn sum(double(r['x']) for r in rows)"
+    made = run(ip, "%%wgt udf twice\n" + body)
+    assert made.success, made.error_in_exec
+    assert ip.user_ns["twice"].run(ip.user_ns["rows_in"], echo=False) == 14

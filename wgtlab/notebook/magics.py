@@ -5,8 +5,10 @@
 """
 
 from __future__ import annotations
+import __future__
 
 import ast
+import builtins
 import hashlib
 import io
 import keyword
@@ -16,6 +18,7 @@ import os
 import re
 import shlex
 import textwrap
+import types
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -611,36 +614,149 @@ def _close(progress: Any, error: BaseException | None) -> None:
 
 
 def _function_from_cell(name: str, arg: str, cell: str, namespace: dict[str, Any]) -> Any:
-    """The function a ``%%wgt udf`` cell defines: its one ``def``, or its body wrapped in one."""
+    """The function a ``%%wgt udf`` cell defines: its one ``def`` (or the one named ``name``,
+    the cell's other defs being helpers it may call), or its body wrapped in ``def name(arg)``.
+
+    Nothing of the cell runs on the host. The defs are compiled, never executed: each function
+    object is made from its code, with its literal defaults, and globals taken from the
+    namespace, which capture then sends into the sandbox as constants, imports or functions.
+    What a def statement or a cell would run here (top-level code, decorators, defaults that are
+    not literals) is refused."""
     source = textwrap.dedent(cell).strip("\n")
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise UsageError(f"the cell is not valid Python: {exc.msg} (line {exc.lineno})") from None
-    defs = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
-    if not defs:
-        if not arg.isidentifier():
+    tree = _parse_cell(source, 0)
+    has_def = any(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) for n in tree.body)
+    wrapped = not has_def or _returns_outside_functions(tree)
+    if wrapped:
+        if not arg.isidentifier() or keyword.iskeyword(arg):
             raise UsageError(f"--arg {arg!r} is not a valid parameter name")
-        body = textwrap.indent(source, "    ")
-        source = f"def {name}({arg}):\n{body}\n"
+        source = f"def {name}({arg}):\n{textwrap.indent(source, '    ')}\n"
+        tree = _parse_cell(source, 1)
+    defs = _plain_defs(tree, source, arg)
+    names = [d.name for d in defs]
+    if len(defs) == 1:
+        wanted = names[0]
+    elif name in names:
         wanted = name
-    elif len(defs) == 1:
-        wanted = defs[0].name
     else:
-        names = [d.name for d in defs]
-        if name not in names:
-            raise UsageError(f"the cell defines {', '.join(names)}; which one is {name!r}?")
-        wanted = name
-    # The UDF runs inside the sandbox from its source text: register it where inspect.getsource
-    # looks (as IPython does for cells), then exec here only to build the function object.
+        raise UsageError(f"the cell defines {', '.join(names)}; which one is {name!r}?")
+    # capture reads the source with inspect.getsource: register it where that looks, as IPython
+    # does for cells.
     filename = f"<wgt-udf-{name}-{hashlib.sha256(source.encode()).hexdigest()[:12]}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    scope: dict[str, Any] = {}
-    exec(compile(source, filename, "exec"), namespace, scope)
-    function = scope.get(wanted)
-    if not callable(function):
-        raise UsageError(f"the cell does not define a function {wanted!r}")
-    return function
+    try:
+        # Annotations stay unevaluated strings, as the guest's Python treats them.
+        flags = __future__.annotations.compiler_flag
+        module = compile(tree, filename, "exec", flags=flags, dont_inherit=True)
+    except SyntaxError as exc:
+        line = (exc.lineno or 1) - wrapped
+        raise UsageError(f"the cell is not valid Python: {exc.msg} (line {line})") from None
+    codes = {c.co_name: c for c in module.co_consts if isinstance(c, types.CodeType)}
+    # The functions see the namespace as it is now, as their sandboxed copy will: only the
+    # names their code uses, so a variable deleted later is not kept alive by the udf.
+    used = {n for code in _code_objects(module) for n in code.co_names}
+    scope = {n: namespace[n] for n in used if n in namespace}
+    scope["__builtins__"] = namespace.get("__builtins__", builtins)
+    scope["__name__"] = namespace.get("__name__", "__main__")
+    for node in defs:
+        positional, keyword_only = _literal_defaults(node)
+        function = types.FunctionType(codes[node.name], scope, node.name, positional)
+        function.__kwdefaults__ = keyword_only
+        scope[node.name] = function
+    return scope[wanted]
+
+
+def _parse_cell(source: str, wrapper_lines: int) -> ast.Module:
+    try:
+        return ast.parse(source)
+    except SyntaxError as exc:
+        line = (exc.lineno or 1) - wrapper_lines
+        raise UsageError(f"the cell is not valid Python: {exc.msg} (line {line})") from None
+
+
+def _returns_outside_functions(tree: ast.Module) -> bool:
+    """True if the cell returns at top level: it is a function body (which may define helpers)."""
+    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Return):
+            return True
+        if not isinstance(node, scopes):
+            stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def _plain_defs(tree: ast.Module, source: str, arg: str) -> list[ast.FunctionDef]:
+    """The cell's defs, refusing anything that would run on the host when a cell or a def runs."""
+    defs: list[ast.FunctionDef] = []
+    for node in tree.body:
+        segment = (ast.get_source_segment(source, node) or "").splitlines() or [""]
+        shown = segment[0] if len(segment[0]) <= 60 else segment[0][:59] + "…"
+        where = f"line {node.lineno} of the cell ({shown})"
+        if isinstance(node, ast.AsyncFunctionDef):
+            raise UsageError(
+                f"{where} defines an async function; the sandbox runs plain functions: make it "
+                "a def"
+            )
+        if not isinstance(node, ast.FunctionDef):
+            raise UsageError(
+                f"{where} is top-level code: only the function goes into the sandbox; nothing "
+                "of the cell runs on the host, so a %%wgt udf cell holds defs only (or one "
+                f"function body using {arg}): move it into the function"
+            )
+        if node.decorator_list:
+            raise UsageError(
+                f"{node.name} has a decorator, which would run on the host: remove it (the cell "
+                f"already makes {node.name} a sandboxed udf)"
+            )
+        if any(d.name == node.name for d in defs):
+            raise UsageError(f"the cell defines {node.name} twice; give each function its name")
+        defs.append(node)
+    return defs
+
+
+def _literal_defaults(
+    node: ast.FunctionDef,
+) -> tuple[tuple[Any, ...] | None, dict[str, Any] | None]:
+    """(positional defaults, keyword-only defaults) of a def, each a literal read without
+    running anything; anything else is refused."""
+    arguments = node.args
+    positional_params = [*arguments.posonlyargs, *arguments.args]
+    pairs = [
+        *zip(
+            positional_params[len(positional_params) - len(arguments.defaults) :],
+            arguments.defaults,
+            strict=True,
+        ),
+        *(
+            (p, d)
+            for p, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True)
+            if d is not None
+        ),
+    ]
+    values: dict[str, Any] = {}
+    for param, default in pairs:
+        try:
+            values[param.arg] = ast.literal_eval(default)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise UsageError(
+                f"the default of {param.arg} in {node.name} is not a literal: defaults are "
+                "evaluated when the function is defined, which would be on the host, so only "
+                "literals (numbers, strings, bytes, None, True/False, and tuples, lists, sets, "
+                "dicts of them) are allowed; compute it inside the function"
+            ) from None
+    positional = tuple(values[p.arg] for p in positional_params if p.arg in values)
+    keyword_only = {p.arg: values[p.arg] for p in arguments.kwonlyargs if p.arg in values}
+    return positional or None, keyword_only or None
+
+
+def _code_objects(code: types.CodeType) -> list[types.CodeType]:
+    found, stack = [], [code]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    return found
 
 
 def _shards_of(value: Any, pipeline: Any) -> list[bytes]:
