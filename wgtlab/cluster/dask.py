@@ -246,6 +246,8 @@ class DaskCluster(Cluster):
         """A Dask scheduler and ``n_workers`` sandboxed worker processes on loopback, started
         like ``wgtlab scheduler`` / ``wgtlab worker`` on several machines, with mutual TLS under
         a fresh cluster CA (``tls=True``). The scheduler runs in its own process, not this one.
+        The processes end with this one however it ends (``close()`` or not, even SIGKILL), and
+        their temporary directory goes with them; the CA's private key is never written.
 
         Workers are named ``dask-0`` ...; ``faults={0: wgt.faults.Liar()}`` (index or name) makes
         that worker misbehave. ``dashboard``: serve Dask's dashboard (default: if bokeh is
