@@ -1,6 +1,6 @@
-"""The %wgt magics against a careless or hostile notebook, in a real IPython shell: quoted
-paths, keys typed into the wrong argument, ``%%wgt udf`` cells that try to run code on the
-host."""
+"""The %wgt magics against a careless or hostile notebook, in a real IPython shell: quoted paths,
+keys typed into the wrong argument, ``%%wgt udf`` cells that try to run code on the host, and
+``-o`` names that would clobber Python's or IPython's own."""
 
 from __future__ import annotations
 
@@ -293,3 +293,53 @@ def test_literal_defaults_helpers_and_namespace_constants_still_work(ip):
     made = run(ip, "%%wgt udf twice\n" + body)
     assert made.success, made.error_in_exec
     assert ip.user_ns["twice"].run(ip.user_ns["rows_in"], echo=False) == 14
+
+
+# --- -o NAME never clobbers Python's or IPython's own names --------------------------------------
+
+RESERVED = {
+    "__builtins__": "a name Python itself uses",
+    "__name__": "a name Python itself uses",
+    "__wgt__": "a name Python itself uses",
+    "print": "a Python builtin",
+    "len": "a Python builtin",
+    "_": "one of IPython's own names",
+    "__": "one of IPython's own names",
+    "___": "one of IPython's own names",
+    "_5": "one of IPython's own names",
+    "_i2": "one of IPython's own names",
+    "In": "one of IPython's own names",
+    "Out": "one of IPython's own names",
+    "get_ipython": "one of IPython's own names",
+    "exit": "one of IPython's own names",
+    "quit": "one of IPython's own names",
+}
+
+
+@pytest.mark.parametrize("name", RESERVED)
+@pytest.mark.parametrize(
+    "template",
+    [
+        "%wgt cluster local 1 -o {name}",
+        "%wgt run job -o {name}",
+        "%wgt ces decode shards -o {name} --key key",
+        "%%wgt udf {name}\nreturn 1",
+        "%%wgt wat {name}\n(module)",
+    ],
+)
+def test_reserved_names_are_refused_before_anything_runs(
+    ip,
+    with_a_result,
+    capsys,
+    name,
+    template,
+):
+    before = ip.user_ns.get(name, KeyError)
+    cluster = runtime.session_cluster()
+    line = one_failure_line(ip, capsys, template.format(name=name))
+    assert (
+        line
+        == f"UsageError: {name!r} is {RESERVED[name]}, not free for results: choose another name"
+    )
+    assert ip.user_ns.get(name, KeyError) is before
+    assert runtime.session_cluster() is cluster

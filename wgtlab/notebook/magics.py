@@ -332,6 +332,8 @@ class WgtMagics(Magics):
             return None
         args = PARSERS[command].parser.parse_args(rest)
         _refuse_key_material(command, args)
+        if getattr(args, "out", None):
+            _check_variable(args.out)  # before the command runs, not when its result is bound
         handler = getattr(self, f"cmd_{command}")
         return handler(args, cell) if cell is not None else handler(args)
 
@@ -849,9 +851,27 @@ def _matcher(shell: Any) -> Callable[[Any], dict[str, Any]]:
     return wgt_completions
 
 
+# IPython's own names in every notebook: In, Out, the output history (_, __, ___, _5), the input
+# history (_i, _ii, _iii, _i5), the history lists and its helpers.
+_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_ih", "_oh", "_dh"})
+_IPYTHON_HISTORY = re.compile(r"_{1,3}|_i{1,3}|_i?\d+")
+
+
 def _check_variable(name: str) -> None:
+    """A name a command may bind its result to: an identifier that is not Python's or IPython's."""
     if not name.isidentifier() or keyword.iskeyword(name):
         raise UsageError(f"{name!r} is not a valid variable name: use a Python identifier")
+    reserved = (
+        "a name Python itself uses"
+        if len(name) > 4 and name.startswith("__") and name.endswith("__")
+        else "one of IPython's own names"
+        if name in _IPYTHON_NAMES or _IPYTHON_HISTORY.fullmatch(name)
+        else "a Python builtin"
+        if name in vars(builtins)
+        else None
+    )
+    if reserved:
+        raise UsageError(f"{name!r} is {reserved}, not free for results: choose another name")
 
 
 def _variables(shell: Any, command: str) -> list[str]:
