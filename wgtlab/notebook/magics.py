@@ -1,7 +1,8 @@
 """The ``%wgt`` / ``%%wgt`` magics: clusters, kernels, UDFs, jobs, proofs, trust and CES shards.
 
 ``%load_ext wgtlab`` registers them. Each sub-command has its own ``magic_arguments`` parser;
-``%wgt?`` shows them all. A failure prints one line and marks the cell as failed.
+``%wgt?`` shows them all. Lines are split as a shell splits them (quote a path with spaces). A
+failure prints one line, never echoing what looks like key material, and marks the cell failed.
 """
 
 from __future__ import annotations
@@ -108,7 +109,10 @@ def _cluster_args(line: str) -> None:
 )
 @argument("--arg", default="rows", help="parameter name when the cell is a function body")
 def _udf_args(line: str) -> None:
-    """(cell) A Python function (a def, or a body using ``rows``) compiled into a sandboxed UDF."""
+    """(cell) A Python function (a def, or a body using ``rows``) compiled into a sandboxed UDF.
+
+    Nothing of the cell runs on the host: it holds defs only (no decorators, literal defaults),
+    or one function body; the other defs are helpers the udf may call."""
 
 
 @magic_arguments(name="wgt wat")
@@ -529,12 +533,8 @@ class WgtMagics(Magics):
 
     def _chunk_failed(self, exc: ChunkFailed, out: str | None) -> MagicError:
         partial = exc.result
-        first = exc.reasons[0].splitlines()[0] if exc.reasons else str(exc).splitlines()[0]
-        message = first
+        message = str(exc).splitlines()[0].split(" (on_error=")[0]
         if partial is not None:
-            bad = sum(1 for c in partial.outcomes if c.status != "verified")
-            total = len(partial.outcomes)
-            message = f"job {partial.name!r}: {bad} of {total} chunks did not verify; {first}"
             if out:
                 self._bind(out, partial)
                 message += f"; the partial JobResult is in {out} (see {out}.chunks)"
