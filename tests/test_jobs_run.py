@@ -174,13 +174,23 @@ def test_a_sandbox_error_is_the_chunks_result(cluster):
     looping = wgt.WasmModule.from_wat(HOSTILE_LOOP)
     job = wgt.Job("loops").input(b"x" * 1000, chunk_bytes=100).kernel(looping)
     job.limits(max_cpu_cycles=100_000)
-    with pytest.raises(wgt.ChunkFailed, match="10 of 10 chunks did not verify") as info:
+    # on_error="fail" (the default) stops at the first chunk that failed, and says why
+    with pytest.raises(wgt.ChunkFailed, match=r"^job 'loops': chunk 0 failed: OutOfFuel: ") as info:
         job.run(on=cluster)
+    assert "; 0 chunks verified, " in str(info.value)
     result = info.value.result
-    assert set(result.chunks.status) == {"error"}
-    assert result.chunks.error.str.startswith("OutOfFuel").all()
-    job.on_error("continue")
-    assert job.run(on=cluster).value == b""
+    first, *rest = result.outcomes
+    assert first.status == "error" and first.reason.startswith("OutOfFuel")
+    for chunk in rest:  # decided in the same moment, or cancelled
+        assert chunk.reason.startswith("OutOfFuel") or (
+            chunk.reason == "cancelled: the job stopped when chunk 0 failed"
+        )
+    assert any(c.reason.startswith("cancelled") for c in rest)  # stopped, not run to the end
+    job.on_error("continue")  # runs every chunk: each one's own outcome
+    everything = job.run(on=cluster)
+    assert set(everything.chunks.status) == {"error"} and len(everything.outcomes) == 10
+    assert everything.chunks.error.str.startswith("OutOfFuel").all()
+    assert everything.value == b""
 
 
 def test_a_wall_clock_timeout_is_no_vote_and_costs_no_trust():
@@ -190,11 +200,9 @@ def test_a_wall_clock_timeout_is_no_vote_and_costs_no_trust():
     with wgt.LocalCluster(workers=3) as cluster:
         job = wgt.Job("slow").input(b"x" * 200, chunk_bytes=100).kernel(looping)
         job.limits(max_cpu_cycles=10**15, max_execution_time_ms=50).retries(1)
-        job.verify("redundancy", replicas=2)
-        with pytest.raises(wgt.ChunkFailed) as info:
-            job.run(on=cluster)
+        job.verify("redundancy", replicas=2).on_error("continue")
+        result = job.run(on=cluster)
         assert cluster.ledger.history().empty  # nobody's trust moved
-    result = info.value.result
     assert set(result.chunks.status) == {"failed"}
     for reason in result.chunks.error:
         assert reason.startswith("gave up after 2 failed tries: local-")
@@ -345,12 +353,12 @@ def test_a_worker_quarantined_for_crashing_earns_its_way_back_in_hash_jobs():
         assert not cluster.policy.is_quarantined(suspect)  # 3 agreed probation tasks: back
 
 
-def run_redundant(cluster, replicas: int, chunk_rows: int = 500):
+def run_redundant(cluster, replicas: int, chunk_rows: int = 500, on_error: str = "fail"):
     with wgt.Job("redundant") as job:
         wgt.input(VALUES, chunk_rows=chunk_rows)
         wgt.kernel(wgt.kernels.count_where(">", 10.0))
         wgt.verify("redundancy", replicas=replicas)
-    return job.run(on=cluster)
+    return job.on_error(on_error).run(on=cluster)
 
 
 def test_replicas_that_never_agree_fail_with_their_digests_and_keep_their_rows():
@@ -359,10 +367,8 @@ def test_replicas_that_never_agree_fail_with_their_digests_and_keep_their_rows()
     faults = {"local-0": wgt.faults.Liar(seed=1), "local-1": wgt.faults.Liar(seed=2)}
     with wgt.LocalCluster(workers=3, faults=faults) as cluster:
         before = cluster.ledger.scores().set_index("label")["score"].to_dict()
-        with pytest.raises(wgt.ChunkFailed) as caught:
-            run_redundant(cluster, replicas=3, chunk_rows=5_000)
+        result = run_redundant(cluster, replicas=3, chunk_rows=5_000, on_error="continue")
         after = cluster.ledger.scores().set_index("label")["score"].to_dict()
-    result = caught.value.result
     assert [c.status for c in result.outcomes] == ["failed"] * 3
     for outcome in result.outcomes:
         # Two different answers of three possible already rule out three agreeing replicas:

@@ -50,6 +50,8 @@ _NO_DIGEST = bytes(32)  # the Merkle leaf's output digest for a chunk without a 
 DISSENT = "disagreed with the quorum"
 # Kernel errors that depend on the machine running the task rather than on the chunk.
 _WALL_CLOCK_ERRORS = frozenset({"TimeLimitExceeded"})
+# How chunks cancelled by an earlier chunk's failure begin their reason.
+_CANCELLED = "cancelled"
 # The trust reason of a timeout claim that another worker refuted by finishing the chunk.
 TIMEOUT_REFUTED = "claimed a timeout on a chunk other workers finished within the same limits"
 
@@ -137,6 +139,7 @@ class _JobRun:
         self.quarantined = {n for n in self.names if self.policy.is_quarantined(self.ids[n])}
         self.departed: set[str] = set()  # workers that left the cluster during this run
         self.crashed: set[str] = set()  # workers that lost trust for a crash in this run
+        self.stopped_by: _Chunk | None = None  # the first failed chunk, under on_error="fail"
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -166,33 +169,61 @@ class _JobRun:
             raise
         self._emit(ev.JOB_DONE, data={"ok": result.ok, "seconds": finished - started})
         if not result.ok and self.plan.on_error == "fail":
-            bad = [c for c in result.outcomes if c.status != "verified"]
-            reasons = tuple(f"chunk {c.index}: {c.reason}" for c in bad)
-            error = ChunkFailed(
-                f"job {self.plan.name!r}: {len(bad)} of {len(result.outcomes)} chunks did not "
-                f"verify ({'; '.join(reasons[:3])}{'; ...' if len(reasons) > 3 else ''}); "
-                "the JobResult is on this exception as .result; use job.on_error('continue') "
-                "to combine the chunks that did verify",
-                chunk=bad[0].index,
-                reasons=reasons,
-                result=result,
-            )
-            raise error
+            raise self._failure(result)
         return result
+
+    def _failure(self, result: JobResult) -> ChunkFailed:
+        """The job stopped at its first failed chunk: say which, why, and what became of the
+        others; the partial result rides along."""
+        bad = sorted(
+            (c for c in result.outcomes if c.status != "verified"),
+            key=lambda c: (self.stopped_by is None or c.index != self.stopped_by.index, c.index),
+        )
+        first = bad[0]
+        verified = sum(1 for c in result.outcomes if c.status == "verified")
+        cancelled = sum(1 for c in bad if (c.reason or "").startswith(_CANCELLED))
+        rest = f", {cancelled} cancelled and any others not started" if cancelled else ""
+        return ChunkFailed(
+            f"job {self.plan.name!r}: chunk {first.index} failed: {first.reason}; {verified} "
+            f"chunks verified{rest} (on_error='fail' stops at the first failed chunk; "
+            "job.on_error('continue') runs them all and combines those that verify). The "
+            "JobResult is on this exception as .result",
+            chunk=first.index,
+            reasons=tuple(f"chunk {c.index} failed: {c.reason}" for c in bad),
+            result=result,
+        )
 
     def _loop(self, source: Iterator[Any]) -> None:
         exhausted = False
         while True:
-            while not exhausted and len(self.active) < self.window:
+            while not exhausted and self.stopped_by is None and len(self.active) < self.window:
                 item = next(source, None)
                 if item is None:
                     exhausted = True
                     break
                 self._admit(*item)
+            if self.stopped_by is not None:
+                self._cancel_the_rest()
+                return
             self._dispatch()
             if exhausted and not self.active:
                 return
             self._wait()
+
+    def _cancel_the_rest(self) -> None:
+        """After the first failed chunk (``on_error="fail"``): nothing more is scheduled, tasks
+        not yet started are withdrawn, and the chunks in progress end as cancelled."""
+        assert self.stopped_by is not None
+        for assignment in self.assignments.values():
+            if assignment.future is not None:
+                assignment.future.cancel()
+        self.assignments.clear()
+        self.pending.clear()
+        why = f"{_CANCELLED}: the job stopped when chunk {self.stopped_by.index} failed"
+        for state in list(self.active.values()):
+            state.status, state.reason = "failed", why
+            self.active.pop(state.index)
+            self._emit(ev.CHUNK_FAILED, state.index, None, {"error": why})
 
     def _admit(self, index: int, chunk: Any) -> None:
         payload = self.kernel.encode(chunk)
@@ -558,6 +589,8 @@ class _JobRun:
 
     def _finish(self, state: _Chunk) -> None:
         self.active.pop(state.index, None)
+        if state.status != "verified" and self.plan.on_error == "fail" and not self.stopped_by:
+            self.stopped_by = state
         for worker in state.shadows:
             self._settle(state, worker, probation=True)
         state.shadows.clear()
