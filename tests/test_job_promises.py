@@ -141,3 +141,44 @@ def test_limits_for_different_fields_combine_and_copies_start_fresh():
     job.verify("hash")
     variant = job.copy().verify("redundancy", replicas=2)
     assert job.verification.mode == "hash" and variant.verification.mode == "redundancy"
+
+
+# --- failures found before any chunk runs ----------------------------------------------------
+
+
+def test_a_misspelt_column_fails_before_any_chunk_runs_and_names_the_closest():
+    flights = _flights()
+
+    @wgt.udf(combine="sum")
+    def late(rows):
+        return sum(1 for row in rows if (row["arr_dely"] or 0) > 15)
+
+    @wgt.udf(rows="columns", combine="sum")
+    def total_distance(cols):
+        return sum(cols["distanse"])
+
+    with wgt.LocalCluster(workers=1) as cluster:
+        seen = []
+        job = wgt.Job("late").input(flights, chunk_rows=1_000).kernel(late)
+        job.subscribe(seen.append)
+        with pytest.raises(
+            wgt.JobDefinitionError,
+            match=r"udf late reads column 'arr_dely', which the input does not have; did you "
+            r"mean 'arr_delay'",
+        ):
+            job.run(on=cluster)
+        assert seen == []  # not one event: nothing was scheduled
+        with pytest.raises(wgt.JobDefinitionError, match=r"'distanse'.*did you mean 'distance'"):
+            wgt.Job("d").input(flights, chunk_rows=1_000).kernel(total_distance).plan()
+
+
+def test_columns_read_sees_rows_loops_and_comprehensions_only():
+    @wgt.udf
+    def reads(rows):
+        counts = {"x": 0}
+        for row in rows:
+            counts["x"] += row["carrier"] == "UA"
+        return [r["dest"] for r in rows] + [counts["x"]]
+
+    assert reads.columns_read() == {"carrier", "dest"}  # counts["x"] is its own dict
+    reads.check_columns(["carrier", "dest", "origin"])  # nothing missing: no error

@@ -88,6 +88,17 @@ def source_kind(source: Any, pipeline: Any = None) -> str:
     )
 
 
+def input_columns(spec: InputSpec) -> list[str] | None:
+    """The column names of a DataFrame input, visible without reading it; else None."""
+    if spec.pipeline is not None or source_kind(spec.source) != "table":
+        return None
+    import pandas as pd
+
+    if not isinstance(spec.source, pd.DataFrame):
+        return None
+    return [str(c) for c in spec.source.columns]
+
+
 def is_shard_list(source: Any) -> bool:
     """Whether ``source`` is a list of CES shards (None for missing ones), by their magic."""
     from wgtlab.ces.format import MAGIC

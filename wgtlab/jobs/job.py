@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from wgtlab import defaults
 from wgtlab.errors import ConfigError, JobDefinitionError
 from wgtlab.jobs import dsl, runtime
-from wgtlab.jobs.chunking import InputSpec, default_chunk_bytes, source_kind
+from wgtlab.jobs.chunking import InputSpec, default_chunk_bytes, input_columns, source_kind
 from wgtlab.jobs.events import Subscriber
 from wgtlab.jobs.kernels import resolve_kernel
 from wgtlab.jobs.plan import (
@@ -211,6 +211,9 @@ class Job(JobSettings, JobDefinition):
         if self.kernel_obj is None:
             raise JobDefinitionError(f"job {self.name!r} has no kernel: call job.kernel(...)")
         self._check_kernel_fits_input()
+        columns = input_columns(self.input_spec) if self.splitter is None else None
+        if columns is not None:
+            self.kernel_obj.check_columns(columns)
         source = ChunkSource(self.name, self.input_spec, self.kernel_obj.input_kind, self.splitter)
         return JobPlan(
             name=self.name,

@@ -6,7 +6,7 @@ as raw bytes in, bytes out; a plain Python function becomes a UDF.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from wgtlab.errors import JobDefinitionError
@@ -74,6 +74,9 @@ class CombinedKernel(Kernel):
 
     def execution_spec(self) -> ExecutionSpec:
         return self.inner.execution_spec()
+
+    def check_columns(self, columns: Sequence[str]) -> None:
+        self.inner.check_columns(columns)
 
     def fit(self, chunks: Iterable[Any]) -> Kernel:
         fitted = self.inner.fit(chunks)

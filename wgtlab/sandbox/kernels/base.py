@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
@@ -105,6 +105,10 @@ class Kernel(ABC):
         its copy fitted to ``chunks``, read on the trusted side when a job is planned; every
         other kernel returns itself without reading anything."""
         return self
+
+    def check_columns(self, columns: Sequence[str]) -> None:  # noqa: B027 (a no-op default)
+        """Before any chunk runs: raise JobDefinitionError if the kernel reads a column the
+        input (a table with these ``columns``) does not have. Most kernels read none."""
 
     def note(self, value: Any) -> str:
         """One line about a combined ``value`` that the result's views show (e.g. values a

@@ -6,17 +6,19 @@ chunks and combines results; workers run it in a fresh CPython-in-WebAssembly in
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
 import hashlib
 import html
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 from wgtlab import defaults
-from wgtlab.errors import AbiError, ConfigError, MemoryLimitExceeded
+from wgtlab.errors import AbiError, ConfigError, JobDefinitionError, MemoryLimitExceeded
 from wgtlab.sandbox.kernels.base import ExecutionSpec, Kernel
 from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.sandbox.python.capture import CapturedFunction, GuestProgram, capture
@@ -242,6 +244,24 @@ class PythonUdf(Kernel, CapturedFunction):
     def params(self) -> Mapping[str, Any]:
         return MappingProxyType(self._params)
 
+    def columns_read(self) -> set[str]:
+        """The column names the function reads with a literal subscript from its input or
+        from the rows it iterates over (``row["dest"]``, ``cols["dest"]``)."""
+        return _columns_read(self.program.source, self.program.entry)
+
+    def check_columns(self, columns: Sequence[str]) -> None:
+        if self.input_kind != "records":
+            return
+        known = [str(c) for c in columns]
+        for name in sorted(self.columns_read() - set(known)):
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+            raise JobDefinitionError(
+                f"udf {self.name} reads column {name!r}, which the input does not have; {hint}"
+                f"(the input's columns: {shown}); nothing was run"
+            )
+
     def execution_spec(self) -> ExecutionSpec:
         """The program and its options as canonical JSON: a worker rebuilds the executing part
         from it (``from_execution_spec``) without unpickling anything; the combine function,
@@ -427,6 +447,45 @@ class PythonUdf(Kernel, CapturedFunction):
             f"{html.escape(str(self.params['combine']))}, digest "
             f"<code>{self.digest[:16]}&hellip;</code>)<pre>{source}</pre></div>"
         )
+
+
+def _columns_read(source: str, entry: str) -> set[str]:
+    """String subscripts of ``entry``'s first parameter, or of names that iterate over it."""
+    tree = ast.parse(source)
+    function = next(
+        (
+            node
+            for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == entry
+        ),
+        None,
+    )
+    if function is None or not function.args.args:
+        return set()
+    rows = {function.args.args[0].arg}  # the input, and names bound to its rows
+    loops = [n for n in ast.walk(function) if isinstance(n, (ast.For, ast.comprehension))]
+    grown = True
+    while grown:
+        grown = False
+        for loop in loops:
+            target, over = loop.target, loop.iter
+            if (
+                isinstance(over, ast.Name)
+                and over.id in rows
+                and isinstance(target, ast.Name)
+                and target.id not in rows
+            ):
+                rows.add(target.id)
+                grown = True
+    return {
+        node.slice.value
+        for node in ast.walk(function)
+        if isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in rows
+        and isinstance(node.slice, ast.Constant)
+        and isinstance(node.slice.value, str)
+    }
 
 
 def decode_json_output(output: bytes, name: str) -> Any:
