@@ -521,6 +521,10 @@ class DaskCluster(Cluster):
             return
         if not (isinstance(message, dict) and message.get("action") == "remove-worker"):
             return
+        if "worker" in message:
+            # The scheduler's own remove-worker event on a worker's topic carries no "worker"
+            # field; an event a worker logged (a forgery about a peer) is stamped with one.
+            return
         for member in list(self._members.values()):
             if member.address == address and not member.gone:
                 member.gone = True
