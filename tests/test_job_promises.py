@@ -182,3 +182,55 @@ def test_columns_read_sees_rows_loops_and_comprehensions_only():
 
     assert reads.columns_read() == {"carrier", "dest"}  # counts["x"] is its own dict
     reads.check_columns(["carrier", "dest", "origin"])  # nothing missing: no error
+
+
+# --- chunks sized from the work ------------------------------------------------------------------
+
+
+def test_udf_chunks_are_sized_from_a_trial_run_and_say_why(cluster):
+    flights = _flights()[["distance", "arr_delay"]]
+
+    @wgt.udf(combine="sum")
+    def slow(rows):
+        total = 0
+        for row in rows:
+            for i in range(200):  # about the same work on every row
+                total += (row["distance"] * i) % 7
+        return total
+
+    limits = wgt.ResourceLimits(max_cpu_cycles=2_000_000_000)
+    job = wgt.Job("sized").input(flights).kernel(slow).limits(limits)
+    plan = job.plan()
+    rows = plan.source.input.chunk_rows
+    assert isinstance(rows, int) and 1 <= rows < len(flights)
+    assert plan.chunking.startswith(f"chunk_rows={rows:,} (auto: a 1,000-row trial used ")
+    assert "each chunk aims at 25% of max_cpu_cycles=2,000,000,000" in plan.chunking
+    result = job.run(on=cluster)
+    assert result.ok and result.chunking == plan.chunking
+    assert plan.chunking in result._repr_html_()
+    # each chunk used about a quarter of the budget: none near the limit, none tiny
+    fuel = result.chunks.fuel[:-1]  # the last chunk holds the remainder
+    assert fuel.max() < 0.4 * limits.max_cpu_cycles and fuel.min() > 0.1 * limits.max_cpu_cycles
+
+
+def test_explicit_chunk_rows_are_kept_and_kernels_without_a_preference_ignore_auto():
+    @wgt.udf
+    def count(rows):
+        return len(rows)
+
+    data = list(range(5_000))
+    explicit = wgt.Job("x").input(data, chunk_rows=700).kernel(count).plan()
+    assert explicit.source.input.chunk_rows == 700 and explicit.chunking == ""
+    builtin = wgt.Job("y").input(np.arange(100.0), chunk_rows="auto").kernel(wgt.kernels.sum())
+    assert builtin.plan().chunking == ""
+
+
+def test_a_udf_too_costly_for_one_row_is_refused_before_any_job_runs():
+    @wgt.udf
+    def forever(rows):
+        while True:
+            pass
+
+    job = wgt.Job("z").input(list(range(10))).kernel(forever).limits(max_cpu_cycles=10_000_000)
+    with pytest.raises(wgt.JobDefinitionError, match="runs out of fuel on a single row"):
+        job.plan()

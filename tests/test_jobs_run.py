@@ -175,17 +175,18 @@ def test_a_sandbox_error_is_the_chunks_result(cluster):
     job = wgt.Job("loops").input(b"x" * 1000, chunk_bytes=100).kernel(looping)
     job.limits(max_cpu_cycles=100_000)
     # on_error="fail" (the default) stops at the first chunk that failed, and says why
-    with pytest.raises(wgt.ChunkFailed, match=r"^job 'loops': chunk 0 failed: OutOfFuel: ") as info:
+    with pytest.raises(
+        wgt.ChunkFailed, match=r"^job 'loops': chunk \d+ failed: OutOfFuel: "
+    ) as info:
         job.run(on=cluster)
+    stop = info.value.chunk
     assert "; 0 chunks verified, " in str(info.value)
     result = info.value.result
-    first, *rest = result.outcomes
-    assert first.status == "error" and first.reason.startswith("OutOfFuel")
-    for chunk in rest:  # decided in the same moment, or cancelled
+    for chunk in result.outcomes:  # decided in the same moment, or cancelled
         assert chunk.reason.startswith("OutOfFuel") or (
-            chunk.reason == "cancelled: the job stopped when chunk 0 failed"
+            chunk.reason == f"cancelled: the job stopped when chunk {stop} failed"
         )
-    assert any(c.reason.startswith("cancelled") for c in rest)  # stopped, not run to the end
+    assert any(c.reason.startswith("cancelled") for c in result.outcomes)  # stopped early
     job.on_error("continue")  # runs every chunk: each one's own outcome
     everything = job.run(on=cluster)
     assert set(everything.chunks.status) == {"error"} and len(everything.outcomes) == 10
@@ -479,7 +480,6 @@ def test_spot_checking_is_opt_in_and_counted_truthfully():
             wgt.Job("x").verify("redundancy", spot_check=bad)
     with pytest.raises(wgt.JobDefinitionError, match="spot_check applies to"):
         wgt.Job("x").verify("hash", spot_check=0.1)
-
 
 
 def test_a_defined_job_takes_the_job_settings_and_keeps_a_kernels_own_combine(cluster):

@@ -18,6 +18,11 @@ MAX_LOG_BYTES = 64 << 10  # cap on captured stdout / stderr, each
 # 60 MiB of "[0,0,...]" would otherwise be ~1.2 GB of Python objects).
 MAX_DECODED_JSON_VALUES = 1 << 22
 EPOCH_TICK_MS = 5  # period of the per-engine epoch ticker thread
+# Chunks sized for a @wgt.udf (chunk_rows="auto"): a trial on the first rows measures fuel per
+# row; each chunk then aims at this share of max_cpu_cycles, within these row bounds.
+AUTO_CHUNK_FUEL_SHARE = 0.25
+AUTO_CHUNK_TRIAL_ROWS = 1_000
+AUTO_CHUNK_MAX_ROWS = 200_000
 MAX_TABLE_ELEMENTS = 1 << 20  # per task; a table element is host memory (8 bytes) too
 HUGEPAGE_INPUT_BYTES = 1 << 20  # inputs from this size get transparent huge pages (Linux)
 

@@ -741,6 +741,7 @@ class _JobRun:
             started=started,
             finished=finished,
             workers=tuple(self.names),
+            chunking=self.plan.chunking,
         )
         try:
             value = self.kernel.combine(partials) if partials else self.kernel.empty()

@@ -7,10 +7,10 @@ at whitespace, so no word or line is split between two chunks.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from wgtlab import defaults
 from wgtlab.errors import JobDefinitionError
@@ -23,7 +23,7 @@ class InputSpec:
     """What a job reads and how to cut it. Exactly one of the chunk sizes may be set."""
 
     source: Any
-    chunk_rows: int | None = None
+    chunk_rows: int | Literal["auto"] | None = None  # "auto": sized by a trial (UDFs' default)
     chunk_bytes: int | None = None
     chunk_lines: int | None = None
     pipeline: Any = None  # a CESPipeline when ``source`` is a shard set or URL
@@ -38,6 +38,8 @@ class InputSpec:
         if len(given) > 1:
             raise JobDefinitionError(f"give at most one chunk size, got {sorted(given)}")
         for name, value in given.items():
+            if name == "chunk_rows" and value == "auto":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise JobDefinitionError(f"{name} must be a positive int, got {value!r}")
         kind = source_kind(self.source, self.pipeline)
@@ -99,6 +101,16 @@ def input_columns(spec: InputSpec) -> list[str] | None:
     return [str(c) for c in spec.source.columns]
 
 
+def rows_head(spec: InputSpec) -> Callable[[int], Any] | None:
+    """For in-memory row inputs (DataFrame, Series, array, list): the first ``n`` rows, as a
+    chunk would hold them; else None."""
+    if spec.pipeline is not None or source_kind(spec.source) not in ("table", "array", "list"):
+        return None
+    source = spec.source
+    sliceable = source.iloc if hasattr(source, "iloc") else source
+    return lambda n: sliceable[:n]
+
+
 def is_shard_list(source: Any) -> bool:
     """Whether ``source`` is a list of CES shards (None for missing ones), by their magic."""
     from wgtlab.ces.format import MAGIC
@@ -151,11 +163,11 @@ def iter_chunks(spec: InputSpec, input_kind: str) -> Iterator[Any]:
     yield from _byte_chunks(raw, size, at_whitespace=input_kind == "text" or kind == "text")
 
 
-def _row_chunks(source: Any, chunk_rows: int | None) -> Iterator[Any]:
+def _row_chunks(source: Any, chunk_rows: int | Literal["auto"] | None) -> Iterator[Any]:
     n = len(source)
     if n == 0:
         return
-    if chunk_rows is None:
+    if chunk_rows is None or chunk_rows == "auto":  # "auto" is resolved when planned
         chunk_rows = max(1, default_chunk_bytes(_nbytes(source)) * n // max(1, _nbytes(source)))
     sliceable = source.iloc if hasattr(source, "iloc") else source
     for start in range(0, n, chunk_rows):

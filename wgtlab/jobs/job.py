@@ -8,13 +8,20 @@ the manager. The seed system's decorator form (``@Job.define`` with ``split`` / 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from wgtlab import defaults
 from wgtlab.errors import ConfigError, JobDefinitionError
 from wgtlab.jobs import dsl, runtime
-from wgtlab.jobs.chunking import InputSpec, default_chunk_bytes, input_columns, source_kind
+from wgtlab.jobs.chunking import (
+    InputSpec,
+    default_chunk_bytes,
+    input_columns,
+    rows_head,
+    source_kind,
+)
 from wgtlab.jobs.events import Subscriber
 from wgtlab.jobs.kernels import resolve_kernel
 from wgtlab.jobs.plan import (
@@ -214,7 +221,8 @@ class Job(JobSettings, JobDefinition):
         columns = input_columns(self.input_spec) if self.splitter is None else None
         if columns is not None:
             self.kernel_obj.check_columns(columns)
-        source = ChunkSource(self.name, self.input_spec, self.kernel_obj.input_kind, self.splitter)
+        spec, chunking = self._sized_input(self.input_spec, self.kernel_obj)
+        source = ChunkSource(self.name, spec, self.kernel_obj.input_kind, self.splitter)
         return JobPlan(
             name=self.name,
             kernel=self.kernel_obj.fit(source),  # a pass over the data only if it needs one
@@ -224,7 +232,21 @@ class Job(JobSettings, JobDefinition):
             retries=self.max_retries,
             on_error=self.error_policy,
             subscribers=tuple(self.subscribers),
+            chunking=chunking,
         )
+
+    def _sized_input(self, spec: InputSpec, kernel: Kernel) -> tuple[InputSpec, str]:
+        """``spec`` with ``chunk_rows="auto"`` (or no chunk size) resolved by the kernel's own
+        trial, when it has a preference (a @wgt.udf does), and why; else as it is."""
+        automatic = spec.chunk_rows == "auto" or (
+            spec.chunk_rows is None and spec.chunk_bytes is None and spec.chunk_lines is None
+        )
+        head = rows_head(spec) if automatic and self.splitter is None else None
+        sized = kernel.auto_chunk_rows(head, self.resource_limits) if head is not None else None
+        if sized is None:
+            return spec, ""
+        rows, why = sized
+        return dataclasses.replace(spec, chunk_rows=rows), why
 
     def validate(self, workers: int | None = None) -> None:
         """Raise JobDefinitionError if the job cannot run (on ``workers`` workers, if given)."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from wgtlab.errors import JobDefinitionError
 from wgtlab.sandbox.kernels.base import ExecutionSpec, Kernel, WasmKernel
+from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.sandbox.module import WasmModule
 from wgtlab.sandbox.python.udf import udf
 from wgtlab.sandbox.runner import Sandbox, TaskResult
@@ -77,6 +78,11 @@ class CombinedKernel(Kernel):
 
     def check_columns(self, columns: Sequence[str]) -> None:
         self.inner.check_columns(columns)
+
+    def auto_chunk_rows(
+        self, head: Callable[[int], Any], limits: ResourceLimits
+    ) -> tuple[int, str] | None:
+        return self.inner.auto_chunk_rows(head, limits)
 
     def fit(self, chunks: Iterable[Any]) -> Kernel:
         fitted = self.inner.fit(chunks)

@@ -161,6 +161,7 @@ class JobPlan:
     retries: int
     on_error: OnError
     subscribers: tuple[Subscriber, ...] = ()
+    chunking: str = ""  # how chunk sizes were chosen, when the kernel chose them
 
     def check_workers(self, workers: int) -> None:
         """Raise JobDefinitionError if ``workers`` workers are too few for this plan."""

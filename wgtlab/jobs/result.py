@@ -109,6 +109,7 @@ class JobResult:
     finished: float
     workers: tuple[str, ...] = field(default=())
     note: str = ""  # what the kernel says about the value (e.g. values outside a range)
+    chunking: str = ""  # how chunk sizes were chosen, when the kernel chose them
 
     # --- summary ---------------------------------------------------------------------------------
 
@@ -220,6 +221,7 @@ class JobResult:
             "tree_size": self.tree_size,
             "seconds": self.seconds,
             "note": self.note,
+            "chunking": self.chunking,
             "assurance": self.assurance,
             "chunks": [
                 {k: v for k, v in asdict(c).items() if k != "stdout"} for c in self.outcomes
@@ -315,6 +317,7 @@ class JobResult:
             tree_size=self.tree_size,
             value=escape(repr(self.value), 300),
             note=f"<div>{escape(self.note)}</div>" if self.note else "",
+            chunking=escape(self.chunking),
             assurance=escape(self.assurance),
             chunk_rows=rows,
             more_chunks=f"<div class='wgt-dim'>… and {hidden} more chunks</div>" if hidden else "",

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from wgtlab.errors import ConfigError
+from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.sandbox.module import WasmModule
 from wgtlab.sandbox.runner import Sandbox, TaskResult
 
@@ -109,6 +110,13 @@ class Kernel(ABC):
     def check_columns(self, columns: Sequence[str]) -> None:  # noqa: B027 (a no-op default)
         """Before any chunk runs: raise JobDefinitionError if the kernel reads a column the
         input (a table with these ``columns``) does not have. Most kernels read none."""
+
+    def auto_chunk_rows(
+        self, head: Callable[[int], Any], limits: ResourceLimits
+    ) -> tuple[int, str] | None:
+        """Rows per chunk for ``chunk_rows="auto"``, measured on the input's first rows
+        (``head(n)``) on the trusted side, and why; None: no preference (default chunking)."""
+        return None
 
     def note(self, value: Any) -> str:
         """One line about a combined ``value`` that the result's views show (e.g. values a

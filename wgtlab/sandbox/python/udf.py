@@ -18,7 +18,13 @@ from types import MappingProxyType
 from typing import Any
 
 from wgtlab import defaults
-from wgtlab.errors import AbiError, ConfigError, JobDefinitionError, MemoryLimitExceeded
+from wgtlab.errors import (
+    AbiError,
+    ConfigError,
+    JobDefinitionError,
+    MemoryLimitExceeded,
+    OutOfFuel,
+)
 from wgtlab.sandbox.kernels.base import ExecutionSpec, Kernel
 from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.sandbox.python.capture import CapturedFunction, GuestProgram, capture
@@ -243,6 +249,43 @@ class PythonUdf(Kernel, CapturedFunction):
     @property
     def params(self) -> Mapping[str, Any]:
         return MappingProxyType(self._params)
+
+    def auto_chunk_rows(
+        self, head: Callable[[int], Any], limits: ResourceLimits
+    ) -> tuple[int, str]:
+        """Rows per chunk so each uses about ``AUTO_CHUNK_FUEL_SHARE`` of ``max_cpu_cycles``,
+        from a sandboxed trial on the first rows (smaller trials if even those run out of
+        fuel). A trial that fails otherwise raises its error now, before any job runs."""
+        if self.input_kind != "records":
+            raise ConfigError(f'chunk_rows="auto" sizes row chunks; udf {self.name} takes bytes')
+        budget = limits.max_cpu_cycles * defaults.AUTO_CHUNK_FUEL_SHARE
+        rows = defaults.AUTO_CHUNK_TRIAL_ROWS
+        while True:
+            trial = head(rows)
+            n = len(trial)
+            if n == 0:
+                return 1, "chunk_rows=1 (auto: the input has no rows)"
+            try:
+                fuel = self.execute(Sandbox(limits), self.encode(trial)).fuel_used
+            except OutOfFuel:
+                if n == 1:
+                    raise JobDefinitionError(
+                        f"udf {self.name} runs out of fuel on a single row (max_cpu_cycles="
+                        f"{limits.max_cpu_cycles:,}): raise max_cpu_cycles"
+                    ) from None
+                rows = max(1, n // 10)
+                continue
+            per_row = fuel / n
+            cap = defaults.AUTO_CHUNK_MAX_ROWS
+            chosen = int(min(cap, max(1, budget // max(per_row, 1.0))))
+            capped = f", capped at {cap:,} rows" if chosen == cap else ""
+            why = (
+                f"chunk_rows={chosen:,} (auto: a {n:,}-row trial used {fuel:,} fuel, "
+                f"{per_row:,.0f} per row; each chunk aims at "
+                f"{defaults.AUTO_CHUNK_FUEL_SHARE:.0%} of max_cpu_cycles="
+                f"{limits.max_cpu_cycles:,}{capped})"
+            )
+            return chosen, why
 
     def columns_read(self) -> set[str]:
         """The column names the function reads with a literal subscript from its input or
