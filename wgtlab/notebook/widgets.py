@@ -16,7 +16,7 @@ from wgtlab import defaults
 from wgtlab.cluster.base import Cluster
 from wgtlab.jobs import events as ev
 from wgtlab.jobs.chunking import source_kind
-from wgtlab.jobs.events import Event, Subscriber, TextProgress
+from wgtlab.jobs.events import Event, TextProgress
 from wgtlab.jobs.plan import JobDefinition, JobPlan
 from wgtlab.views import badge, render
 
@@ -338,7 +338,7 @@ def widgets_available() -> bool:
 
 def job_progress(
     job: JobPlan | JobDefinition, cluster: Cluster, kind: str = "auto"
-) -> Subscriber | None:
+) -> JobDashboard | TextProgress | None:
     """A progress view for ``job`` on ``cluster``, already displayed, as a job subscriber.
 
     ``kind``: "widget" (the live dashboard), "text" (a tqdm bar), "none", or "auto" (the
