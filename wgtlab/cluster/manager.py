@@ -19,7 +19,7 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from wgtlab.cluster.identity import fingerprint, result_message, verify_signature
+from wgtlab.cluster.identity import fingerprint, public_bytes, result_message, verify_signature
 from wgtlab.cluster.task import Task, WorkerReply, error_digest
 from wgtlab.cluster.worker import execute_chunk
 from wgtlab.errors import (
@@ -32,7 +32,14 @@ from wgtlab.errors import (
 from wgtlab.jobs import events as ev
 from wgtlab.jobs.events import Event, EventStream, Subscriber
 from wgtlab.jobs.plan import JobDefinition, JobPlan
-from wgtlab.jobs.result import ChunkOutcome, ChunkStatus, JobResult, TaskOutcome, TaskRecord
+from wgtlab.jobs.result import (
+    Attestation,
+    ChunkOutcome,
+    ChunkStatus,
+    JobResult,
+    TaskOutcome,
+    TaskRecord,
+)
 from wgtlab.verify import chunk_record, quorum
 
 if TYPE_CHECKING:
@@ -725,6 +732,16 @@ class _JobRun:
                     wall_ms=reply.wall_ms if reply else 0.0,
                     reason=state.reason,
                     stdout=reply.stdout if reply else b"",
+                    attestations=tuple(
+                        Attestation(
+                            worker=w,
+                            worker_id=self.ids[w],
+                            public_key=public_bytes(self.keys[w]),
+                            task=state.replies[w].task_id,
+                            signature=state.replies[w].signature,
+                        )
+                        for w in state.agreed
+                    ),
                 )
             )
         result = JobResult(
@@ -742,6 +759,10 @@ class _JobRun:
             finished=finished,
             workers=tuple(self.names),
             chunking=self.plan.chunking,
+            kernel_name=self.kernel.name,
+            kernel_digest=self.kernel.digest,
+            kernel_params=dict(self.kernel.params),
+            limits=self.limits,
         )
         try:
             value = self.kernel.combine(partials) if partials else self.kernel.empty()

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from wgtlab.errors import ProofError
+from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.verify import MerkleTree, parse_chunk_record, verify_proof
 
 if TYPE_CHECKING:
@@ -27,6 +29,19 @@ TaskRole = Literal["replica", "probation"]
 
 _HTML_CHUNK_ROWS = 20  # chunks listed in the notebook view; the rest are counted
 _TEMPLATES = "wgtlab.jobs.templates"
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """One worker's signed word on a chunk: its Ed25519 ``signature`` over
+    ``result_message(job_id, task, chunk, outcome digest)``, checkable with ``public_key``
+    (raw 32 bytes) by anyone, without trusting whoever ran the job."""
+
+    worker: str
+    worker_id: str  # the fingerprint of ``public_key``
+    public_key: bytes
+    task: int
+    signature: bytes
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,7 @@ class ChunkOutcome:
     reason: str | None = None
     stdout: bytes = b""
     requested: int = 1  # replicas asked for: the job's, or 1 when spot checking trusted a worker
+    attestations: tuple[Attestation, ...] = ()  # of the workers whose outcome is canonical
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,10 @@ class JobResult:
     finished: float
     workers: tuple[str, ...] = field(default=())
     note: str = ""  # what the kernel says about the value (e.g. values outside a range)
+    kernel_name: str = ""
+    kernel_digest: str = ""  # sha256 of the code that ran (module or UDF program)
+    kernel_params: Mapping[str, Any] = field(default_factory=dict)
+    limits: ResourceLimits | None = None
     chunking: str = ""  # how chunk sizes were chosen, when the kernel chose them
 
     # --- summary ---------------------------------------------------------------------------------
@@ -224,7 +244,18 @@ class JobResult:
             "chunking": self.chunking,
             "assurance": self.assurance,
             "chunks": [
-                {k: v for k, v in asdict(c).items() if k != "stdout"} for c in self.outcomes
+                {
+                    **{k: v for k, v in asdict(c).items() if k not in ("stdout", "attestations")},
+                    "attestations": [
+                        {
+                            **asdict(a),
+                            "public_key": a.public_key.hex(),
+                            "signature": a.signature.hex(),
+                        }
+                        for a in c.attestations
+                    ],
+                }
+                for c in self.outcomes
             ],
             "tasks": [asdict(t) for t in self.tasks],
         }
