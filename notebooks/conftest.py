@@ -29,7 +29,12 @@ def _private_environment() -> dict[str, str]:
     if not _PRIVATE:
         root = Path(tempfile.mkdtemp(prefix="wgt-notebooks-"))
         _PRIVATE.update(root=root, cache=root / "cache", data=root / "data")
-    return {"WGTLAB_CACHE_DIR": str(_PRIVATE["cache"]), "WGTLAB_DATA_DIR": str(_PRIVATE["data"])}
+    return {
+        "WGTLAB_CACHE_DIR": str(_PRIVATE["cache"]),
+        "WGTLAB_DATA_DIR": str(_PRIVATE["data"]),
+        # Every tutorial computes what it shows: no chunk comes from an earlier run's cache.
+        "WGTLAB_RESULT_CACHE": "off",
+    }
 
 
 @pytest.hookimpl(wrapper=True)

@@ -13,6 +13,10 @@ from wgtlab.sandbox.module import WasmModule
 # CI runs each property test on the same examples every time: a red CI is a real regression,
 # never a newly drawn example. Locally, hypothesis explores freely.
 settings.register_profile("ci", derandomize=True, print_blob=True)
+
+# Every test computes what it checks: the verified-result cache is off unless a test turns it
+# on with a file of its own (tests/test_result_cache.py).
+os.environ["WGTLAB_RESULT_CACHE"] = "off"
 if os.environ.get("CI"):
     settings.load_profile("ci")
 

@@ -18,6 +18,7 @@ LAYERS = {
     "wgtlab.defaults": 0,
     "wgtlab.views": 0,
     "wgtlab.samples": 0,
+    "wgtlab.keyfiles": 0,
     "wgtlab.ces": 1,
     "wgtlab.sandbox": 1,
     "wgtlab.verify": 1,

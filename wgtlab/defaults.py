@@ -23,6 +23,8 @@ EPOCH_TICK_MS = 5  # period of the per-engine epoch ticker thread
 AUTO_CHUNK_FUEL_SHARE = 0.25
 AUTO_CHUNK_TRIAL_ROWS = 1_000
 AUTO_CHUNK_MAX_ROWS = 200_000
+# The verified-result cache (jobs/cache.py): least recently used entries go past this size.
+RESULT_CACHE_MAX_BYTES = 1 << 30
 MAX_TABLE_ELEMENTS = 1 << 20  # per task; a table element is host memory (8 bytes) too
 HUGEPAGE_INPUT_BYTES = 1 << 20  # inputs from this size get transparent huge pages (Linux)
 

@@ -30,6 +30,7 @@ from wgtlab.errors import (
     SignatureError,
 )
 from wgtlab.jobs import events as ev
+from wgtlab.jobs.cache import CachedOutcome, ResultCache
 from wgtlab.jobs.events import Event, EventStream, Subscriber
 from wgtlab.jobs.plan import JobDefinition, JobPlan
 from wgtlab.jobs.result import (
@@ -90,6 +91,8 @@ class _Chunk:
     failures: list[str] = field(default_factory=list)
     shadows: list[str] = field(default_factory=list)  # probation replies awaiting the decision
     timeouts: list[str] = field(default_factory=list)  # workers that claimed a timeout
+    cache_key: str | None = None
+    cached: CachedOutcome | None = None  # decided from the verified-result cache
     decoded: dict[str, Any] = field(default_factory=dict)  # outcome digest -> decoded value
     status: ChunkStatus = "running"
     digest: str | None = None  # canonical outcome digest (hex)
@@ -147,6 +150,7 @@ class _JobRun:
         self.departed: set[str] = set()  # workers that left the cluster during this run
         self.crashed: set[str] = set()  # workers that lost trust for a crash in this run
         self.stopped_by: _Chunk | None = None  # the first failed chunk, under on_error="fail"
+        self.cache = ResultCache.default() if plan.cache else None
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -236,8 +240,74 @@ class _JobRun:
         payload = self.kernel.encode(chunk)
         state = _Chunk(index, payload, hashlib.sha256(payload).digest())
         self.chunks[index] = state
+        if self.cache is not None:
+            state.cache_key = ResultCache.key(
+                self.kernel.digest, self.kernel.params, self.limits, state.input_digest
+            )
+            if self._from_cache(state):
+                return
         self.active[index] = state
         self._enqueue(state)
+
+    def _from_cache(self, state: _Chunk) -> bool:
+        """Decide ``state`` from a verified outcome kept earlier, if one is there, authentic
+        and at least as strong as this job asks; its output still has to decode."""
+        assert self.cache is not None and state.cache_key is not None
+        found = self.cache.get(state.cache_key, self.mode, self.replicas)
+        if found is None:
+            return False
+        if found.status == "verified":
+            try:
+                state.decoded[found.digest] = self.kernel.decode(found.output)
+            except Exception:  # a cache written by another version: compute it again
+                return False
+        state.cached = found
+        state.status, state.digest, state.reason = found.status, found.digest, found.reason
+        kind = ev.CHUNK_VERIFIED if found.status == "verified" else ev.CHUNK_FAILED
+        self._emit(
+            kind,
+            state.index,
+            None,
+            {"digest": found.digest, "agreed": found.workers, "cached": True, "error": None},
+        )
+        self._finish(state)
+        return True
+
+    def _keep(self, state: _Chunk) -> None:
+        """Put a decided outcome in the verified-result cache (at once, so an interrupted job
+        resumes from it)."""
+        if self.cache is None or state.cache_key is None or state.digest is None:
+            return
+        reply = state.replies[state.agreed[0]]
+        self.cache.put(
+            state.cache_key,
+            CachedOutcome(
+                status="error" if reply.failed else "verified",
+                digest=state.digest,
+                output=reply.output,
+                reason=state.reason,
+                mode=self.mode,
+                workers=state.agreed,
+                attestations=self._attestations(state),
+                fuel=reply.fuel_used,
+                wall_ms=reply.wall_ms,
+                stdout=reply.stdout,
+            ),
+        )
+
+    def _attestations(self, state: _Chunk) -> tuple[Attestation, ...]:
+        if state.cached is not None:
+            return state.cached.attestations
+        return tuple(
+            Attestation(
+                worker=w,
+                worker_id=self.ids[w],
+                public_key=public_bytes(self.keys[w]),
+                task=state.replies[w].task_id,
+                signature=state.replies[w].signature,
+            )
+            for w in state.agreed
+        )
 
     def _enqueue(self, state: _Chunk, replicas: int = 1) -> None:
         """``replicas`` more tasks of ``state`` to place."""
@@ -520,6 +590,7 @@ class _JobRun:
             if reply.failed:
                 state.reason = f"{reply.error_type}: {reply.error_message}"
             self._finish(state)
+            self._keep(state)
             self._refute_timeouts(state)
             for worker in decision.agreed:
                 self._record_reply(state.index, worker, state.replies[worker], "agreed")
@@ -718,6 +789,9 @@ class _JobRun:
             outcome_digest = bytes.fromhex(state.digest) if state.digest else _NO_DIGEST
             leaves.append(chunk_record(index, state.input_digest, outcome_digest))
             votes = voters.get(index, {"agreed": [], "dissented": [], "all": []})
+            if state.cached is not None:
+                outcomes.append(_cached_outcome(state, state.cached))
+                continue
             outcomes.append(
                 ChunkOutcome(
                     index=index,
@@ -732,16 +806,8 @@ class _JobRun:
                     wall_ms=reply.wall_ms if reply else 0.0,
                     reason=state.reason,
                     stdout=reply.stdout if reply else b"",
-                    attestations=tuple(
-                        Attestation(
-                            worker=w,
-                            worker_id=self.ids[w],
-                            public_key=public_bytes(self.keys[w]),
-                            task=state.replies[w].task_id,
-                            signature=state.replies[w].signature,
-                        )
-                        for w in state.agreed
-                    ),
+                    attestations=self._attestations(state),
+                    cached=state.cached is not None,
                 )
             )
         result = JobResult(
@@ -774,3 +840,23 @@ class _JobRun:
                 result=result,
             ) from exc
         return dataclasses.replace(result, value=value, note=self.kernel.note(value))
+
+
+def _cached_outcome(state: _Chunk, kept: CachedOutcome) -> ChunkOutcome:
+    """A chunk decided from the verified-result cache, as it was decided when first run."""
+    return ChunkOutcome(
+        index=state.index,
+        status=kept.status,
+        workers=kept.workers,
+        dissenters=(),
+        digest=kept.digest,
+        input_digest=state.input_digest.hex(),
+        replicas=len(kept.workers),
+        requested=len(kept.workers),
+        fuel=kept.fuel,
+        wall_ms=kept.wall_ms,
+        reason=kept.reason,
+        stdout=kept.stdout,
+        attestations=kept.attestations,
+        cached=True,
+    )

@@ -254,15 +254,21 @@ class Job(JobSettings, JobDefinition):
         if workers is not None:
             plan.check_workers(workers)
 
-    def run(self, on: JobRunner | None = None) -> JobResult:
-        """Run on a cluster (default: the session's, else a new ``LocalCluster``) -> JobResult."""
+    def run(self, on: JobRunner | None = None, *, cache: bool = True) -> JobResult:
+        """Run on a cluster (default: the session's, else a new ``LocalCluster``) -> JobResult.
+
+        Chunks verified before (by any run, in any process, under the same kernel, limits and
+        at least as strong a verification) come from the verified-result cache, so a rerun or
+        a run after a restart resumes where it stopped; ``cache=False`` recomputes them all."""
         cluster = on if on is not None else runtime.default_cluster()
         if not isinstance(cluster, JobRunner):
             raise ConfigError(
                 f"on= takes a cluster (wgt.LocalCluster(...), wgt.DaskCluster(...)), "
                 f"got {type(cluster).__name__} {cluster!r:.60}"
             )
-        return cluster.run(self.plan())
+        if cache not in (True, False):
+            raise ConfigError(f"cache must be True or False, got {cache!r}")
+        return cluster.run(dataclasses.replace(self.plan(), cache=cache))
 
     def _check_kernel_fits_input(self) -> None:
         if self.input_spec is None or self.kernel_obj is None or self.splitter is not None:
@@ -391,8 +397,8 @@ class DefinedJob(JobSettings):
         """The frozen plan of a run over ``data``."""
         return self.job(data).plan()
 
-    def run(self, data: Any, on: JobRunner | None = None) -> JobResult:
-        return self.job(data).run(on=on)
+    def run(self, data: Any, on: JobRunner | None = None, *, cache: bool = True) -> JobResult:
+        return self.job(data).run(on=on, cache=cache)
 
     def __repr__(self) -> str:
         return f"DefinedJob({self.name!r})"

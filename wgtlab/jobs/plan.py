@@ -162,6 +162,7 @@ class JobPlan:
     on_error: OnError
     subscribers: tuple[Subscriber, ...] = ()
     chunking: str = ""  # how chunk sizes were chosen, when the kernel chose them
+    cache: bool = True  # reuse (and keep) verified chunk outcomes: the verified-result cache
 
     def check_workers(self, workers: int) -> None:
         """Raise JobDefinitionError if ``workers`` workers are too few for this plan."""

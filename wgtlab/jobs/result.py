@@ -63,6 +63,7 @@ class ChunkOutcome:
     stdout: bytes = b""
     requested: int = 1  # replicas asked for: the job's, or 1 when spot checking trusted a worker
     attestations: tuple[Attestation, ...] = ()  # of the workers whose outcome is canonical
+    cached: bool = False  # decided from the verified-result cache, not run again
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class JobResult:
     @property
     def chunks(self) -> Any:
         """One row per chunk: chunk, status, workers, digest, agreed, replicas, fuel, wall ms,
-        error."""
+        error, and whether it came from the verified-result cache."""
         import pandas as pd
 
         rows = [
@@ -166,11 +167,12 @@ class JobResult:
                 "fuel": c.fuel,
                 "wall_ms": c.wall_ms,
                 "error": c.reason,
+                "cached": c.cached,
             }
             for c in self.outcomes
         ]
         columns = ["chunk", "status", "workers", "digest", "agreed", "replicas", "dissenters"]
-        return pd.DataFrame(rows, columns=[*columns, "fuel", "wall_ms", "error"])
+        return pd.DataFrame(rows, columns=[*columns, "fuel", "wall_ms", "error", "cached"])
 
     @property
     def verification(self) -> Any:
@@ -280,7 +282,9 @@ class JobResult:
         total = len(self.outcomes)
         verified = sum(1 for c in self.outcomes if c.status == "verified")
         failed = total - verified
+        kept = sum(1 for c in self.outcomes if c.cached)
         unverified = f"; {failed} not verified" if failed else ""
+        unverified += f"; {kept} from the verified-result cache" if kept else ""
         if self.mode != "redundancy":
             committed = (
                 f", committed to Merkle root {self.merkle_root[:16]}... (size {self.tree_size})"
