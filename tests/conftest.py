@@ -34,3 +34,18 @@ def private_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def echo() -> WasmModule:
     return WasmModule.from_wat(hostile.ECHO)
+
+
+@pytest.fixture(scope="module")
+def ip():
+    """A real IPython shell with ``%load_ext wgtlab``, for a module's magics tests."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from wgtlab.jobs import runtime
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "wgtlab")
+    shell.run_cell("import wgtlab as wgt", store_history=False)
+    yield shell
+    shell.run_line_magic("unload_ext", "wgtlab")
+    runtime.set_session_cluster(None)

@@ -4,13 +4,13 @@ bytearray fallback give the same bytes, and the whole pipeline round-trips throu
 from __future__ import annotations
 
 import os
-import random
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import pytest
+from ces_support import KEY, SEGMENT, sample
 
 import wgtlab as wgt
 from wgtlab.ces import buffers
@@ -19,18 +19,6 @@ from wgtlab.ces.parallel import ordered_map
 
 CPYTHON = sys.implementation.name == "cpython"
 in_place_only = pytest.mark.skipif(not CPYTHON, reason="bytes are built in place on CPython only")
-KEY = bytes(range(32))
-SEGMENT = 1024
-
-
-def sample(n: int, seed: int = 0) -> bytes:
-    """``n`` bytes alternating 1 KiB of CSV-like text and 1 KiB of noise: both kinds of segment."""
-    rng = random.Random(seed)
-    text = b"".join(b"%d,%s,%.3f\n" % (i, b"abc"[i % 3 :], i / 7) for i in range(n // 8 + 1))
-    noise = rng.randbytes(n)
-    return b"".join(
-        (text if (i // 1024) % 2 == 0 else noise)[i : min(n, i + 1024)] for i in range(0, n, 1024)
-    )
 
 
 def filled(data: bytes, *, in_place: bool, piece: int = 1000) -> bytes:

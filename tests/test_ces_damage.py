@@ -8,6 +8,7 @@ import random
 from dataclasses import replace
 
 import pytest
+from ces_support import KEY, SEGMENT, pipeline
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,15 +29,13 @@ from wgtlab.errors import (
     ShardFormatError,
 )
 
-KEY = bytes(range(32))
-SEGMENT = 1024
 K, M = 4, 2
 DATA = os.urandom(1200) + b"a,b,c\n" * 200  # three segments, incompressible and compressible
 
 
 @pytest.fixture(scope="module")
 def pipe() -> wgt.CESPipeline:
-    return wgt.CESPipeline(KEY, data_shards=K, parity_shards=M, segment_size=SEGMENT)
+    return pipeline(K, M)
 
 
 @pytest.fixture(scope="module")

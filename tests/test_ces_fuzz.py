@@ -15,6 +15,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from ces_support import KEY, pipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,8 +32,6 @@ from wgtlab.ces.keys import KeySchedule
 from wgtlab.ces.store import ShardManifest
 from wgtlab.errors import WgtError
 
-KEY = bytes(range(32))
-SEGMENT = 1024
 K, M = 4, 2
 DATA = os.urandom(1500) + b"id,value\n" * 150  # three segments
 FUZZ = settings(
@@ -44,7 +43,7 @@ FUZZ = settings(
 
 @pytest.fixture(scope="module")
 def pipe() -> wgt.CESPipeline:
-    return wgt.CESPipeline(KEY, data_shards=K, parity_shards=M, segment_size=SEGMENT)
+    return pipeline(K, M)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ces_support import KEY, pipeline
 
 import wgtlab as wgt
 from wgtlab.ces.store import ShardManifest
 from wgtlab.errors import NotEnoughShardsError, ShardFormatError, WgtError
 
-KEY = bytes(range(32))
-SEGMENT = 1024
 K, M = 8, 4
 DATA = os.urandom(2500) + b"x,y\n" * 600  # several segments, incompressible and compressible
 OTHER = os.urandom(700) + b"other dataset\n" * 90
@@ -24,7 +23,7 @@ OTHER = os.urandom(700) + b"other dataset\n" * 90
 
 @pytest.fixture(scope="module")
 def pipe() -> wgt.CESPipeline:
-    return wgt.CESPipeline(KEY, data_shards=K, parity_shards=M, segment_size=SEGMENT)
+    return pipeline(K, M)
 
 
 @pytest.fixture(scope="module")

@@ -6,33 +6,16 @@ import copy
 import itertools
 import os
 import pickle
-import random
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from ces_support import KEY, SEGMENT, pipeline, sample
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import wgtlab as wgt
 from wgtlab.ces.format import HEADER_BYTES, ShardHeader
 from wgtlab.errors import ConfigError, NotEnoughShardsError
-
-SEGMENT = 1024  # the smallest segment: many segments from small inputs
-KEY = bytes(range(32))
-
-
-def pipeline(k: int, m: int, **kwargs) -> wgt.CESPipeline:
-    return wgt.CESPipeline(KEY, data_shards=k, parity_shards=m, segment_size=SEGMENT, **kwargs)
-
-
-def sample(n: int, seed: int = 0) -> bytes:
-    """``n`` bytes alternating 1 KiB of CSV-like text and 1 KiB of noise: both kinds of segment."""
-    rng = random.Random(seed)
-    text = b"".join(b"%d,%s,%.3f\n" % (i, b"abc"[i % 3 :], i / 7) for i in range(n // 8 + 1))
-    noise = rng.randbytes(n)
-    return b"".join(
-        (text if (i // 1024) % 2 == 0 else noise)[i : min(n, i + 1024)] for i in range(0, n, 1024)
-    )
 
 
 def test_public_names_resolve():

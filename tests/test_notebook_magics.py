@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -11,26 +10,11 @@ import pytest
 import sandbox_hostile as hostile
 from IPython.core.completer import provisionalcompleter
 from IPython.core.interactiveshell import InteractiveShell
+from magics_support import ANSI, run
 
 import wgtlab as wgt
 from wgtlab.jobs import runtime
 from wgtlab.notebook.magics import MagicError, ProofCheck, WgtMagics
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "wgtlab")
-    shell.run_cell("import wgtlab as wgt", store_history=False)
-    yield shell
-    shell.run_line_magic("unload_ext", "wgtlab")
-    runtime.set_session_cluster(None)
-
-
-def run(ip: InteractiveShell, code: str) -> Any:  # an ExecutionResult (IPython types .result None)
-    return ip.run_cell(code, store_history=False)
 
 
 def failure_lines(ip: InteractiveShell, capsys: pytest.CaptureFixture[str], code: str) -> list[str]:

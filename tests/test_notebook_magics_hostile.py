@@ -12,21 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from test_notebook_magics import ANSI, run
+from magics_support import ANSI, run
 
 import wgtlab as wgt
 from wgtlab.jobs import runtime
 from wgtlab.notebook.magics import MagicError
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "wgtlab")
-    shell.run_cell("import wgtlab as wgt", store_history=False)
-    yield shell
-    shell.run_line_magic("unload_ext", "wgtlab")
-    runtime.set_session_cluster(None)
 
 
 def everything_printed(
