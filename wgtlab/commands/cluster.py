@@ -97,10 +97,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a sandboxed Dask worker for a DaskCluster",
         description=(
             "A Dask worker with the wgtlab sandbox plugin: it runs kernels in wasmtime, signs "
-            "results with its Ed25519 key (kept in --identity-dir), and connects with mutual TLS."
+            "results with its Ed25519 key (kept in --identity-dir), and connects with mutual TLS: "
+            "wgtlab worker tls://HOST:PORT --certs DIR/worker-N"
         ),
     )
-    worker.add_argument("--scheduler", required=True, metavar="tls://HOST:PORT")
+    # The address positionally, as `dask worker ADDRESS` takes it, or as --scheduler.
+    worker.add_argument(
+        "address",
+        nargs="?",
+        metavar="tls://HOST:PORT",
+        help="the scheduler's address (or give it as --scheduler)",
+    )
+    worker.add_argument(
+        "--scheduler",
+        metavar="tls://HOST:PORT",
+        help="the scheduler's address (the same as the positional argument)",
+    )
     worker.add_argument("--certs", type=Path, help="this worker's bundle (DIR/worker-N)")
     worker.add_argument("--insecure-loopback", action="store_true", help=argparse.SUPPRESS)
     worker.add_argument(
@@ -179,6 +191,23 @@ def _security(args: argparse.Namespace, role: str) -> Any:
     return None
 
 
+def _scheduler_address(args: argparse.Namespace) -> str:
+    """The scheduler's address, given positionally or as ``--scheduler`` (once)."""
+    from wgtlab.errors import ConfigError
+
+    given = [a for a in (args.address, args.scheduler) if a is not None]
+    if not given:
+        raise ConfigError(
+            "which scheduler? give its address: wgtlab worker tls://HOST:PORT --certs "
+            "DIR/worker-N (or --scheduler tls://HOST:PORT)"
+        )
+    if len(given) == 2 and given[0] != given[1]:
+        raise ConfigError(
+            f"two scheduler addresses, {given[0]!r} and --scheduler {given[1]!r}; give one"
+        )
+    return given[0]
+
+
 def _identity_dir(args: argparse.Namespace) -> Path:
     if args.identity_dir is not None:
         return args.identity_dir
@@ -197,6 +226,7 @@ async def _serve(server: Any) -> None:
 
 def run_worker(args: argparse.Namespace) -> int:
     _tie(args)  # first: before the slow imports
+    address = _scheduler_address(args)
     from distributed import Worker
 
     from wgtlab.cluster.dask_worker import SandboxPlugin
@@ -207,13 +237,15 @@ def run_worker(args: argparse.Namespace) -> int:
         from wgtlab.cluster.certs import enforce_roles
 
         enforce_roles("worker")  # nothing from other workers' certificates
-    if security is not None and not args.scheduler.startswith("tls://"):
-        raise ConfigError(f"--scheduler must be a tls:// address, got {args.scheduler!r}")
+    if security is not None and not address.startswith("tls://"):
+        raise ConfigError(
+            f"the scheduler's address must be a tls:// address (mutual TLS), got {address!r}"
+        )
     name = args.name or (args.certs.name if args.certs is not None else None)
 
     async def main() -> None:
         worker = Worker(
-            args.scheduler,
+            address,
             security=security,
             name=name,
             nthreads=args.nthreads,
@@ -229,11 +261,11 @@ def run_worker(args: argparse.Namespace) -> int:
         except Exception as exc:
             await worker.close()
             raise ClusterError(
-                f"could not join the scheduler at {args.scheduler} within {args.death_timeout:.0f}"
+                f"could not join the scheduler at {address} within {args.death_timeout:.0f}"
                 f" s ({type(exc).__name__}: {exc}); check the address and that --certs holds a "
                 "bundle of this cluster's CA"
             ) from None
-        print(f"wgtlab worker {name} at {worker.address}, scheduler {args.scheduler}", flush=True)
+        print(f"wgtlab worker {name} at {worker.address}, scheduler {address}", flush=True)
         await _serve(worker)
 
     asyncio.run(main())
