@@ -1,9 +1,4 @@
-"""``wgtlab demo``: the main job, end to end, on real data with one lying worker.
-
-Five sandboxed local workers, one of which lies on every task, run a histogram of January 2013
-NYC flight distances with redundancy; the report shows the verified result, the lies caught,
-each worker's trust before and after, the Merkle root, and a CES round trip with two shards lost.
-"""
+"""``wgtlab demo``: the main job, end to end; ``DESCRIPTION`` (its --help) says what it shows."""
 
 from __future__ import annotations
 
@@ -12,6 +7,13 @@ import math
 import time
 from pathlib import Path
 
+DESCRIPTION = """\
+The main job, end to end, on real data with one lying worker.
+
+Five sandboxed local workers, one of which lies on every task, run a histogram of January 2013
+NYC flight distances with redundancy; the report shows the verified result, the lies caught,
+each worker's trust before and after, the Merkle root, and a CES round trip with two shards lost.
+"""
 DEMO_KEY = bytes.fromhex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
 
 
@@ -19,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run the main job: a verified histogram with a lying worker, plus a CES round trip",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workers", type=int, default=5, help="local workers (default 5)")

@@ -83,7 +83,7 @@ class ProofCheck:
         return proof_html(self.result, self.chunk, ok=True)
 
 
-# --- sub-command parsers (their help is what %wgt? shows) ------------------------------------
+# --- sub-command parsers (their docstrings are the help %wgt? and --help show: plain text) -----
 
 
 @magic_arguments(name="wgt cluster")
@@ -97,7 +97,7 @@ class ProofCheck:
 @argument("--workers", type=int, default=2, help="dask local: how many worker processes")
 @argument("-o", "--out", help="also bind the cluster to this variable")
 def _cluster_args(line: str) -> None:
-    """The session's cluster: what ``%wgt run`` and ``job.run()`` use by default."""
+    """The session's cluster: what %wgt run and job.run() use by default."""
 
 
 @magic_arguments(name="wgt udf")
@@ -109,7 +109,7 @@ def _cluster_args(line: str) -> None:
 )
 @argument("--arg", default="rows", help="parameter name when the cell is a function body")
 def _udf_args(line: str) -> None:
-    """(cell) A Python function (a def, or a body using ``rows``) compiled into a sandboxed UDF.
+    """(cell) A Python function (a def, or a body using rows) compiled into a sandboxed UDF.
 
     Nothing of the cell runs on the host: it holds defs only (no decorators, literal defaults),
     or one function body; the other defs are helpers the udf may call."""
@@ -118,7 +118,7 @@ def _udf_args(line: str) -> None:
 @magic_arguments(name="wgt wat")
 @argument("name", help="variable the WasmModule is bound to")
 def _wat_args(line: str) -> None:
-    """(cell) WebAssembly text (ABI v1) compiled into a validated ``WasmModule``."""
+    """(cell) WebAssembly text (ABI v1) compiled into a validated WasmModule."""
 
 
 @magic_arguments(name="wgt run")
