@@ -161,7 +161,8 @@ def _verify_args(line: str) -> None:
 @argument("--key", help="a variable holding a 32-byte key")
 @argument("--data-shards", type=int, help="encode: data shards (default 8)")
 @argument("--parity-shards", type=int, help="encode: parity shards (default 4)")
-@argument("--overwrite", action="store_true", help="encode: replace a shard set at --to")
+# --force, as `wgtlab ces` and the messages of ces.save (overwrite=True) call it
+@argument("--force", action="store_true", help="encode: replace a shard set at --to")
 @argument("--as", dest="as_kind", default="auto", choices=["auto", "dataframe", "bytes", "text"])
 @argument("--plot", action="store_true", help="inspect: also draw the shard map")
 def _ces_args(line: str) -> None:
@@ -551,7 +552,7 @@ class WgtMagics(Magics):
                 raise UsageError("%wgt ces encode VAR --to URL: where should the shards go?")
             value = self._lookup(args.source, "the data to encode")
             shards = _shards_of(value, pipeline)
-            ces.save(shards, args.to, overwrite=args.overwrite)
+            ces.save(shards, args.to, overwrite=args.force)
             return pipeline.inspect(args.to)
         if args.action == "decode":
             if not args.out:
