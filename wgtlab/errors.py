@@ -22,7 +22,8 @@ material.
     │   ├── KeyMismatchError          the shards were sealed under another key
     │   ├── IntegrityError            data failed authentication or a checksum
     │   ├── ShardFormatError          a shard header is malformed or from another dataset
-    │   └── NotEnoughShardsError      too few usable shards to rebuild the data
+    │   ├── NotEnoughShardsError      too few usable shards to rebuild the data
+    │   └── AuditLogError             the key audit log is on but unusable: the key use is refused
     ├── VerificationError             a result could not be verified
     │   ├── ProofError                a Merkle proof is malformed
     │   └── SignatureError            a result's signature is missing or invalid
@@ -165,6 +166,12 @@ class NotEnoughShardsError(CESError):
         self.needed = needed
 
 
+class AuditLogError(CESError):
+    """The CES key audit log is on (``WGTLAB_AUDIT_LOG`` or ``audit_log=``) but is misconfigured
+    or cannot be written, so the key operation was refused before producing any output (fail
+    closed). Says what failed and how to fix it; never carries key material."""
+
+
 # --- verification and trust ------------------------------------------------------------------
 
 
@@ -243,6 +250,7 @@ class SubscriberWarning(WgtWarning):
 
 __all__ = [
     "AbiError",
+    "AuditLogError",
     "CESError",
     "ChunkFailed",
     "ClusterError",

@@ -2,10 +2,12 @@
 
 ``CESPipeline`` is the recipe; ``aead``, ``erasure`` and ``keys`` are the primitives below it.
 Shard sets are saved to and loaded from any fsspec URL; ``inspect`` says what a set holds.
+``audit`` is the key audit log (``$WGTLAB_AUDIT_LOG``): ``audit.verify``, ``audit.read_entries``.
 """
 
 from __future__ import annotations
 
+from wgtlab.ces import audit as audit  # the key audit log, as wgt.ces.audit
 from wgtlab.ces.aead import XChaCha20Poly1305
 from wgtlab.ces.erasure import ErasureCodec
 from wgtlab.ces.format import ShardHeader
@@ -16,6 +18,7 @@ from wgtlab.ces.rotation import rotate, rotate_store
 from wgtlab.ces.shardset import ShardSetReport, ShardStatus
 from wgtlab.ces.store import ShardManifest, load, save
 from wgtlab.errors import (
+    AuditLogError,
     CESError,
     EphemeralKeyWarning,
     IntegrityError,
@@ -26,6 +29,7 @@ from wgtlab.errors import (
 )
 
 __all__ = [
+    "AuditLogError",
     "CESError",
     "CESPipeline",
     "EphemeralKeyWarning",
