@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from wgtlab import defaults
+from wgtlab.ces.audit import AuditPath, audit_log_from
 from wgtlab.errors import EphemeralKeyWarning, KeyConfigError
 
 KEY_BYTES = 32
@@ -128,10 +129,17 @@ def resolve_key(key: KeyLike | None = None, *, stacklevel: int = 2) -> tuple[byt
     return generate_key(), "ephemeral"
 
 
-def derive_tenant_key(tenant_id: str | bytes, master_secret: bytes) -> bytes:
+def derive_tenant_key(
+    tenant_id: str | bytes, master_secret: bytes, *, audit_log: AuditPath | None = None
+) -> bytes:
     """A tenant's 32-byte key: HKDF-SHA256(master_secret, salt=b"wgt-ces-v1",
     info=b"ces-pipeline-" + tenant_id), byte for byte the Go example of the security guidelines.
+
+    With the audit log on (``audit_log`` path, else ``$WGTLAB_AUDIT_LOG``) the derivation is
+    recorded (the derived key's id and a hash of the tenant id) before the key is returned; a
+    log that cannot be written is an ``AuditLogError`` and no key is returned.
     """
+    audit = audit_log_from(audit_log)
     tenant = tenant_id.encode() if isinstance(tenant_id, str) else bytes(tenant_id)
     if not tenant:
         raise KeyConfigError("tenant_id is empty; give each tenant a distinct, non-empty id")
@@ -145,7 +153,10 @@ def derive_tenant_key(tenant_id: str | bytes, master_secret: bytes) -> bytes:
             f"master_secret is {len(master_secret)} bytes; use at least "
             f"{MIN_MASTER_SECRET_BYTES} random bytes (32 recommended)"
         )
-    return hkdf_sha256(bytes(master_secret), salt=TENANT_SALT, info=TENANT_INFO_PREFIX + tenant)
+    key = hkdf_sha256(bytes(master_secret), salt=TENANT_SALT, info=TENANT_INFO_PREFIX + tenant)
+    if audit is not None:
+        audit.record("derive", KeySchedule.from_key(key).key_id, tenant=tenant)
+    return key
 
 
 @dataclass(frozen=True, repr=False)

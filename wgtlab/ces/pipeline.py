@@ -20,6 +20,7 @@ import zstandard
 from wgtlab import defaults
 from wgtlab.ces import store
 from wgtlab.ces.aead import NONCE_BYTES, TAG_BYTES, XChaCha20Poly1305
+from wgtlab.ces.audit import AuditPath, audit_log_from
 from wgtlab.ces.buffers import OutputBuffer, scratch
 from wgtlab.ces.erasure import ErasureCodec, validate_shard_counts
 from wgtlab.ces.format import (
@@ -76,6 +77,12 @@ class CESPipeline:
     exact bytes from any ``data_shards`` of them. The key is the one passed in, else
     ``$CES_ENCRYPTION_KEY`` (64 hex characters), else a random per-process key (with an
     ``EphemeralKeyWarning``). Thread-safe; segments run in parallel on all cores.
+
+    ``audit_log``: the file where every use of the key (encrypt, decrypt, keyed inspect,
+    rotation) is recorded before it happens (see ``wgtlab.ces.audit``); None (the default)
+    means ``$WGTLAB_AUDIT_LOG`` if set, else no log. There is deliberately no argument that
+    turns off a log the variable asks for. When the log is on and cannot be written, the
+    operation raises ``AuditLogError`` before producing any output.
     """
 
     def __init__(
@@ -86,7 +93,9 @@ class CESPipeline:
         parity_shards: int = defaults.CES_PARITY_SHARDS,
         *,
         segment_size: int = defaults.CES_SEGMENT_BYTES,
+        audit_log: AuditPath | None = None,
     ) -> None:
+        self._audit = audit_log_from(audit_log)  # a bad path fails now, before any key use
         self.data_shards, self.parity_shards = validate_shard_counts(data_shards, parity_shards)
         if not isinstance(compression_level, int) or not (
             MIN_LEVEL <= compression_level <= MAX_LEVEL
@@ -113,15 +122,21 @@ class CESPipeline:
     @classmethod
     def for_tenant(cls, tenant_id: str, master_secret: bytes, **kwargs: Any) -> CESPipeline:
         """A pipeline under ``derive_tenant_key(tenant_id, master_secret)``; other arguments as
-        for ``CESPipeline``."""
+        for ``CESPipeline``. The derivation goes to the pipeline's audit log, if on."""
         if "key" in kwargs:
             raise ConfigError("for_tenant derives the key; do not pass key= as well")
-        return cls(derive_tenant_key(tenant_id, master_secret), **kwargs)
+        key = derive_tenant_key(tenant_id, master_secret, audit_log=kwargs.get("audit_log"))
+        return cls(key, **kwargs)
 
     @property
     def key_id(self) -> str:
         """The public id of this pipeline's key (hex), as written in shard headers."""
         return self._keys.key_id.hex()
+
+    @property
+    def audit_log(self) -> str | None:
+        """The absolute path of the audit log this pipeline records key uses in, or None."""
+        return None if self._audit is None else self._audit.path
 
     @property
     def total_shards(self) -> int:
@@ -154,6 +169,7 @@ class CESPipeline:
         """The shards of ``data``: ``data_shards + parity_shards`` of them, shard i at index i."""
         view = _byte_view(data)
         header = self._new_header(len(view))
+        self._audit_use("encrypt", header)
         size = header.segment_size
         segments = ((j, view[j * size : (j + 1) * size]) for j in range(header.segment_count))
         sealed = ordered_map(lambda item: self._seal(header, *item), segments)
@@ -172,6 +188,7 @@ class CESPipeline:
         """
         shard_set = ShardSet.open(memory_sources(shards, present), self._keys)
         header = shard_set.header
+        self._audit_use("decrypt", header)
         if header.original_size == 0:
             self._open(shard_set, 0)  # still authenticate the (empty) segment
             return b""
@@ -188,7 +205,9 @@ class CESPipeline:
 
     def inspect(self, shards: Sequence[bytes | None] | store.URL) -> ShardSetReport:
         """Per-shard status of a shard set (list or URL), with header MACs checked by this key."""
-        return inspect_shards(shards, self._keys)
+        report = inspect_shards(shards, self._keys)
+        self._audit_use("inspect", report.header)
+        return report
 
     # --- streaming -------------------------------------------------------------------------
 
@@ -207,6 +226,7 @@ class CESPipeline:
         """
         with store.open_input(src) as (size, source):
             header = self._new_header(size)
+            self._audit_use("encrypt", header)  # before anything is written under dest
             segments = store.read_segments(source, header)
             sealed = ordered_map(lambda item: self._seal(header, *item), segments)
             return write_store(dest, header, sealed, self._keys.mac_key, overwrite, progress)
@@ -229,12 +249,24 @@ class CESPipeline:
         sources, names, reasons = store.open_sources(src)
         try:
             shard_set = ShardSet.open(sources, self._keys, names=names, missing_reasons=reasons)
+            self._audit_use("decrypt", shard_set.header)  # before any segment is decrypted
             parts = ordered_map(lambda j: self._open(shard_set, j), _segments(shard_set))
             return output.write(parts, progress)
         finally:
             store.close_sources(sources)
 
     # --- segments --------------------------------------------------------------------------
+
+    def _audit_use(self, op: str, header: ShardHeader | None) -> None:
+        """Record one use of this pipeline's key, if the audit log is on (raises
+        ``AuditLogError`` if it cannot be recorded: the caller has produced nothing yet)."""
+        if self._audit is not None:
+            self._audit.record(
+                op,
+                self._keys.key_id,
+                dataset_id=None if header is None else header.dataset_id,
+                shards=None if header is None else header.total_shards,
+            )
 
     def _new_header(self, original_size: int) -> ShardHeader:
         return ShardHeader(
@@ -332,7 +364,9 @@ def inspect(
     Never raises for damaged shards: the report says what is wrong, and ``.recoverable``
     whether ``reconstruct`` would succeed.
     """
-    return inspect_shards(shards, None if key is None else as_pipeline(key)._keys)
+    if key is None:
+        return inspect_shards(shards, None)
+    return as_pipeline(key).inspect(shards)
 
 
 def as_pipeline(

@@ -1,7 +1,8 @@
 """Key rotation: re-seal a shard set under a new key without plaintext ever reaching a disk.
 
 Each segment is rebuilt and authenticated under the old key, then sealed again under the new
-key with a fresh nonce; segments stay compressed, in memory, a few at a time.
+key with a fresh nonce; segments stay compressed, in memory, a few at a time. A rotation is one
+``rotate`` entry in the audit log of each pipeline involved, written before any re-sealing.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ def rotate(
     """The shard set re-sealed under ``new_key``: a complete set, even if shards were missing.
 
     The dataset id, compression and segment layout stay; the shard counts too unless given.
-    Raises what ``reconstruct`` raises when the old set cannot be read.
+    Raises what ``reconstruct`` raises when the old set cannot be read, and ``AuditLogError``
+    when an audit log is on (a pipeline's ``audit_log``, else ``$WGTLAB_AUDIT_LOG``) but
+    cannot record the rotation.
     """
     old = _pipeline(old_key)
     shard_set = ShardSet.open(memory_sources(shards, present), old._keys)
     new, header = _target(shard_set.header, new_key, data_shards, parity_shards)
+    _audit_rotation(old, new, header)
     return write_shards(header, _resealed(old, new, shard_set, header), new._keys.mac_key)
 
 
@@ -58,6 +62,7 @@ def rotate_store(
     try:
         shard_set = ShardSet.open(sources, old._keys, names=names, missing_reasons=reasons)
         new, header = _target(shard_set.header, new_key, data_shards, parity_shards)
+        _audit_rotation(old, new, header)  # before anything is written under dest
         resealed = _resealed(old, new, shard_set, header)
         return store.write_store(dest, header, resealed, new._keys.mac_key, overwrite, progress)
     finally:
@@ -82,9 +87,23 @@ def _target(
         data_shards or old.data_shards,
         parity_shards or old.parity_shards,
         segment_size=old.segment_size,
+        audit_log=new_key.audit_log if isinstance(new_key, CESPipeline) else None,
     )
     header = replace(new._new_header(old.original_size), dataset_id=old.dataset_id)
     return new, header
+
+
+def _audit_rotation(old: CESPipeline, new: CESPipeline, header: ShardHeader) -> None:
+    """One ``rotate`` entry (old key id, new key id, dataset) in each distinct audit log."""
+    logs = {log.path: log for log in (old._audit, new._audit) if log is not None}
+    for log in logs.values():
+        log.record(
+            "rotate",
+            old._keys.key_id,
+            new_key_id=new._keys.key_id,
+            dataset_id=header.dataset_id,
+            shards=header.total_shards,
+        )
 
 
 def _resealed(
