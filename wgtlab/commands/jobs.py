@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from wgtlab.jobs.job import Job
+    from wgtlab.jobs.job import DefinedJob, Job
 
 DESCRIPTION = """\
 Execute JOBFILE, then run every wgt.Job it defines at module level (or only --job) on a
@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_jobfile(args: argparse.Namespace) -> int:
     import wgtlab as wgt
     from wgtlab.cluster.manager import delegate_job
+    from wgtlab.errors import ChunkFailed
     from wgtlab.jobs.events import TextProgress
+    from wgtlab.views.messages import chunk_failed_line
 
     # Every job planned (checked) before a cluster starts or a bar is drawn.
     plans = {variable: job.plan() for variable, job in _jobs_to_run(args).items()}
@@ -58,6 +60,18 @@ def run_jobfile(args: argparse.Namespace) -> int:
             subscribers = [] if progress is None else [progress]
             try:
                 result = delegate_job(plan, cluster, subscribers=subscribers)
+            except ChunkFailed as exc:
+                # One line, as for any error, with advice for the job file rather than for
+                # Python callers; the other jobs still run, and the exit status says it failed.
+                print(
+                    f"wgtlab run: ChunkFailed: {chunk_failed_line(exc)} (job.on_error('continue')"
+                    " in the job file runs every chunk and combines those that verify)",
+                    file=sys.stderr,
+                )
+                failed += 1
+                if args.json and exc.result is not None:
+                    print(exc.result.to_json())  # the partial result: which chunks did what
+                continue
             finally:
                 if progress is not None:
                     progress.close()
@@ -84,11 +98,10 @@ def _jobs_to_run(args: argparse.Namespace) -> dict[str, Job]:
     if not args.jobfile.is_file():
         raise JobDefinitionError(f"job file {str(args.jobfile)!r} does not exist")
     namespace = _execute(args.jobfile)
-    selected = {
-        k: v
-        for k, v in namespace.items()
-        if isinstance(v, Job | DefinedJob) and args.job in (None, k, v.name)
-    }
+    defines = {k: v for k, v in namespace.items() if isinstance(v, Job | DefinedJob)}
+    selected = {k: v for k, v in defines.items() if args.job in (None, k, v.name)}
+    if args.job is not None and not selected:
+        raise JobDefinitionError(_no_such_job(args.jobfile, args.job, defines))
     jobs = {k: v for k, v in selected.items() if isinstance(v, Job)}
     defined = {k: v for k, v in selected.items() if isinstance(v, DefinedJob)}
     if args.data is not None:
@@ -166,6 +179,27 @@ def _read_data(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read --data {str(path)!r}: {exc.strerror}") from None
+
+
+def _no_such_job(path: Path, wanted: str, defines: dict[str, Job | DefinedJob]) -> str:
+    """``--job NAME`` matches nothing: the jobs the file does define, the likeliest first."""
+    from wgtlab.views.messages import did_you_mean
+
+    if not defines:
+        return (
+            f"{path} defines no job at module level, so none named {wanted!r}; define one with "
+            "`with wgt.Job(name) as job: ...`"
+        )
+    # A variable and its job's name are one job: suggested once, by the closer of the two.
+    job_of = {name: k for k, j in defines.items() for name in (k, j.name)}
+    guess = did_you_mean(wanted, job_of, same=job_of.get)
+    listed = ", ".join(
+        repr(k) if k == j.name else f"{k!r} (job {j.name!r})" for k, j in defines.items()
+    )
+    return (
+        f"{path} defines no job named {wanted!r}{'; ' if guess else ''}{guess} (--job takes a "
+        f"variable or job name; the file defines {listed})"
+    )
 
 
 def _named(job: str | None) -> str:

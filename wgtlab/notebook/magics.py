@@ -34,6 +34,7 @@ from wgtlab import defaults
 from wgtlab.errors import ChunkFailed, WgtError
 from wgtlab.jobs import runtime
 from wgtlab.verify import verify_proof
+from wgtlab.views.messages import chunk_failed_line, did_you_mean, listing
 
 __all__ = ["MagicError", "WgtMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -169,6 +170,24 @@ def _ces_args(line: str) -> None:
     """CES shard sets: encode a variable to a URL, decode one back, or inspect one."""
 
 
+@magic_arguments(name="wgt receipt")
+@argument("result", help="a JobResult variable")
+@argument("-o", "--out", help="variable to bind the Receipt to")
+@argument("--save", metavar="PATH", help="also save it there (JSON)")
+def _receipt_args(line: str) -> None:
+    """A result's signed receipt (in-toto Statement in a DSSE envelope, your identity key)."""
+
+
+@magic_arguments(name="wgt verify-receipt")
+@argument("path", help="a saved receipt")
+@argument("--key", help="the signer required: public key (hex, PEM file) or fingerprint")
+@argument("--data", help="the data the job read (a variable or a file): input digests again")
+@argument("--shards", help="the CES shard set the job read (directory or URL)")
+@argument("--audit", default="0", help="re-run N random chunks (or all) in the local sandbox")
+def _verify_receipt_args(line: str) -> None:
+    """Check a saved receipt: signatures, Merkle roots, and with --data the data and an audit."""
+
+
 @magic_arguments(name="wgt help")
 def _help_args(line: str) -> None:
     """This overview."""
@@ -184,6 +203,8 @@ PARSERS: dict[str, Any] = {
     "trust": _trust_args,
     "verify": _verify_args,
     "ces": _ces_args,
+    "receipt": _receipt_args,
+    "verify-receipt": _verify_receipt_args,
     "help": _help_args,
 }
 CELL_COMMANDS = ("udf", "wat")
@@ -212,7 +233,14 @@ _NOT_SHOWN = "<not shown: looks like key material>"
 _SHOWN_PIECE = 8  # no 8 characters in a row of a key-like value are echoed, even re-encoded
 # Arguments that take paths, URLs, addresses or a published (hex) root: key-shaped text there may
 # be legitimate (a content-addressed directory), so it is only kept out of messages.
-_FREE_TEXT = {"cluster": {"target", "ledger", "certs"}, "verify": {"root"}, "ces": {"to"}}
+_FREE_TEXT = {
+    "cluster": {"target", "ledger", "certs"},
+    "verify": {"root"},
+    "ces": {"to"},
+    "receipt": {"save"},
+    # a public key is no secret; a fingerprint or a content-addressed path looks like one
+    "verify-receipt": {"path", "key", "data", "shards"},
+}
 
 
 def _key_material(text: str) -> list[str]:
@@ -339,7 +367,7 @@ class WgtMagics(Magics):
         _refuse_key_material(command, args)
         if getattr(args, "out", None):
             _check_variable(args.out)  # before the command runs, not when its result is bound
-        handler = getattr(self, f"cmd_{command}")
+        handler = getattr(self, f"cmd_{command.replace('-', '_')}")
         return handler(args, cell) if cell is not None else handler(args)
 
     wgt.__doc__ = "Run wgtlab from the notebook.\n\n" + "\n\n".join(
@@ -354,11 +382,28 @@ class WgtMagics(Magics):
         assert self.shell is not None
         return self.shell.user_ns
 
-    def _lookup(self, name: str, what: str) -> Any:
+    def _lookup(self, name: str, what: str, kinds: type | tuple[type, ...] = object) -> Any:
+        """The notebook's variable ``name``; if there is none, the error names the variables of
+        ``kinds`` that were most likely meant (or those there are)."""
         try:
             return self._user_ns[name]
         except KeyError:
-            raise UsageError(f"no variable {name!r} in the namespace ({what})") from None
+            meant = self._meant(name, kinds)
+            raise UsageError(
+                f"no variable {name!r} in the namespace ({what}){'; ' if meant else ''}{meant}"
+            ) from None
+
+    def _meant(self, name: str, kinds: type | tuple[type, ...]) -> str:
+        """``"did you mean 'x'?"`` among the notebook's variables of ``kinds``; for a specific
+        kind with nothing close, the variables of that kind there are; else nothing."""
+        names = _variables_of(self._user_ns, kinds)
+        guess = did_you_mean(name, names)
+        if guess or kinds is object or not names:
+            return guess
+        return f"those in the namespace: {listing(names)}"
+
+    def _key_variables(self) -> list[str]:
+        return _variables_of(self._user_ns, (bytes, bytearray, str))
 
     def _bind(self, name: str | None, value: Any) -> None:
         if name:
@@ -440,7 +485,7 @@ class WgtMagics(Magics):
     def cmd_verify(self, args: Any) -> ProofCheck:
         from wgtlab.jobs.result import JobResult
 
-        result = self._lookup(args.result, "a JobResult")
+        result = self._lookup(args.result, "a JobResult", JobResult)
         if not isinstance(result, JobResult):
             raise UsageError(f"{args.result} is a {type(result).__name__}, not a JobResult")
         proof = result.proof(args.chunk)
@@ -462,6 +507,35 @@ class WgtMagics(Magics):
                 f"its own root {root.hex()[:16]}…: the result is not intact",
             )
         return ProofCheck(result, args.chunk, root)
+
+    def cmd_receipt(self, args: Any) -> Any:
+        from wgtlab.jobs.result import JobResult
+
+        result = self._lookup(args.result, "a JobResult", JobResult)
+        if not isinstance(result, JobResult):
+            raise UsageError(f"{args.result} is a {type(result).__name__}, not a JobResult")
+        receipt = result.receipt()
+        if args.save:
+            receipt.save(args.save)
+        self._bind(args.out, receipt)
+        return receipt
+
+    def cmd_verify_receipt(self, args: Any) -> Any:
+        from IPython.display import display
+
+        from wgtlab.receipts import Receipt
+
+        audit = args.audit if args.audit == "all" else _count(args.audit, "--audit")
+        data = args.data
+        if data is not None and data.isidentifier() and data in self._user_ns:
+            data = self._user_ns[data]  # a variable holding the data, else a file's path
+        report = Receipt.load(args.path).verify(
+            args.key, data=data, shards=args.shards, audit=audit
+        )
+        if not report.ok:  # the table first, then the cell fails
+            display(report)
+            raise MagicError("ReceiptError", f"{args.path}: {report.verdict}")
+        return report
 
     def cmd_wat(self, args: Any, cell: str) -> Any:
         from wgtlab.sandbox.module import WasmModule
@@ -497,7 +571,7 @@ class WgtMagics(Magics):
 
         if args.out:
             _check_variable(args.out)
-        job = self._lookup(args.job, "a job")
+        job = self._lookup(args.job, "a job", (Job, DefinedJob))
         if isinstance(job, DefinedJob):
             if args.data is None:
                 raise UsageError(
@@ -511,7 +585,9 @@ class WgtMagics(Magics):
         if args.replicas is not None or args.verify is not None:
             mode = args.verify or "redundancy"
             job = job.copy().verify(mode, replicas=args.replicas)  # for this run only
-        cluster = self._lookup(args.cluster, "a cluster") if args.cluster else self._cluster()
+        cluster = (
+            self._lookup(args.cluster, "a cluster", Cluster) if args.cluster else self._cluster()
+        )
         if not isinstance(cluster, Cluster):
             raise UsageError(
                 f"{args.cluster or 'the session cluster'} is a {type(cluster).__name__}, not a "
@@ -534,7 +610,7 @@ class WgtMagics(Magics):
 
     def _chunk_failed(self, exc: ChunkFailed, out: str | None) -> MagicError:
         partial = exc.result
-        message = str(exc).splitlines()[0].split(" (on_error=")[0]
+        message = chunk_failed_line(exc)
         if partial is not None:
             if out:
                 self._bind(out, partial)
@@ -578,7 +654,7 @@ class WgtMagics(Magics):
         if args.pipeline and args.key:
             raise UsageError("give --pipeline or --key, not both")
         if args.pipeline:
-            pipeline = self._lookup(args.pipeline, "a CESPipeline")
+            pipeline = self._lookup(args.pipeline, "a CESPipeline", CESPipeline)
             if not isinstance(pipeline, CESPipeline):
                 raise UsageError(
                     f"{args.pipeline} is a {type(pipeline).__name__}, not a CESPipeline"
@@ -593,7 +669,9 @@ class WgtMagics(Magics):
             if args.key not in self._user_ns:  # never echo it: it may be a key itself
                 raise UsageError(
                     "--key takes the name of a variable that holds the key (bytes or 64 hex "
-                    "characters), and there is no such variable; never type a key into a cell"
+                    "characters), and there is no such variable"
+                    f"{_parenthesised(did_you_mean(args.key, self._key_variables()))}; never "
+                    "type a key into a cell"
                 )
             return CESPipeline(self._user_ns[args.key], **layout)
         if args.action == "inspect":
@@ -604,6 +682,16 @@ class WgtMagics(Magics):
                 f"--pipeline VAR, or {defaults.CES_KEY_ENV} in the environment"
             )
         return CESPipeline(**layout)  # $CES_ENCRYPTION_KEY, else an ephemeral key (warned)
+
+
+def _count(text: str, option: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"{option} takes a number or 'all', got {text[:20]!r}")
+    return int(text)
+
+
+def _parenthesised(text: str) -> str:
+    return f" ({text})" if text else ""
 
 
 def _close(progress: Any, error: BaseException | None) -> None:
@@ -825,7 +913,7 @@ def candidates(shell: Any, text_until_cursor: str) -> list[str]:
     if position == 2:
         if command in COMPLETIONS:
             return COMPLETIONS[command]
-        if command in ("run", "verify"):
+        if command in ("run", "verify", "receipt"):
             return _variables(shell, command)
     return [
         option
@@ -879,11 +967,18 @@ def _variables(shell: Any, command: str) -> list[str]:
     from wgtlab.jobs.job import DefinedJob, Job
     from wgtlab.jobs.result import JobResult
 
-    kinds = (Job, DefinedJob) if command == "run" else (JobResult,)
+    return _variables_of(shell.user_ns, (Job, DefinedJob) if command == "run" else JobResult)
+
+
+def _variables_of(namespace: dict[str, Any], kinds: type | tuple[type, ...]) -> list[str]:
+    """The user's variables in ``namespace`` holding ``kinds`` (not IPython's, not modules)."""
     return sorted(
         name
-        for name, value in shell.user_ns.items()
-        if not name.startswith("_") and isinstance(value, kinds)
+        for name, value in namespace.items()
+        if not name.startswith("_")
+        and name not in _IPYTHON_NAMES
+        and not isinstance(value, types.ModuleType)
+        and isinstance(value, kinds)
     )
 
 
