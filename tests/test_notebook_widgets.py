@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+import sandbox_hostile as hostile
 
 import wgtlab as wgt
 from wgtlab.errors import ConfigError
@@ -178,3 +179,63 @@ def test_the_cluster_card_judges_trust_by_the_threshold_of_its_policy(strict_clu
     card = strict_cluster._repr_html_()
     liar_row = card[card.index(">local-0<") : card.index(">local-1<")]
     assert "quarantined" in liar_row
+
+
+def test_in_hash_mode_each_worker_row_counts_the_chunks_its_results_verified():
+    """In hash mode nobody earns trust (there is no quorum to agree with), but each verified
+    chunk is a worker's result: the rows add up to the header, never "0 verified" under 7/7."""
+    with wgt.LocalCluster(workers=2) as honest:
+        job = wgt.Job("vowels").input(np.arange(7_000.0), chunk_rows=1_000)
+        job.kernel(wgt.kernels.sum())
+        dashboard = JobDashboard.for_job(job, honest)
+        result = wgt.delegate_job(job, honest, subscribers=[dashboard])
+    assert "7/7 verified" in dashboard.status.value
+    agreed = result.verification.query("outcome == 'agreed'").worker.value_counts()
+    assert sum(t.verified for t in dashboard.tallies.values()) == 7
+    for name, tally in dashboard.tallies.items():
+        assert tally.verified == agreed.get(name, 0) and tally.agreed == 0
+        assert f"{tally.done} done · {tally.verified} verified · 0 disagreed" in (
+            dashboard.rows[name][1].value
+        )
+
+
+def test_a_worker_quarantined_before_the_job_wears_its_badge_from_the_start(cluster):
+    first = histogram_job(np.random.default_rng(1).uniform(0, 80, 30_000))
+    wgt.delegate_job(first, cluster)
+    assert cluster.policy.is_quarantined(cluster.fingerprint("local-0"))
+
+    again = histogram_job(np.arange(3_000.0) % 80, replicas=2)
+    dashboard = JobDashboard.for_job(again, cluster)
+    liar = dashboard.tallies["local-0"]
+    assert dashboard.state == "waiting" and liar.quarantined and liar.score < 0.3
+    assert "quarantined" in dashboard.rows["local-0"][3].value
+    assert dashboard.rows["local-0"][2].bar_style == "danger"
+    assert not any(dashboard.tallies[n].quarantined for n in ("local-1", "local-2", "local-3"))
+    seen: list[Event] = []
+    wgt.delegate_job(again, cluster, subscribers=[dashboard, seen.append])
+    # Nothing in this run says so again (the badge came from the ledger), and it stays.
+    assert not [e for e in seen if e.kind == ev.WORKER_QUARANTINED]
+    assert dashboard.state == "done" and "quarantined" in dashboard.rows["local-0"][3].value
+
+
+def test_chunks_cancelled_after_the_first_failure_are_counted_apart(cluster):
+    spin = wgt.WasmModule.from_wat(hostile.INFINITE_LOOP, name="spin")
+    job = wgt.Job("too-greedy").input(b"x" * 40_000, chunk_bytes=10_000).kernel(spin)
+    job.limits(max_cpu_cycles=1_000_000)
+    dashboard = JobDashboard.for_job(job, cluster)
+    with pytest.raises(wgt.ChunkFailed) as failure:
+        wgt.delegate_job(job, cluster, subscribers=[dashboard])
+    # How many chunks failed before the job stopped, and how many it cancelled, is a matter of
+    # timing (four workers, four chunks): the dashboard says what the result says.
+    outcomes = failure.value.result.outcomes
+    cancelled = sum((o.reason or "").startswith("cancelled") for o in outcomes)
+    failed = len(outcomes) - cancelled
+    assert len(outcomes) == 4 and failed >= 1
+    assert (dashboard.failed, dashboard.cancelled) == (failed, cancelled)
+    also = f", {cancelled} cancelled" if cancelled else ""
+    assert dashboard.summary().startswith(
+        f"too-greedy: failed, 0/4 chunks verified, 0 lies caught, {failed} failed{also}, "
+    )
+    also = f" · {cancelled} cancelled" if cancelled else ""
+    assert f"{failed} failed{also} · " in dashboard.status.value
+    assert dashboard.overall.value == dashboard.overall.max == 4

@@ -23,6 +23,9 @@ from wgtlab.views import badge, render
 PROGRESS_KINDS = ("auto", "widget", "text", "none")
 _TEMPLATES = "wgtlab.notebook.templates"
 _REFRESH_S = 0.2  # how often the ticker redraws: smooth to the eye, negligible for the kernel
+# A chunk the job gave up on because another chunk failed first (on_error="fail"): its reason
+# starts so. It is no failure of its own, so the dashboard counts it apart.
+_CANCELLED = "cancelled"
 _STATE_TONES = {
     "waiting": "off",
     "running": "info",
@@ -37,7 +40,8 @@ class WorkerTally:
     """One worker's counts in this run; ``disagreed`` excludes crashes, stalls and rejections."""
 
     done: int = 0  # replies that passed the digest and signature checks
-    agreed: int = 0
+    verified: int = 0  # replies that decided a verified chunk, in every verification mode
+    agreed: int = 0  # agreements that earned trust (under redundancy, and on probation)
     disagreed: int = 0  # replies that lost the vote (the job result's ``disagreements``)
     failed: int = 0  # crashed, stalled or rejected tasks
     score: float = defaults.TRUST_INITIAL_SCORE
@@ -80,6 +84,7 @@ class JobDashboard:
         self.state = "waiting"
         self.verified = 0
         self.failed = 0
+        self.cancelled = 0
         self.chunks_seen: set[int] = set()
         self.started: float | None = None
         self.finished: float | None = None
@@ -136,8 +141,15 @@ class JobDashboard:
             tally.failed += 1
         elif kind == ev.CHUNK_VERIFIED:
             self.verified += 1
+            for worker in data.get("agreed", ()):
+                self.tallies.setdefault(worker, WorkerTally()).verified += 1
         elif kind == ev.CHUNK_FAILED:
-            self.failed += 1
+            if str(data.get("error") or "").startswith(_CANCELLED):
+                self.cancelled += 1
+            else:
+                self.failed += 1
+        if kind in (ev.CHUNK_VERIFIED, ev.CHUNK_FAILED) and event.chunk is not None:
+            self.chunks_seen.add(event.chunk)  # a chunk cancelled before it was scheduled too
         elif kind == ev.TRUST_UPDATED and tally is not None:
             tally.score = float(data.get("score", tally.score))
             if data.get("ok"):
@@ -193,9 +205,11 @@ class JobDashboard:
     def summary(self) -> str:
         """One line of text: what the dashboard shows."""
         total = self.total if self.total is not None else len(self.chunks_seen)
+        cancelled = f", {self.cancelled} cancelled" if self.cancelled else ""
         return (
             f"{self.name}: {self.state}, {self.verified}/{total} chunks verified, "
-            f"{self.lies_caught} lies caught, {self.failed} failed, {self.elapsed:.1f} s"
+            f"{self.lies_caught} lies caught, {self.failed} failed{cancelled}, "
+            f"{self.elapsed:.1f} s"
         )
 
     # --- drawing -------------------------------------------------------------------------------
@@ -237,6 +251,7 @@ class JobDashboard:
             self._dirty = False
             tallies = {name: WorkerTally(**vars(t)) for name, t in self.tallies.items()}
             state, verified, failed = self.state, self.verified, self.failed
+            cancelled = self.cancelled
             total = self.total if self.total is not None else len(self.chunks_seen)
             elapsed = self.elapsed
         chunks = f"{total} chunks" if self.total is not None else "chunks as they come"
@@ -249,7 +264,7 @@ class JobDashboard:
             chunks=chunks,
         )
         self.overall.max = max(1, total)
-        self.overall.value = min(verified + failed, self.overall.max)
+        self.overall.value = min(verified + failed + cancelled, self.overall.max)
         self.overall.bar_style = {"done": "success", "failed": "danger"}.get(state, "info")
         lies = sum(t.disagreed for t in tallies.values())
         self.status.value = render(
@@ -259,20 +274,21 @@ class JobDashboard:
             verified=f"{verified}/{total}",
             lies=lies,
             failed=failed,
+            cancelled_note=f" · {cancelled} cancelled" if cancelled else "",
             elapsed=f"{elapsed:.2f}",
         )
         widest = max([1] + [t.done + t.failed for t in tallies.values()])
         for name, tally in tallies.items():
             _label, bar, trust, score = self._row(name)
-            pending = max(0, tally.done - tally.agreed - tally.disagreed)
+            pending = max(0, tally.done - tally.verified - tally.disagreed)
             bar.value = render(
                 "dashboard_worker.html",
                 _TEMPLATES,
-                agreed_pct=f"{100 * tally.agreed / widest:.1f}",
+                verified_pct=f"{100 * tally.verified / widest:.1f}",
                 disagreed_pct=f"{100 * tally.disagreed / widest:.1f}",
                 pending_pct=f"{100 * (pending + tally.failed) / widest:.1f}",
                 done=tally.done,
-                agreed=tally.agreed,
+                verified=tally.verified,
                 disagreed=tally.disagreed,
                 failed_note=f" · {tally.failed} failed" if tally.failed else "",
             )
