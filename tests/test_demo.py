@@ -11,7 +11,12 @@ def test_demo_catches_the_liar_and_rebuilds_the_dataset(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "equals numpy.histogram on the trusted side: True" in out
-    assert re.search(r"chunks verified: 28/28; lies caught: ([5-9]|1[0-9])\b", out)
+    # How many lies: as many tasks as the liar got, which depends on timing. At least the 5
+    # that quarantine it; at most one per chunk (a worker runs a chunk once: replicas go to
+    # distinct workers, and probation shadows only to quarantined workers, which get no
+    # replicas). A narrower range failed in about one run in ten.
+    lies = re.search(r"chunks verified: 28/28; lies caught: (\d+);", out)
+    assert lies and 5 <= int(lies.group(1)) <= 28, out
     assert re.search(r"local-0 +0\.500 +0\.[0-2]\d\d +quarantined", out)
     for honest in ("local-1", "local-2", "local-3", "local-4"):
         assert re.search(rf"{honest} +0\.500 +0\.[6-9]\d\d +ok", out)

@@ -154,10 +154,12 @@ def test_failed_job_is_one_line_and_keeps_the_partial_result(ip, capsys):
     )
     lines = failure_lines(ip, capsys, "%wgt run bad -o partial --progress none")
     assert len(lines) == 1
-    assert lines[0].startswith("ChunkFailed: job 'spin': chunk 0 failed: OutOfFuel: ")
+    # Two chunks on two workers: which runs out of fuel first is a matter of timing (the
+    # exact line, for one chunk: test_notebook_magics_messages.py).
+    first = ip.user_ns["partial"].outcomes[int(lines[0].split("chunk ")[1].split()[0])]
+    assert lines[0].startswith(f"ChunkFailed: job 'spin': chunk {first.index} failed: OutOfFuel: ")
     assert lines[0].endswith("the partial JobResult is in partial (see partial.chunks)")
-    partial = ip.user_ns["partial"]
-    assert partial.outcomes[0].status == "error"
+    assert first.status == "error"
 
 
 def test_wat_cell_binds_a_module_and_bad_wat_is_one_line(ip, capsys):
@@ -263,7 +265,7 @@ def completions(ip: InteractiveShell, line: str) -> list[str]:
 def test_tab_completion(ip):
     run(ip, "a_job = wgt.Job('a')\nnot_a_job = 3")
     assert set(completions(ip, "%wgt ")) >= {"cluster", "run", "verify", "ces", "help"}
-    assert completions(ip, "%wgt ve") == ["verify"]
+    assert completions(ip, "%wgt ve") == ["verify", "verify-receipt"]
     assert completions(ip, "%wgt cluster ") == ["local", "dask"]
     assert completions(ip, "%wgt ces i") == ["inspect"]
     assert completions(ip, "%wgt run a") == ["a_job"]
