@@ -33,6 +33,7 @@ import wasmtime
 from wgtlab import defaults
 
 __all__ = [
+    "DISABLED_FEATURES",
     "MAX_LIVE_ENGINES",
     "TICKER_THREAD_NAME",
     "WASMTIME_VERSION",
@@ -50,6 +51,30 @@ MAX_LIVE_ENGINES = 4
 TICKER_THREAD_NAME = "wgt-epoch-ticker"
 
 
+# WebAssembly proposals no kernel (nor the Python runner, checked by its tests) needs, turned off
+# so a hostile module cannot use them. GC and function references: wasmtime-py 50 aborts the
+# process describing their types. Multi-value: a block with parameters made Cranelift's compile
+# memory quadratic (a 48 KB module of 16,000 one-parameter loops took 7 GB). The rest are
+# surface no kernel needs: threads (shared memory), memory64 and several memories (ABI v1 has
+# one 32-bit memory), exceptions, stack switching, tail calls, custom page sizes, wide arithmetic.
+# SIMD stays on: the built-in kernels use it. Reference types stay on: wasmtime's component model
+# requires them (turning them off aborts Engine creation).
+DISABLED_FEATURES = (
+    "wasm_multi_value",
+    "wasm_gc",
+    "wasm_function_references",
+    "wasm_threads",
+    "wasm_memory64",
+    "wasm_multi_memory",
+    "wasm_exceptions",
+    "wasm_stack_switching",
+    "wasm_tail_call",
+    "wasm_custom_page_sizes",
+    "wasm_wide_arithmetic",
+    "gc_support",
+)
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """What an engine is configured with; part of every compiled-code cache key."""
@@ -64,7 +89,7 @@ class EngineSettings:
         return (
             f"wasmtime={WASMTIME_VERSION};stack={self.max_stack_bytes};fuel={int(self.fuel)};"
             f"epoch={int(self.epoch)};nan={int(self.nan_canonicalization)};"
-            f"cm={int(self.component_model)};rsimd=det"
+            f"cm={int(self.component_model)};rsimd=det;off={','.join(DISABLED_FEATURES)}"
         )
 
 
@@ -121,6 +146,8 @@ class SandboxEngine:
         config.wasm_component_model = settings.component_model
         # Relaxed SIMD may round differently per CPU; replicas must agree bit for bit.
         config.wasm_relaxed_simd_deterministic = True
+        for feature in DISABLED_FEATURES:
+            setattr(config, feature, False)
         self.engine = wasmtime.Engine(config)
         self.fingerprint = settings.fingerprint()
         self.retired = False  # out of the live set: tick only while needed
