@@ -25,8 +25,36 @@ AUTO_CHUNK_TRIAL_ROWS = 1_000
 AUTO_CHUNK_MAX_ROWS = 200_000
 # The verified-result cache (jobs/cache.py): least recently used entries go past this size.
 RESULT_CACHE_MAX_BYTES = 1 << 30
-MAX_TABLE_ELEMENTS = 1 << 20  # per task; a table element is host memory (8 bytes) too
+MAX_TABLE_ELEMENTS = 1 << 20  # per table and task; each element is 8 bytes of host memory
+TABLE_ELEMENT_BYTES = 8  # what wasmtime 50 stores per funcref / externref table element
+# Tables count against max_memory_bytes: together they may take at most this share of it, and
+# what a module's tables could reach is taken off what its linear memory may grow to.
+TABLE_MEMORY_SHARE = 0.25
 HUGEPAGE_INPUT_BYTES = 1 << 20  # inputs from this size get transparent huge pages (Linux)
+# WASI host calls run outside wasm, where fuel and the epoch deadline cannot reach: each call
+# pays fuel for the host's work, checks the deadline, and does at most so much. Wasm burns
+# 5e9-1e10 fuel a second here; a WASI call is 10-30 us of Python, SHAKE-256 ~2-3 ns a byte.
+WASI_CALL_FUEL = 100_000
+WASI_BYTE_FUEL = 16  # per byte a call makes (random_get) or moves (fd_write, iovecs)
+WASI_MAX_CALL_BYTES = 1 << 20  # random_get beyond it is EINVAL; fd_write writes this much
+WASI_MAX_IOVECS = 1_024  # IOV_MAX
+
+# --- sandbox: what loading one module may cost the host (ModuleCaps) --------------------------
+# Compiling is not linear in a module's size and cannot be interrupted: modules are refused
+# past these before compiling, and any module with more than COMPILE_IN_PROCESS_CODE_BYTES of
+# code compiles in a child process limited to MAX_COMPILE_SECONDS and MAX_COMPILE_MEMORY_BYTES.
+MAX_MODULE_BYTES = 16 << 20
+MAX_CODE_BYTES = 4 << 20  # the code section: ~8 s to compile for real C code here
+MAX_FUNCTION_BYTES = 256 << 10  # one function body
+MAX_FUNCTIONS = 20_000  # ~0.2 ms each to compile even when empty
+MAX_TYPES = 10_000
+MAX_IMPORTS = 1_000  # WASI preview 1 has 46 functions
+MAX_EXPORTS = 10_000
+MAX_GLOBALS = 10_000
+MAX_TABLES = 16
+MAX_COMPILE_SECONDS = 10.0
+MAX_COMPILE_MEMORY_BYTES = 1 << 30
+COMPILE_IN_PROCESS_CODE_BYTES = 8 << 10  # worst case here: ~0.2 s, ~100 MiB
 
 # --- CES -------------------------------------------------------------------------------------
 CES_COMPRESSION_LEVEL = 3

@@ -65,14 +65,19 @@ def call_v1(
     *,
     limits: ResourceLimits,
     module_name: str,
+    memory_limit: int | None = None,
 ) -> AbiOutput:
     """Instantiate ``pre`` in ``store`` and run it over ``data`` (bytes, or a byte-format
     memoryview), by ABI v1: ``wgt_alloc``, copy the input in, ``wgt_run``, check and copy the
     output out.
 
-    ``store`` already carries the task's limits. Raises exactly one SandboxError for anything
-    the module does wrong, mapped from wasmtime's errors by ``traps.classify_module_trap``.
+    ``store`` already carries the task's limits; ``memory_limit`` is what its linear memory may
+    grow to (``max_memory_bytes`` less what tables may take). Raises exactly one SandboxError
+    for anything the module does wrong, mapped from wasmtime's errors by
+    ``traps.classify_module_trap``.
     """
+    if memory_limit is None:
+        memory_limit = limits.max_memory_bytes
     size = len(data)
     memory: wasmtime.Memory | None = None
     baseline = 0  # memory size when the call now running began
@@ -87,7 +92,7 @@ def call_v1(
         in_ptr = wgt_alloc(store, size) & _U32
         mem_size = memory.data_len(store)
         if in_ptr + size > mem_size:
-            if mem_size + size > limits.max_memory_bytes:
+            if mem_size + size > memory_limit:
                 raise memory_limit_error(
                     limits, f"wgt_alloc could not make room for {size:,} input bytes"
                 )
@@ -116,7 +121,7 @@ def call_v1(
             )
         output = ctypes.string_at(_address(memory, store) + out_ptr, out_len)
     except (wasmtime.Trap, wasmtime.WasmtimeError, AbiError) as exc:
-        raise classify_module_trap(exc, limits, store, memory, baseline) from None
+        raise classify_module_trap(exc, limits, store, memory, baseline, memory_limit) from None
     return AbiOutput(output=output, memory_bytes=memory.data_len(store))
 
 

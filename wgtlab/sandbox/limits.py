@@ -1,4 +1,5 @@
-"""ResourceLimits: the four limits every sandboxed task runs under, plus output and log caps."""
+"""ResourceLimits: the four limits every sandboxed task runs under, plus output and log caps;
+ModuleCaps: what loading (parsing and compiling) one module may cost the host."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ _CEILINGS = {
 MIN_STACK_BYTES = 64 << 10
 
 
-def _whole_number(name: str, value: object) -> int:
+def _whole_number(name: str, value: object, owner: str = "ResourceLimits") -> int:
     """``value`` as an int: ints as given, integral floats (``1e9``) converted; else ValueError."""
     if type(value) is int:
         return value
@@ -37,7 +38,7 @@ def _whole_number(name: str, value: object) -> int:
             if math.isfinite(as_float) and as_float.is_integer():
                 return int(as_float)
     raise ValueError(
-        f"ResourceLimits.{name} must be a whole number (an int, or a float with no fractional "
+        f"{owner}.{name} must be a whole number (an int, or a float with no fractional "
         f"part such as 1e9), got {type(value).__name__} {value!r}"
     )
 
@@ -87,3 +88,43 @@ class ResourceLimits:
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModuleCaps:
+    """Caps on what loading one module may cost the host, checked before it is compiled.
+
+    Cranelift's compile time and memory grow with a module's functions and code (not always
+    linearly) and a compile cannot be stopped, so a module past any cap is refused with an
+    InvalidModule naming the cap; a trusted bigger module loads with
+    ``WasmModule(wasm, caps=ModuleCaps(max_functions=...))``. Modules with more than a few KiB
+    of code compile in a child process limited to ``max_compile_seconds`` and
+    ``max_compile_memory_bytes``. Counts include imported items.
+    """
+
+    max_module_bytes: int = defaults.MAX_MODULE_BYTES
+    max_code_bytes: int = defaults.MAX_CODE_BYTES
+    max_function_bytes: int = defaults.MAX_FUNCTION_BYTES
+    max_functions: int = defaults.MAX_FUNCTIONS
+    max_types: int = defaults.MAX_TYPES
+    max_imports: int = defaults.MAX_IMPORTS
+    max_exports: int = defaults.MAX_EXPORTS
+    max_globals: int = defaults.MAX_GLOBALS
+    max_tables: int = defaults.MAX_TABLES
+    max_compile_seconds: float = defaults.MAX_COMPILE_SECONDS
+    max_compile_memory_bytes: int = defaults.MAX_COMPILE_MEMORY_BYTES
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if name == "max_compile_seconds":
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    raise ValueError(f"ModuleCaps.{name} must be a number, got {value!r}")
+                seconds = float(value)
+                if not (math.isfinite(seconds) and seconds > 0):
+                    raise ValueError(f"ModuleCaps.{name} must be positive and finite, got {value}")
+                object.__setattr__(self, name, seconds)
+                continue
+            value = _whole_number(name, value, "ModuleCaps")
+            if value <= 0:
+                raise ValueError(f"ModuleCaps.{name} must be positive, got {value}")
+            object.__setattr__(self, name, value)

@@ -1,8 +1,11 @@
 """WasmModule: WebAssembly bytes checked against ABI v1, compiled and linked once per engine.
 
 A module is validated once, when built (bad bytes, missing or mistyped exports, imports outside
-WASI preview 1 are refused before anything runs); its compiled code comes from the compiled-code
-cache (cache.py), keyed on the engine fingerprint and the module's SHA-256.
+WASI preview 1, types the sandbox refuses, anything past its ModuleCaps are refused before
+anything runs). Its imports and exports are read by binary.py, never described by wasmtime-py
+(which aborts the process on a v128 or GC reference type). Its compiled code comes from the
+compiled-code cache (cache.py), keyed on the engine fingerprint and the module's SHA-256, or
+from compiler.py, which compiles any but a small module in a child process.
 """
 
 from __future__ import annotations
@@ -11,16 +14,30 @@ import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import wasmtime
 
 from wgtlab import defaults
 from wgtlab.errors import ForbiddenImport, InvalidModule
 from wgtlab.sandbox.abi import ABI_EXPORTS, check_exports
+from wgtlab.sandbox.binary import (
+    OverCap,
+    TableShape,
+    UndescribableType,
+    WasmFormatError,
+    read_module,
+)
 from wgtlab.sandbox.cache import clear_memory_cache, compile_cached
+from wgtlab.sandbox.compiler import compile_module
 from wgtlab.sandbox.engine import SandboxEngine, get_engine
-from wgtlab.sandbox.wasi import WASI_MODULE, WASI_PREVIEW1_FUNCTIONS, core_linker
+from wgtlab.sandbox.limits import ModuleCaps
+from wgtlab.sandbox.wasi import (
+    WASI_MODULE,
+    WASI_PREVIEW1_FUNCTIONS,
+    WASI_PREVIEW1_SIGNATURES,
+    core_linker,
+)
 
 __all__ = [
     "ABI_EXPORTS",  # defined in abi.py; importable from here as before
@@ -63,21 +80,6 @@ class ExportSpec:
         return f"{self.name} ({self.kind} {self.signature})"
 
 
-def _describe(ty: Any) -> tuple[str, str]:
-    if isinstance(ty, wasmtime.FuncType):
-        params = ", ".join(str(p) for p in ty.params)
-        results = ", ".join(str(r) for r in ty.results)
-        return "func", f"({params}) -> ({results})"
-    if isinstance(ty, wasmtime.MemoryType):
-        kind = "memory64" if ty.is_64 else "memory32"
-        return "memory", f"shared {kind}" if ty.is_shared else kind
-    if isinstance(ty, wasmtime.TableType):
-        return "table", str(ty.element)
-    if isinstance(ty, wasmtime.GlobalType):
-        return "global", str(ty.content)
-    return type(ty).__name__.removesuffix("Type").lower(), ""
-
-
 @dataclass(frozen=True)
 class _Prepared:
     """A module made ready for one engine: compiled, imports resolved."""
@@ -91,23 +93,34 @@ class WasmModule:
 
     Build it with ``from_wat``, ``from_bytes`` or ``from_file``. ``digest`` is the SHA-256 (hex)
     of the wasm bytes and identifies the code everywhere (caches, task records, Merkle leaves).
+    ``caps`` (a ModuleCaps) bounds what loading it may cost; defaults in wgtlab.defaults.
     """
 
     __slots__ = (
+        "_code_bytes",
         "_lock",
         "_prepared",
+        "caps",
         "digest",
         "exports",
         "imports",
         "initial_memory_bytes",
         "name",
+        "tables",
         "wasm",
     )
 
-    def __init__(self, wasm: bytes, *, name: str | None = None) -> None:
+    def __init__(
+        self, wasm: bytes, *, name: str | None = None, caps: ModuleCaps | None = None
+    ) -> None:
         if not isinstance(wasm, (bytes, bytearray, memoryview)):
             hint = "; for WAT text use WasmModule.from_wat" if isinstance(wasm, str) else ""
             raise TypeError(f"WasmModule needs the module's bytes, got {type(wasm).__name__}{hint}")
+        if caps is None:
+            caps = ModuleCaps()
+        elif not isinstance(caps, ModuleCaps):
+            raise TypeError(f"WasmModule caps must be a ModuleCaps, got {type(caps).__name__}")
+        self.caps = caps
         wasm = bytes(wasm)
         self.wasm = wasm
         self.digest = hashlib.sha256(wasm).hexdigest()
@@ -124,28 +137,51 @@ class WasmModule:
                 f"{self.name}: not a core WebAssembly module (version bytes {wasm[4:8].hex()}); "
                 "components are run by @wgt.udf, kernels must be core modules"
             )
-        compiled = self._compiled(get_engine())
+        if len(wasm) > caps.max_module_bytes:
+            raise self._over_cap(
+                OverCap("max_module_bytes", len(wasm), caps.max_module_bytes, "bytes")
+            )
+        try:
+            shape = read_module(wasm, self._check_cap)
+        except OverCap as exc:
+            raise self._over_cap(exc) from None
+        except UndescribableType as exc:
+            raise InvalidModule(
+                f"{self.name} uses a type the sandbox refuses: {exc}. wasmtime-py cannot "
+                "describe v128 or GC reference types (it aborts the process): keep v128 inside "
+                "functions, out of imports, exports and globals"
+            ) from None
+        except WasmFormatError as exc:
+            raise InvalidModule(f"{self.name} is not a valid WebAssembly module: {exc}") from None
         self.imports = tuple(
-            ImportSpec(imp.module, imp.name or "", *_describe(imp.type)) for imp in compiled.imports
+            ImportSpec(d.module or "", d.name, d.kind, d.signature) for d in shape.imports
         )
-        self.exports = tuple(ExportSpec(exp.name, *_describe(exp.type)) for exp in compiled.exports)
+        self.exports = tuple(ExportSpec(d.name, d.kind, d.signature) for d in shape.exports)
+        self.tables: tuple[TableShape, ...] = shape.tables
+        self._code_bytes = shape.code_bytes
         self._check_imports()
+        if shape.memories > 1:
+            raise InvalidModule(
+                f"{self.name} defines more than one linear memory; ABI v1 kernels have exactly "
+                "one, exported as `memory`"
+            )
         self._check_exports()
-        memory = cast(
-            wasmtime.MemoryType, next(exp.type for exp in compiled.exports if exp.name == "memory")
-        )
-        self.initial_memory_bytes = memory.limits.min << memory.page_size_log2
-        self.prepared(get_engine())  # also checks the signatures of WASI imports
+        self.initial_memory_bytes = shape.memory_minimum_bytes["memory"]
+        self.prepared(get_engine())  # compiles (under the caps) and links
 
     # --- construction -----------------------------------------------------------------------
 
     @classmethod
-    def from_bytes(cls, wasm: bytes, *, name: str | None = None) -> WasmModule:
+    def from_bytes(
+        cls, wasm: bytes, *, name: str | None = None, caps: ModuleCaps | None = None
+    ) -> WasmModule:
         """A module from its binary form."""
-        return cls(wasm, name=name)
+        return cls(wasm, name=name, caps=caps)
 
     @classmethod
-    def from_wat(cls, text: str | bytes, *, name: str | None = None) -> WasmModule:
+    def from_wat(
+        cls, text: str | bytes, *, name: str | None = None, caps: ModuleCaps | None = None
+    ) -> WasmModule:
         """A module from WebAssembly text (WAT), a str (or its UTF-8 bytes)."""
         if isinstance(text, (bytes, bytearray, memoryview)):
             raw = bytes(text)
@@ -171,10 +207,10 @@ class WasmModule:
             wasm = wasmtime.wat2wasm(text)
         except wasmtime.WasmtimeError as exc:
             raise InvalidModule(f"the WAT text does not parse: {exc}") from None
-        return cls(bytes(wasm), name=name)
+        return cls(bytes(wasm), name=name, caps=caps)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> WasmModule:
+    def from_file(cls, path: str | Path, *, caps: ModuleCaps | None = None) -> WasmModule:
         """A module from a ``.wasm`` (binary) or ``.wat`` (text) file."""
         path = Path(path)
         try:
@@ -182,18 +218,18 @@ class WasmModule:
         except OSError as exc:
             raise InvalidModule(f"cannot read module file {path}: {exc.strerror}") from None
         if raw.startswith(_WASM_MAGIC):
-            return cls(raw, name=path.stem)
+            return cls(raw, name=path.stem, caps=caps)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidModule(
                 f"{path} is neither a WebAssembly binary nor UTF-8 WAT text"
             ) from None
-        return cls.from_wat(text, name=path.stem)
+        return cls.from_wat(text, name=path.stem, caps=caps)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as bytes only: whoever unpickles it validates it again.
-        return (_rebuild, (self.wasm, self.name))
+        return (_rebuild, (self.wasm, self.name, self.caps))
 
     def __repr__(self) -> str:
         return f"WasmModule({self.name!r}, {len(self.wasm):,} bytes, sha256={self.digest[:16]}...)"
@@ -215,6 +251,19 @@ class WasmModule:
 
     # --- validation -------------------------------------------------------------------------
 
+    def _check_cap(self, cap: str, value: int, what: str) -> None:
+        limit = getattr(self.caps, cap)
+        if value > limit:
+            raise OverCap(cap, value, limit, what)
+
+    def _over_cap(self, exc: OverCap) -> InvalidModule:
+        return InvalidModule(
+            f"{self.name} has {exc.value:,} {exc.what}, over the cap {exc.cap}={exc.limit:,} "
+            "(loading a module costs the host time and memory in proportion); if the module is "
+            f"trusted, raise it with WasmModule(..., caps=ModuleCaps({exc.cap}=...)) "
+            "(ModuleCaps from wgtlab.sandbox)"
+        )
+
     def _check_imports(self) -> None:
         forbidden = [
             imp
@@ -230,6 +279,14 @@ class WasmModule:
                 f"import nothing, or functions of WASI preview 1 ({WASI_MODULE}) only",
                 imports=tuple(f"{imp.module}.{imp.name}" for imp in forbidden),
             )
+        for imp in self.imports:
+            expected = WASI_PREVIEW1_SIGNATURES[imp.name]
+            if imp.signature != expected:
+                raise InvalidModule(
+                    f"{self.name} imports {imp.module}.{imp.name} as {imp.signature}, but WASI "
+                    f"preview 1 defines it as {expected}; import WASI preview 1 functions with "
+                    "their standard signatures"
+                )
 
     def _check_exports(self) -> None:
         check_exports(self.name, {exp.name: (exp.kind, exp.signature) for exp in self.exports})
@@ -240,13 +297,9 @@ class WasmModule:
         wasm = self.wasm
 
         def build() -> wasmtime.Module:
-            try:
-                return wasmtime.Module(engine.engine, wasm)
-            except wasmtime.WasmtimeError as exc:
-                reason = str(exc).strip().splitlines()
-                raise InvalidModule(
-                    f"{self.name} is not a valid WebAssembly module: {' / '.join(reason)}"
-                ) from None
+            return compile_module(
+                engine, wasm, name=self.name, code_bytes=self._code_bytes, caps=self.caps
+            )
 
         return compile_cached(
             engine,
@@ -283,5 +336,5 @@ class WasmModule:
         return self
 
 
-def _rebuild(wasm: bytes, name: str) -> WasmModule:
-    return WasmModule(wasm, name=name)
+def _rebuild(wasm: bytes, name: str, caps: ModuleCaps | None = None) -> WasmModule:
+    return WasmModule(wasm, name=name, caps=caps)

@@ -14,12 +14,14 @@ from typing import Any
 import wasmtime
 
 from wgtlab import defaults
+from wgtlab.errors import SandboxError
 from wgtlab.sandbox import abi
+from wgtlab.sandbox.binary import TableShape
 from wgtlab.sandbox.engine import get_engine
 from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.sandbox.module import WasmModule
-from wgtlab.sandbox.traps import memory_limit_error
-from wgtlab.sandbox.wasi import set_task_wasi
+from wgtlab.sandbox.traps import memory_limit_error, out_of_fuel, process_exit, time_limit_exceeded
+from wgtlab.sandbox.wasi import set_task_wasi, task_stop
 
 __all__ = ["Sandbox", "TaskResult"]
 
@@ -57,8 +59,9 @@ class Sandbox:
     """Runs ABI v1 modules under ``limits``; one Sandbox may be shared by any number of threads.
 
     Each ``run`` gets a fresh Store: fuel (``max_cpu_cycles``), an epoch deadline
-    (``max_execution_time_ms``), store limits (``max_memory_bytes``) on the engine of its stack
-    limit (``max_stack_bytes``), and, only if the module imports it, a WASI with nothing in it.
+    (``max_execution_time_ms``), store limits (``max_memory_bytes``, shared by linear memory and
+    tables) on the engine of its stack limit (``max_stack_bytes``), and, only if the module
+    imports it, a WASI with nothing in it whose every call pays fuel and checks the deadline.
     """
 
     def __init__(self, limits: ResourceLimits | None = None) -> None:
@@ -79,7 +82,8 @@ class Sandbox:
         """
         if not isinstance(module, WasmModule):
             raise TypeError(f"Sandbox.run needs a WasmModule, got {type(module).__name__}")
-        data = self._task_input(module, data)
+        budget = MemoryBudget.of(module.tables, self.limits)
+        data = self._task_input(module, data, budget)
         prepared = module.prepared(self._engine)
         limits, engine = self.limits, self._engine
 
@@ -89,12 +93,27 @@ class Sandbox:
         try:
             # The lease keeps the engine's epoch ticker running until the task is over.
             with engine.lease(limits.max_execution_time_ms) as deadline_ticks:
-                _limit_store(store, limits, deadline_ticks)
+                _limit_store(store, limits, deadline_ticks, budget, len(module.tables))
                 if prepared.uses_wasi:
-                    logs = set_task_wasi(store, limits.max_log_bytes)
-                result = abi.call_v1(
-                    prepared.pre, store, data, limits=limits, module_name=module.name
-                )
+                    deadline = time.monotonic() + limits.max_execution_time_ms / 1000
+                    logs = set_task_wasi(limits.max_log_bytes, deadline)
+                try:
+                    result = abi.call_v1(
+                        prepared.pre,
+                        store,
+                        data,
+                        limits=limits,
+                        module_name=module.name,
+                        memory_limit=budget.memory_bytes,
+                    )
+                except SandboxError as exc:
+                    # A WASI call that stopped the task (fuel, deadline, proc_exit) left it to
+                    # trap at its next fuel check, or to fail some other way: the stop decides.
+                    stopped = _stopped_by_wasi(limits) if prepared.uses_wasi else None
+                    raise (stopped or exc) from None
+                stopped = _stopped_by_wasi(limits) if prepared.uses_wasi else None
+                if stopped is not None:  # ... or even to return
+                    raise stopped
             fuel_used = limits.max_cpu_cycles - store.get_fuel()
         finally:
             # Free the linear memory now, not when the last traceback referencing it goes.
@@ -112,7 +131,9 @@ class Sandbox:
             logs_truncated=bool(logs and (logs.stdout.truncated or logs.stderr.truncated)),
         )
 
-    def _task_input(self, module: WasmModule, data: Any) -> bytes | memoryview:
+    def _task_input(
+        self, module: WasmModule, data: Any, budget: MemoryBudget
+    ) -> bytes | memoryview:
         """``data`` as bytes or a byte-format memoryview, once it fits under the memory limit."""
         limits = self.limits
         if not isinstance(data, bytes):
@@ -121,27 +142,84 @@ class Sandbox:
             except TypeError:
                 raise TypeError(_input_type_error(data)) from None
         size = len(data)
-        if module.initial_memory_bytes > limits.max_memory_bytes:
+        tables = budget.note()
+        if module.initial_memory_bytes > budget.memory_bytes:
             raise memory_limit_error(
                 limits,
                 f"{module.name} declares an initial memory of {module.initial_memory_bytes:,} "
-                "bytes",
+                f"bytes{tables}",
                 "declare a smaller initial memory",
             )
-        if size + module.initial_memory_bytes > limits.max_memory_bytes or size > _U32:
-            raise memory_limit_error(limits, f"the input alone is {size:,} bytes")
+        if size + module.initial_memory_bytes > budget.memory_bytes or size > _U32:
+            raise memory_limit_error(limits, f"the input alone is {size:,} bytes{tables}")
         return data
 
 
-def _limit_store(store: wasmtime.Store, limits: ResourceLimits, deadline_ticks: int) -> None:
+@dataclass(frozen=True)
+class MemoryBudget:
+    """How one task's ``max_memory_bytes`` is shared between its linear memory and its tables.
+
+    A table element is host memory too (8 bytes), and wasmtime limits tables one at a time, so
+    100 tables of 1M elements once grew a task 256 MiB-limited by 800 MiB. Each table may hold
+    ``table_elements`` (together at most ``TABLE_MEMORY_SHARE`` of the limit); what the
+    module's tables could reach (a table's declared maximum, else that) is taken off what the
+    linear memory may grow to, so the two together stay under ``max_memory_bytes``.
+    """
+
+    memory_bytes: int
+    table_elements: int
+    table_bytes: int
+
+    @classmethod
+    def of(cls, tables: tuple[TableShape, ...], limits: ResourceLimits) -> MemoryBudget:
+        if not tables:
+            return cls(limits.max_memory_bytes, 0, 0)
+        element = defaults.TABLE_ELEMENT_BYTES
+        share = int(limits.max_memory_bytes * defaults.TABLE_MEMORY_SHARE)
+        per_table = min(defaults.MAX_TABLE_ELEMENTS, share // (element * len(tables)))
+        reachable = sum(
+            per_table if t.maximum is None else min(t.maximum, per_table) for t in tables
+        )
+        return cls(limits.max_memory_bytes - reachable * element, per_table, reachable * element)
+
+    def note(self) -> str:
+        """What the tables take, for memory errors ("" without tables)."""
+        if not self.table_bytes:
+            return ""
+        return (
+            f" (its tables may take {self.table_bytes:,} bytes of the limit, leaving "
+            f"{self.memory_bytes:,} for linear memory)"
+        )
+
+
+def _limit_store(
+    store: wasmtime.Store,
+    limits: ResourceLimits,
+    deadline_ticks: int,
+    budget: MemoryBudget,
+    tables: int,
+) -> None:
     """Put one task's fuel, wall-clock deadline and memory limits on its fresh ``store``."""
     store.set_fuel(limits.max_cpu_cycles)
     store.set_epoch_deadline(deadline_ticks)
     store.set_limits(
-        memory_size=limits.max_memory_bytes,
-        table_elements=defaults.MAX_TABLE_ELEMENTS,
+        memory_size=budget.memory_bytes,
+        table_elements=budget.table_elements,
+        tables=tables,
         memories=1,
     )
+
+
+def _stopped_by_wasi(limits: ResourceLimits) -> SandboxError | None:
+    """The typed error for the limit a WASI call of this task stopped it at, if one did."""
+    stop = task_stop()
+    if stop is None:
+        return None
+    if stop.reason == "time":
+        return time_limit_exceeded(limits)
+    if stop.reason == "exit":
+        return process_exit(stop.code)
+    return out_of_fuel(limits)
 
 
 def _input_type_error(data: Any) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "classify_trap",
     "memory_limit_error",
     "out_of_fuel",
+    "process_exit",
     "stack_overflow",
     "time_limit_exceeded",
     "trap_message",
@@ -77,6 +78,14 @@ def stack_overflow(limits: ResourceLimits) -> StackOverflow:
     )
 
 
+def process_exit(code: int) -> ProcessExit:
+    return ProcessExit(
+        f"the module called WASI proc_exit({code}) instead of returning a result; "
+        "kernels must return from wgt_run",
+        code=code,
+    )
+
+
 def memory_limit_error(
     limits: ResourceLimits, detail: str, remedy: str = "give it smaller chunks"
 ) -> MemoryLimitExceeded:
@@ -107,11 +116,7 @@ def classify_trap(error: BaseException, limits: ResourceLimits) -> SandboxError:
     if isinstance(error, SandboxError):
         return error
     if isinstance(error, wasmtime.ExitTrap):
-        return ProcessExit(
-            f"the module called WASI proc_exit({error.code}) instead of returning a result; "
-            "kernels must return from wgt_run",
-            code=error.code,
-        )
+        return process_exit(error.code)
     code = getattr(error, "trap_code", None) if isinstance(error, wasmtime.Trap) else None
     text = str(error)
     if code == wasmtime.TrapCode.OUT_OF_FUEL or _FUEL in text:
@@ -140,9 +145,11 @@ def classify_module_trap(
     store: wasmtime.Store,
     memory: wasmtime.Memory | None,
     baseline: int,
+    memory_limit: int | None = None,
 ) -> SandboxError:
     """The typed error for ``error``, raised while a kernel's call that began at ``baseline``
-    bytes of ``memory`` ran (``memory`` is None before the kernel was instantiated).
+    bytes of ``memory`` ran (``memory`` is None before the kernel was instantiated), when
+    linear memory may grow to ``memory_limit`` (default ``max_memory_bytes``).
 
     ``memory.grow`` past the store limit only returns -1 to the guest, and wasmtime-py tells
     the host nothing about it (``Store.set_limits`` has no callback, and the guest's code
@@ -159,13 +166,13 @@ def classify_module_trap(
        only by rule 1.
 
     Neither applies if the module declares a maximum no larger than the limit: then the
-    module's own maximum, not ``max_memory_bytes``, refused the growth. Any other trap
-    (divide by zero, fuel, deadline, stack) keeps its own type.
+    module's own maximum, not ``max_memory_bytes``, refused the growth. Only plain traps
+    (WasmTrap) are reclassified: fuel, deadline, stack and exit keep their own type.
     """
     classified = classify_trap(error, limits)
-    if isinstance(classified, MemoryLimitExceeded) or memory is None:
+    if type(classified) is not WasmTrap or memory is None:
         return classified
-    limit = limits.max_memory_bytes
+    limit = limits.max_memory_bytes if memory_limit is None else memory_limit
     memory_type = memory.type(store)
     page = 1 << memory_type.page_size_log2
     declared = memory_type.limits.max
@@ -180,8 +187,7 @@ def classify_module_trap(
         )
     grown = used - baseline
     if (
-        isinstance(classified, WasmTrap)
-        and getattr(error, "trap_code", None) in _AFTER_REFUSED_GROWTH
+        getattr(error, "trap_code", None) in _AFTER_REFUSED_GROWTH
         and grown > 0
         and used + grown > limit
     ):
