@@ -348,7 +348,7 @@ class AuditLog:
         reason = f": {exc.strerror or exc}" if exc is not None else ""
         fix = _fix_for(exc, self.path) if fix is None else fix
         return AuditLogError(
-            f"the CES key audit log ({self.source}) {what}{reason}; the key operation was "
+            f"the CES key audit log ({self.source}): {what}{reason}; the key operation was "
             f"refused, as the log is on and must record every key use. {fix}".rstrip()
         )
 
@@ -410,7 +410,7 @@ class AuditLog:
         try:
             return read_chain_key(self.key_path)
         except AuditLogError as exc:
-            raise self._fail(f"at {self.path}: {exc}", fix="") from None
+            raise self._fail(str(exc), fix="") from None
 
     def _last_entry(self, fd: int, size: int, chain_key: bytes) -> AuditEntry:
         start = max(0, size - MAX_LINE_BYTES)
@@ -460,9 +460,11 @@ class AuditLog:
             raise self._fail(f"cannot append to {self.path}", exc) from None
 
 
-def read_chain_key(path: str) -> bytes:
-    """The chain key in ``path``: a regular file of exactly 32 bytes, owned by this user and
-    readable by nobody else (as ssh treats private keys). Anything else is an AuditLogError."""
+def read_chain_key(path: str, *, check_owner: bool = True) -> bytes:
+    """The chain key in ``path``: a regular file of exactly 32 bytes that no one but its owner
+    may read or write, and (``check_owner``, for writers) owned by this user, as ssh treats
+    private keys. Anything else is an AuditLogError. Verifying needs no ownership: an auditor
+    may check another user's log."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
     except OSError as exc:
@@ -485,7 +487,7 @@ def read_chain_key(path: str) -> bytes:
                 f"{stat.S_IMODE(info.st_mode):o}); chmod 600 it, and check the log's entries "
                 "with `wgtlab audit verify`, since others could have forged them"
             )
-        if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        if check_owner and hasattr(os, "geteuid") and info.st_uid != os.geteuid():
             raise AuditLogError(
                 f"its key file {path} belongs to another user; each user writes a log of their "
                 "own (whoever planted a key file can forge entries)"
@@ -569,7 +571,9 @@ def verify(
     too. A missing or unusable key file is an ``AuditLogError``: nothing can be checked.
     """
     log = os.fspath(path)
-    chain_key = read_chain_key(os.fspath(key_file) if key_file else log + KEY_FILE_SUFFIX)
+    chain_key = read_chain_key(
+        os.fspath(key_file) if key_file else log + KEY_FILE_SUFFIX, check_owner=False
+    )
     rows = read_entries(log)
     try:
         return _check_chain(log, rows, chain_key, anchor)
