@@ -63,7 +63,8 @@ from collections.abc import Generator
 from dataclasses import asdict, dataclass
 from typing import IO
 
-from wgtlab.errors import AuditLogError
+from wgtlab.errors import AuditLogError, ConfigError
+from wgtlab.keyfiles import read_secret
 
 try:
     import fcntl
@@ -461,47 +462,30 @@ class AuditLog:
 
 
 def read_chain_key(path: str, *, check_owner: bool = True) -> bytes:
-    """The chain key in ``path``: a regular file of exactly 32 bytes that no one but its owner
-    may read or write, and (``check_owner``, for writers) owned by this user, as ssh treats
-    private keys. Anything else is an AuditLogError. Verifying needs no ownership: an auditor
-    may check another user's log."""
+    """The chain key in ``path`` (see ``keyfiles.read_secret``: 32 bytes, mode 600 and, for
+    writers, owned by this user). Anything else is an AuditLogError. Verifying needs no
+    ownership: an auditor may check another user's log."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
+        return read_secret(path, check_owner=check_owner)
+    except FileNotFoundError:
+        raise AuditLogError(
+            f"its key file {path} is missing, so the chain can be neither extended nor "
+            "checked (restore the key file, or move the log aside to start a new one)"
+        ) from None
+    except NotADirectoryError:
+        raise AuditLogError(
+            f"its key file {path} is missing (a parent is not a directory)"
+        ) from None
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise AuditLogError(
-                f"its key file {path} is missing, so the chain can be neither extended nor "
-                "checked (restore the key file, or move the log aside to start a new one)"
-            ) from None
         raise AuditLogError(
             f"cannot read its key file {path}: {exc.strerror or exc} (it must be readable by "
             "the user writing the log; check its owner and mode 600)"
         ) from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise AuditLogError(f"its key file {path} is not a regular file")
-        if info.st_mode & 0o077:
-            raise AuditLogError(
-                f"its key file {path} may be read or written by others (mode "
-                f"{stat.S_IMODE(info.st_mode):o}); chmod 600 it, and check the log's entries "
-                "with `wgtlab audit verify`, since others could have forged them"
-            )
-        if check_owner and hasattr(os, "geteuid") and info.st_uid != os.geteuid():
-            raise AuditLogError(
-                f"its key file {path} belongs to another user; each user writes a log of their "
-                "own (whoever planted a key file can forge entries)"
-            )
-        secret = f.read(CHAIN_KEY_BYTES + 1)
-    if len(secret) != CHAIN_KEY_BYTES:
+    except ConfigError as exc:
         raise AuditLogError(
-            f"its key file {path} is damaged (not {CHAIN_KEY_BYTES} bytes); the chain cannot "
-            "be checked without the original key file"
-        )
-    return secret
-
-
-# --- reading and verifying ---------------------------------------------------------------------
+            f"{exc}; whoever could read or replace it could have forged entries: check them "
+            "with `wgtlab audit verify`"
+        ) from None
 
 
 def read_entries(path: AuditPath) -> Entries:
