@@ -31,6 +31,7 @@ from wgtlab.errors import (
 )
 from wgtlab.jobs import events as ev
 from wgtlab.jobs.cache import CachedOutcome, ResultCache
+from wgtlab.jobs.chunking import describe_cut
 from wgtlab.jobs.events import Event, EventStream, Subscriber
 from wgtlab.jobs.plan import JobDefinition, JobPlan
 from wgtlab.jobs.result import (
@@ -305,6 +306,8 @@ class _JobRun:
                 public_key=public_bytes(self.keys[w]),
                 task=state.replies[w].task_id,
                 signature=state.replies[w].signature,
+                job_id=self.job_id,  # what the signature names, kept with it in the cache
+                chunk=state.index,
             )
             for w in state.agreed
         )
@@ -829,6 +832,10 @@ class _JobRun:
             kernel_digest=self.kernel.digest,
             kernel_params=dict(self.kernel.params),
             limits=self.limits,
+            execution=self.kernel.execution_spec(),
+            input_cut=describe_cut(
+                self.plan.source.input, self.plan.source.input_kind, self.plan.source.splitter
+            ),
         )
         try:
             value = self.kernel.combine(partials) if partials else self.kernel.empty()

@@ -81,7 +81,7 @@ class CachedOutcome:
             "mode": self.mode,
             "workers": list(self.workers),
             "attestations": [
-                [a.worker, a.worker_id, a.public_key, a.task, a.signature]
+                [a.worker, a.worker_id, a.public_key, a.task, a.signature, a.job_id, a.chunk]
                 for a in self.attestations
             ],
             "fuel": self.fuel,

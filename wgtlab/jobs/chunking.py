@@ -7,13 +7,13 @@ at whitespace, so no word or line is split between two chunks.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from wgtlab import defaults
-from wgtlab.errors import JobDefinitionError
+from wgtlab.errors import ConfigError, JobDefinitionError
 
 _WHITESPACE = b" \t\n\r\x0b\x0c"
 
@@ -167,11 +167,17 @@ def _row_chunks(source: Any, chunk_rows: int | Literal["auto"] | None) -> Iterat
     n = len(source)
     if n == 0:
         return
-    if chunk_rows is None or chunk_rows == "auto":  # "auto" is resolved when planned
-        chunk_rows = max(1, default_chunk_bytes(_nbytes(source)) * n // max(1, _nbytes(source)))
+    rows = _rows_per_chunk(source, chunk_rows)
     sliceable = source.iloc if hasattr(source, "iloc") else source
-    for start in range(0, n, chunk_rows):
-        yield sliceable[start : start + chunk_rows]
+    for start in range(0, n, rows):
+        yield sliceable[start : start + rows]
+
+
+def _rows_per_chunk(source: Any, chunk_rows: int | Literal["auto"] | None) -> int:
+    if chunk_rows is None or chunk_rows == "auto":  # "auto" is resolved when planned
+        n, nbytes = len(source), _nbytes(source)
+        return max(1, default_chunk_bytes(nbytes) * n // max(1, nbytes))
+    return chunk_rows
 
 
 def _nbytes(source: Any) -> int:
@@ -276,3 +282,130 @@ def _shards_as_dataframe(spec: InputSpec) -> Any:
 
     shards, pipeline = _shard_source(spec.source, spec.pipeline)
     return dataframe_from_shards(shards, pipeline)
+
+
+# --- the cut, recorded and repeated --------------------------------------------------------------
+
+#: how chunks were measured: ``split`` is a job's own split function (not repeatable elsewhere)
+CUT_UNITS = ("rows", "bytes", "lines", "split")
+
+
+def describe_cut(
+    spec: InputSpec, input_kind: str, splitter: Callable[[Any], Any] | None = None
+) -> dict[str, Any]:
+    """How ``spec`` is cut into chunks for a kernel reading ``input_kind``, in plain JSON values,
+    so that ``recut`` cuts the same data into the same chunks elsewhere (a verifier recomputing
+    a receipt's input digests). Reads no data: sizes left to the default are resolved from
+    lengths in memory, or (files, shard sets) left for ``recut`` to resolve the same way.
+
+    Fields: ``source`` (the input's kind), ``kernel_input``, ``unit`` (one of ``CUT_UNITS``),
+    ``size`` (chunk size in that unit, or None for the default), ``at_whitespace`` (byte cuts
+    moved back to whitespace), ``columns`` / ``series`` (which columns a table chunk held),
+    ``dataset_id`` (a CES shard set's) and ``split`` (a split function's name).
+    """
+    kind = source_kind(spec.source, spec.pipeline)
+    cut: dict[str, Any] = {"source": kind, "kernel_input": input_kind}
+    if splitter is not None:
+        if kind == "bytes" and _is_default_split(splitter):
+            # @wgt.Job.define's default split: the bytes in default-sized pieces, cut anywhere
+            return {**cut, "unit": "bytes", "size": None, "at_whitespace": False}
+        name = f"{getattr(splitter, '__module__', '?')}.{getattr(splitter, '__qualname__', '?')}"
+        return {**cut, "unit": "split", "size": None, "split": name}
+    if kind in ("table", "array", "list"):
+        cut.update(unit="rows", size=_rows_per_chunk(spec.source, spec.chunk_rows))
+        if kind == "table" and hasattr(spec.source, "columns"):
+            cut["columns"] = [str(c) for c in spec.source.columns]
+        elif kind == "table":
+            series = getattr(spec.source, "name", None)
+            cut["series"] = None if series is None else str(series)
+        return cut
+    if kind == "shards":
+        cut["dataset_id"] = dataset_id(spec.source)
+        if input_kind in _ROW_KERNELS:
+            rows = spec.chunk_rows if isinstance(spec.chunk_rows, int) else None
+            return {**cut, "unit": "rows", "size": rows}
+    if spec.chunk_lines is not None:
+        return {**cut, "unit": "lines", "size": spec.chunk_lines}
+    whitespace = input_kind == "text" or kind == "text"
+    return {**cut, "unit": "bytes", "size": spec.chunk_bytes, "at_whitespace": whitespace}
+
+
+def recut(cut: Mapping[str, Any], data: Any, pipeline: Any = None) -> Iterator[Any]:
+    """The chunks that ``describe_cut`` described, cut again from ``data``: rows (a DataFrame,
+    Series, array or list) for row cuts; bytes, text or a file's path for byte and line cuts; a
+    shard set (a list of shards or its URL, opened with ``pipeline`` or $CES_ENCRYPTION_KEY)
+    when the input was one. A malformed ``cut`` is a ConfigError; a split function's cut is a
+    JobDefinitionError (that function ran on the client and is nowhere else)."""
+    unit, size, source = _checked_cut(cut)
+    if unit == "split":
+        raise JobDefinitionError(
+            f"the input was cut by the job's own split function {str(cut.get('split'))[:80]!r}, "
+            "which ran on the client and is not recorded: its chunks cannot be cut again here"
+        )
+    if source == "shards":
+        sizes = {f"chunk_{unit}": size} if size is not None else {}
+        if pipeline is None and isinstance(data, (str, os.PathLike)):
+            from wgtlab import ces
+
+            data = ces.load(os.fspath(data))  # a shard list is known by its shards' magic
+        yield from iter_chunks(InputSpec(data, pipeline=pipeline, **sizes), cut["kernel_input"])
+        return
+    whitespace = bool(cut.get("at_whitespace"))
+    if unit == "rows":
+        yield from _row_chunks(data, size)
+        return
+    if source == "file" and isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        spec = InputSpec(path, **({f"chunk_{unit}": size} if size is not None else {}))
+        yield from _file_chunks(path, spec, "text" if whitespace else "bytes")
+        return
+    if isinstance(data, os.PathLike):
+        data = Path(data).read_bytes()
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    if unit == "lines":
+        assert size is not None  # _checked_cut: a line cut has a size
+        yield from _line_chunks(raw, size)
+        return
+    yield from _byte_chunks(raw, size or default_chunk_bytes(len(raw)), at_whitespace=whitespace)
+
+
+def _checked_cut(cut: Mapping[str, Any]) -> tuple[str, int | None, str]:
+    if not isinstance(cut, Mapping):
+        raise ConfigError(f"a cut is a mapping of its fields, got {type(cut).__name__}")
+    unit, size, source = cut.get("unit"), cut.get("size"), cut.get("source")
+    if unit not in CUT_UNITS:
+        raise ConfigError(f"unknown chunk unit {str(unit)[:40]!r}; known: {', '.join(CUT_UNITS)}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        raise ConfigError(f"a chunk size is a positive int or null, got {str(size)[:40]!r}")
+    if unit == "lines" and size is None:
+        raise ConfigError("a cut in lines needs its size")
+    if unit == "rows" and size is None and source != "shards":
+        raise ConfigError("a cut in rows needs its size")
+    if not isinstance(source, str) or not isinstance(cut.get("kernel_input"), str):
+        raise ConfigError("a cut names its source kind and the kernel's input kind")
+    return unit, size, source
+
+
+def _is_default_split(splitter: Callable[[Any], Any]) -> bool:
+    # ``wgtlab.jobs.job`` imports this module, so its default split is recognised by name.
+    return (
+        getattr(splitter, "__module__", None) == "wgtlab.jobs.job"
+        and getattr(splitter, "__qualname__", None) == "_default_split"
+    )
+
+
+def dataset_id(source: Any) -> str | None:
+    """A CES shard set's dataset id (hex), from a shard's header or the manifest; None if
+    neither can be read (the shard set itself is read when the job runs)."""
+    from wgtlab.ces.format import HEADER_BYTES, ShardHeader
+    from wgtlab.ces.store import location, read_manifest
+    from wgtlab.errors import WgtError
+
+    try:
+        if isinstance(source, (list, tuple)):
+            first = next(bytes(s[:HEADER_BYTES]) for s in source if s is not None)
+            return ShardHeader.parse(first).dataset_id.hex()
+        fs, root = location(source)
+        return read_manifest(fs, root).dataset_id or None
+    except (StopIteration, WgtError, OSError):
+        return None

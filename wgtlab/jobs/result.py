@@ -18,6 +18,8 @@ from wgtlab.verify import MerkleTree, parse_chunk_record, verify_proof
 if TYPE_CHECKING:
     import pandas as pd
 
+    from wgtlab.sandbox.kernels.base import ExecutionSpec
+
 #: how a chunk ended (``running`` only while the job runs)
 ChunkStatus = Literal["running", "verified", "error", "failed"]
 #: one task's verdict (see ``TaskRecord``)
@@ -42,6 +44,10 @@ class Attestation:
     public_key: bytes
     task: int
     signature: bytes
+    # What the signature names when it is not this result's job and chunk (an outcome kept
+    # from an earlier run): receipts carry it so the signature stays checkable.
+    job_id: str | None = None
+    chunk: int | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,11 @@ class JobResult:
     kernel_params: Mapping[str, Any] = field(default_factory=dict)
     limits: ResourceLimits | None = None
     chunking: str = ""  # how chunk sizes were chosen, when the kernel chose them
+    # For receipts, so a verifier can cut the same data again and re-run chunks without the
+    # notebook: the code that ran, as a worker rebuilds it, and how the input was cut
+    # (``wgtlab.jobs.chunking.describe_cut``).
+    execution: ExecutionSpec | None = None
+    input_cut: Mapping[str, Any] = field(default_factory=dict)
 
     # --- summary ---------------------------------------------------------------------------------
 
