@@ -57,6 +57,8 @@ _LAZY: dict[str, str] = {
     "DaskCluster": "wgtlab.cluster.dask:DaskCluster",
     "faults": "wgtlab.cluster.faults",
     "delegate_job": "wgtlab.cluster.manager:delegate_job",
+    # receipts
+    "Receipt": "wgtlab.receipts:Receipt",
 }
 
 __all__ = sorted(
@@ -78,6 +80,15 @@ def _default_cluster() -> LocalCluster:
 
 
 _runtime.default_cluster_factory = _default_cluster
+
+
+def _receipt(result: typing.Any, identity: typing.Any = None) -> typing.Any:
+    from wgtlab.receipts import Receipt
+
+    return Receipt.from_result(result, identity)
+
+
+_runtime.receipt_factory = _receipt
 
 
 def __getattr__(name: str) -> typing.Any:

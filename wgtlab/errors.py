@@ -5,6 +5,7 @@ material.
 
     WgtError
     ├── ConfigError                   a wgtlab setting or argument is invalid
+    │   └── IdentityKeyError          the user's identity key file is unsafe, unreadable or damaged
     ├── SandboxError                  a kernel could not run, or was stopped
     │   ├── InvalidModule             bytes are not a valid module, or exports do not fit ABI v1
     │   ├── ForbiddenImport           the module imports something the sandbox does not provide
@@ -26,7 +27,8 @@ material.
     │   └── AuditLogError             the key audit log is on but unusable: the key use is refused
     ├── VerificationError             a result could not be verified
     │   ├── ProofError                a Merkle proof is malformed
-    │   └── SignatureError            a result's signature is missing or invalid
+    │   ├── SignatureError            a result's signature is missing or invalid
+    │   └── ReceiptError              a receipt is malformed or does not verify
     ├── TrustError                    the trust ledger or policy refused an operation
     │   └── NoEligibleWorkers         not enough trusted workers for the requested replicas
     ├── JobError                      a job is ill-defined or could not complete
@@ -55,6 +57,12 @@ class WgtError(Exception):
 
 class ConfigError(WgtError, ValueError):
     """A wgtlab setting or argument is invalid."""
+
+
+class IdentityKeyError(ConfigError):
+    """The user's identity key (what signs receipts) is in a file others may read or write,
+    that another user owns, or that does not hold an Ed25519 key; the message says how to fix
+    it, never the key."""
 
 
 # --- sandbox ---------------------------------------------------------------------------------
@@ -187,6 +195,11 @@ class SignatureError(VerificationError):
     """A worker's signature on a result is missing or does not verify."""
 
 
+class ReceiptError(VerificationError):
+    """A receipt is malformed (not a DSSE envelope of an in-toto Statement wgtlab reads), or its
+    verification failed (``ReceiptReport.raise_for_failure``): the message names what."""
+
+
 class TrustError(WgtError):
     """The trust ledger or the worker-selection policy refused an operation."""
 
@@ -257,6 +270,7 @@ __all__ = [
     "ConfigError",
     "EphemeralKeyWarning",
     "ForbiddenImport",
+    "IdentityKeyError",
     "IntegrityError",
     "InvalidModule",
     "JobDefinitionError",
@@ -269,6 +283,7 @@ __all__ = [
     "OutOfFuel",
     "ProcessExit",
     "ProofError",
+    "ReceiptError",
     "SandboxError",
     "ShardFormatError",
     "SignatureError",

@@ -11,13 +11,14 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
-from wgtlab.errors import ProofError
+from wgtlab.errors import ConfigError, ProofError
 from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.verify import MerkleTree, parse_chunk_record, verify_proof
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from wgtlab.receipts import Receipt
     from wgtlab.sandbox.kernels.base import ExecutionSpec
 
 #: how a chunk ended (``running`` only while the job runs)
@@ -236,6 +237,16 @@ class JobResult:
         return parse_chunk_record(self.leaves[index])
 
     # --- export ----------------------------------------------------------------------------------
+
+    def receipt(self, identity: Any = None) -> Receipt:
+        """This result's signed receipt, a ``wgt.Receipt`` (the same as
+        ``wgt.Receipt.from_result(result)``): an in-toto Statement in a DSSE envelope, signed
+        with the user's identity key, or with ``identity`` (an Ed25519 private key)."""
+        from wgtlab.jobs import runtime
+
+        if runtime.receipt_factory is None:  # installed by ``import wgtlab``
+            raise ConfigError("receipts are made by wgtlab's receipts layer: import wgtlab")
+        return runtime.receipt_factory(self, identity)
 
     def to_dict(self) -> dict[str, Any]:
         value = self.value

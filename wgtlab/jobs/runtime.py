@@ -1,23 +1,28 @@
-"""The session's default cluster: what ``job.run()`` uses when no ``on=`` is given.
+"""The session's default cluster: what ``job.run()`` uses when no ``on=`` is given; and what
+makes a result's receipt (``JobResult.receipt()``).
 
-The cluster layer sits above this one, so it is reached through a factory that the package's
-public face installs (``wgtlab/__init__.py``); ``%wgt cluster`` replaces the session cluster.
+The cluster and receipts layers sit above this one, so they are reached through factories that
+the package's public face installs (``wgtlab/__init__.py``); ``%wgt cluster`` replaces the
+session cluster.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wgtlab.errors import JobDefinitionError
 
 if TYPE_CHECKING:
     from wgtlab.jobs.plan import JobRunner
+    from wgtlab.jobs.result import JobResult
 
 _lock = threading.Lock()
 _session_cluster: JobRunner | None = None
 default_cluster_factory: Callable[[], JobRunner] | None = None
+# (result, identity key or None) -> wgt.Receipt
+receipt_factory: Callable[[JobResult, Any], Any] | None = None
 
 
 def set_session_cluster(cluster: JobRunner | None) -> None:

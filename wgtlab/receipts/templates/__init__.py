@@ -1,0 +1,1 @@
+"""HTML templates of the receipts layer (filled through ``wgtlab.views.render``)."""
