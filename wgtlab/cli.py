@@ -11,7 +11,17 @@ from wgtlab.errors import WgtError
 
 # Each module exposes ``register(subparsers)``; it adds its sub-commands, each with a
 # ``handler(args) -> int`` set through ``set_defaults(handler=...)``.
-_COMMAND_MODULES = ("demo", "sandbox", "ces", "udf", "jobs", "cluster", "cache", "audit")
+_COMMAND_MODULES = (
+    "demo",
+    "sandbox",
+    "ces",
+    "udf",
+    "jobs",
+    "cluster",
+    "cache",
+    "audit",
+    "receipts",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
