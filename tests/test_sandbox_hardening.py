@@ -210,7 +210,7 @@ def test_entropy_loop_stops_at_its_deadline_without_stalling_the_host(request_mi
         Sandbox(limits).run(module, b"")
     elapsed = time.perf_counter() - started
     assert elapsed < 3.0  # generous: measured ~1.0 s
-    assert watch.worst < 0.5  # generous: measured a few ms
+    assert watch.worst < 1.0  # generous: measured 0.01-0.1 s (was 2.4 s)
     # the guest's own memory (248 MiB, all written) may stay resident; no more than that
     assert psutil.Process().memory_info().rss - rss < (request_mib + 64) * MiB
     check_host_still_works(Sandbox(limits), echo)
@@ -447,7 +447,8 @@ def test_a_compile_past_its_memory_is_stopped_outside_the_host():
 
 def test_a_costly_accepted_module_compiles_outside_the_host():
     rss = psutil.Process().memory_info().rss
-    module = WasmModule.from_bytes(loops(20_003))  # ~450 MiB in the child that compiles it
+    # ~2 s and ~450 MiB in the child that compiles it (time to spare on a loaded machine)
+    module = WasmModule.from_bytes(loops(20_003), caps=ModuleCaps(max_compile_seconds=120))
     assert psutil.Process().memory_info().rss - rss < 64 * MiB
     assert Sandbox().run(module, b"").output == b""
 
