@@ -559,6 +559,9 @@ def _audit_row(
             what = "output"
         except SandboxError as exc:
             outcome, what = error_digest(type(exc).__name__), type(exc).__name__
+        except WgtError as exc:  # the receipt's code cannot run here at all
+            wrong.append(f"chunk {index} could not be re-run: {type(exc).__name__}: {exc}")
+            continue
         if outcome != c.digest:
             agreed = ", ".join(
                 evidence.workers[a.worker_id].name
