@@ -3,13 +3,13 @@
 Serialized code is native code (``deserialize`` runs it as such): it is only loaded from files
 this user wrote, under a key that binds the wasmtime version, the engine settings and the source
 digest. Each file carries a magic, the key and an HMAC-SHA256 of all of it, keyed with 32 random
-bytes kept in ``hmac.key`` in the cache directory (mode 0600, this user's; a key file anyone else
-could have written or read is replaced). A plain checksum would be forgeable by whoever can
-write to the directory; the HMAC is not without the key. A file that fails the check (corrupt,
-truncated, foreign, planted, or written under another key) is ignored and rebuilt, never
-trusted. Writes are atomic (temporary file + rename), so readers never see half a file and
-concurrent writers of the same key are harmless. ``compile_cached`` puts a bounded in-memory
-layer in front, shared by every module of the process.
+bytes kept in ``hmac.key`` in the cache directory (keyfiles.py: mode 0600, this user's; a key
+file anyone else could have read or written is replaced). A plain checksum would be forgeable by
+whoever can write to the directory; the HMAC is not without the key. A file that fails the check
+(corrupt, truncated, foreign, planted, or written under another key) is ignored and rebuilt,
+never trusted. Writes are atomic (temporary file + rename), so readers never see half a file
+and concurrent writers of the same key are harmless. ``compile_cached`` puts a bounded
+in-memory layer in front, shared by every module of the process.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import contextlib
 import hashlib
 import hmac
 import os
-import secrets
-import stat
 import tempfile
 import threading
 from collections import OrderedDict
@@ -29,6 +27,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import platformdirs
 import wasmtime
+
+from wgtlab.errors import ConfigError
+from wgtlab.keyfiles import local_secret, read_secret
 
 if TYPE_CHECKING:
     from wgtlab.sandbox.engine import SandboxEngine
@@ -48,7 +49,6 @@ T = TypeVar("T")
 _MAGIC = b"WGTCACHE2\n"
 CACHE_ENV = "WGTLAB_CACHE_DIR"
 KEY_FILE = "hmac.key"
-_KEY_BYTES = 32
 
 
 def cache_dir() -> Path:
@@ -57,55 +57,25 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _read_key(path: Path) -> bytes | None:
-    """The key in ``path`` if it is a regular file of 32 bytes that only this user can read or
-    write (owner us, no group or other bits); else None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        if (
-            not stat.S_ISREG(info.st_mode)
-            or info.st_mode & 0o077
-            or (hasattr(os, "getuid") and info.st_uid != os.getuid())
-            or info.st_size != _KEY_BYTES
-        ):
-            return None
-        key = os.read(fd, _KEY_BYTES + 1)
-    finally:
-        os.close(fd)
-    return key if len(key) == _KEY_BYTES else None
-
-
 def cache_key(root: Path, *, create: bool) -> bytes | None:
-    """The HMAC key of the cache directory ``root``: read from its key file, or (``create``)
-    made now. A key file that is not this user's private 32 bytes is replaced: entries written
-    under it then fail their check and are rebuilt."""
+    """The HMAC key of the cache directory ``root`` (keyfiles.py: 32 bytes, mode 0600, this
+    user's), made now if ``create``. A key file anyone else could have read or written (loose
+    mode, another owner, a symlink, not 32 bytes) is not used; with ``create`` it is replaced,
+    so the entries written under it fail their check and are rebuilt."""
     path = root / KEY_FILE
-    key = _read_key(path)
-    if key is not None or not create:
-        return key
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".key-")  # mode 0600, this user's
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(_KEY_BYTES))
-        try:
-            os.link(tmp, path)  # atomic, and never over a key another process just made
-        except FileExistsError:
-            if _read_key(path) is None:  # not ours, or not private: replace it
-                os.replace(tmp, path)
-                tmp = ""
-    finally:
-        if tmp:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    key = _read_key(path)
-    if key is None:
-        raise OSError(f"cannot make a private cache key in {root}")
-    return key
+        return read_secret(path)
+    except FileNotFoundError:
+        if not create:
+            return None
+    except (ConfigError, OSError):
+        if not create:
+            return None
+        path.unlink(missing_ok=True)  # a symlink goes, not what it points to
+    try:
+        return local_secret(path)
+    except ConfigError as exc:  # replaced under us again: write nothing this time
+        raise OSError(str(exc)) from None
 
 
 class CompiledCache:
@@ -146,7 +116,8 @@ class CompiledCache:
         """Write ``payload`` under ``key`` atomically; returns the file's path."""
         self.root.mkdir(parents=True, exist_ok=True)
         secret = cache_key(self.root, create=True)
-        assert secret is not None
+        if secret is None:  # pragma: no cover - create=True makes one or raises
+            raise OSError(f"no cache key in {self.root}")
         path = self.path_for(key)
         key_bytes = key.encode()
         head = _MAGIC + len(key_bytes).to_bytes(4, "big") + key_bytes
