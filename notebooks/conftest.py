@@ -34,6 +34,8 @@ def _private_environment() -> dict[str, str]:
         "WGTLAB_DATA_DIR": str(_PRIVATE["data"]),
         # Every tutorial computes what it shows: no chunk comes from an earlier run's cache.
         "WGTLAB_RESULT_CACHE": "off",
+        # Receipts are signed with a key of this run's own, never the user's identity.
+        "WGTLAB_IDENTITY": str(_PRIVATE["root"] / "identity.key"),
     }
 
 
