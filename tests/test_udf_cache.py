@@ -57,14 +57,22 @@ def answer(root: Path) -> str:
     ).value
 
 
-def test_compiled_code_that_does_not_load_is_discarded_and_recompiled(tmp_path):
+def test_compiled_code_that_does_not_load_is_discarded_and_recompiled(tmp_path, capfd):
     wasm = seed_cache(tmp_path, compiled=False)
     sha = runner.hashlib.sha256(wasm).hexdigest()
     key = runner._compiled_key(get_engine(), sha)
     cache = CompiledCache(root=tmp_path)
     # Intact as a cache file (its checksum matches) but not wasmtime code: must not be trusted.
     cache.store(key, b"\x00not compiled code" * 1000)
+    capfd.readouterr()
     assert answer(tmp_path) == "42"
+    # the slow compile says what it is doing, how long it takes, and when it is done
+    progress = capfd.readouterr().err.replace("\r", "\n")
+    assert progress.startswith(
+        "wgtlab: compiling the Python runner for @wgt.udf, once per machine (about 10 s, up "
+        "to 30 s on a busy machine); later runs load it from the cache in under a second\n"
+    )
+    assert "compiling the Python runner: done in " in progress
     recompiled = cache.load(key)
     assert recompiled is not None and recompiled.startswith(b"\x7fELF")
     # a flipped byte fails the cache's checksum: the next process recompiles too
@@ -116,12 +124,19 @@ def test_a_damaged_component_is_rebuilt_once_while_others_wait(tmp_path):
         )
         for _ in range(2)
     ]
-    reports = []
+    reports, errors = [], []
     for proc in procs:
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
         reports.append(json.loads(out))
+        errors.append(err)
     assert sorted(r["builds"] for r in reports) == [0, 1]
+    # the process that built said so on stderr, with a progress bar; the one that waited didn't
+    builder = next(e for r, e in zip(reports, errors, strict=True) if r["builds"] == 1)
+    waiter = next(e for r, e in zip(reports, errors, strict=True) if r["builds"] == 0)
+    assert builder.startswith("wgtlab: building the Python runner for @wgt.udf, once per machine")
+    assert "building the Python runner: done in " in builder.replace("\r", "\n")
+    assert "wgtlab:" not in waiter
     rebuilt = CompiledCache(root=tmp_path).load(runner._component_key())
     assert rebuilt is not None and rebuilt[:8] == wasm[:8] == b"\x00asm\x0d\x00\x01\x00"
     assert reports[0]["sha"] == reports[1]["sha"] == runner.hashlib.sha256(rebuilt).hexdigest()

@@ -118,6 +118,64 @@ def _file_lock(path: Path) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class _StageProgress:
+    """A time-based progress bar for a slow stage of the first @wgt.udf (tqdm.auto: a widget in
+    Jupyter, a bar on stderr elsewhere), with a line saying what happens and how long it takes.
+    The work itself cannot report progress; the bar fills with time against the expected
+    figure (measured on the 2-core machines wgtlab is built on) and completes when it ends."""
+
+    def __init__(self, what: str, expected_s: float) -> None:
+        from tqdm.auto import tqdm
+
+        self.expected_s = expected_s
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._bar = tqdm(
+            total=round(expected_s),
+            desc=what,
+            unit="s",
+            bar_format="{desc}: {bar} {n:.0f}/~{total} s",
+            leave=True,
+        )
+        self._ticker = threading.Thread(target=self._tick, daemon=True, name="wgt-build-progress")
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            elapsed = time.monotonic() - self._started
+            self._bar.n = min(elapsed, self.expected_s * 0.95)  # full only when it is done
+            self._bar.refresh()
+
+    def close(self, ok: bool) -> None:
+        self._stop.set()
+        self._ticker.join(timeout=2)
+        elapsed = time.monotonic() - self._started
+        self._bar.total = max(round(elapsed), 1) if ok else self._bar.total
+        self._bar.n = self._bar.total if ok else self._bar.n
+        self._bar.set_description_str(
+            f"{self._bar.desc}: {'done' if ok else 'failed'} in {elapsed:.0f} s"
+        )
+        self._bar.close()
+
+
+@contextlib.contextmanager
+def _stage(what: str, expected_s: float) -> Iterator[None]:
+    print(
+        f"wgtlab: {what} for @wgt.udf, once per machine (about {expected_s:.0f} s, up to "
+        f"{3 * expected_s:.0f} s on a busy machine); later runs load it from the cache in under "
+        "a second",
+        file=sys.stderr,
+        flush=True,
+    )
+    progress = _StageProgress(what, expected_s)
+    try:
+        yield
+    except BaseException:
+        progress.close(ok=False)
+        raise
+    progress.close(ok=True)
+
+
 def _componentize(work: Path) -> bytes:
     app = work / "app"
     app.mkdir()
@@ -191,7 +249,10 @@ def component_bytes(*, root: Path | str | None = None, force: bool = False) -> b
             if blob is not None:
                 return blob
         udf_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".build-", dir=udf_dir) as work:
+        with (
+            tempfile.TemporaryDirectory(prefix=".build-", dir=udf_dir) as work,
+            _stage("building the Python runner", defaults.RUNNER_BUILD_EXPECTED_S),
+        ):
             wasm = _componentize(Path(work))
         cache_.store(_component_key(), wasm)
         cache_.store(_sha_key(), hashlib.sha256(wasm).hexdigest().encode())
@@ -231,10 +292,14 @@ def _load_or_compile(engine: SandboxEngine, udf_dir: Path) -> wc.Component:
             ) from None
 
     # Under the lock, code another process compiled while we waited is loaded, not recompiled.
+    def compile_with_progress() -> wc.Component:
+        with _stage("compiling the Python runner", defaults.RUNNER_COMPILE_EXPECTED_S):
+            return compile_component()
+
     with _file_lock(udf_dir / f"compile-{sha[:16]}.lock"):
         component = cache_.load_or_compile(
             _compiled_key(engine, sha),
-            compile_component,
+            compile_with_progress,
             serialize=wc.Component.serialize,
             deserialize=deserialize,
         )
