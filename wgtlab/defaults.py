@@ -39,6 +39,11 @@ WASI_BYTE_FUEL = 16  # per byte a call makes (random_get) or moves (fd_write, io
 WASI_MAX_CALL_BYTES = 1 << 20  # random_get beyond it is EINVAL; fd_write writes this much
 WASI_MAX_IOVECS = 1_024  # IOV_MAX
 
+# The Python runner behind @wgt.udf, built and compiled once per machine: measured on an idle
+# 2-core machine (build 7.6 s, compile 7.0 s); its progress bars fill against these.
+RUNNER_BUILD_EXPECTED_S = 10.0
+RUNNER_COMPILE_EXPECTED_S = 10.0
+
 # --- sandbox: what loading one module may cost the host (ModuleCaps) --------------------------
 # Compiling is not linear in a module's size and cannot be interrupted: modules are refused
 # past these before compiling, and any module with more than COMPILE_IN_PROCESS_CODE_BYTES of
