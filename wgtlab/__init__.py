@@ -30,6 +30,7 @@ _LAZY: dict[str, str] = {
     # sandbox
     "ResourceLimits": "wgtlab.sandbox.limits:ResourceLimits",
     "WasmModule": "wgtlab.sandbox.module:WasmModule",
+    "ModuleCaps": "wgtlab.sandbox.limits:ModuleCaps",
     "Sandbox": "wgtlab.sandbox.runner:Sandbox",
     "TaskResult": "wgtlab.sandbox.runner:TaskResult",
     "kernels": "wgtlab.sandbox.kernels",
