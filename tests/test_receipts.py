@@ -227,7 +227,12 @@ def test_the_predicate_carries_what_ran_on_what_and_who_agreed(signed):
         for a in entry["attestations"]:
             key = bytes.fromhex(p["workers"][a["worker"]]["public_key"])
             message = result_message(
-                result.job_id, a["task"], entry["index"], bytes.fromhex(entry["digest"])
+                result.job_id,
+                a["task"],
+                entry["index"],
+                bytes.fromhex(entry["input_digest"]),
+                bytes.fromhex(result.kernel_digest),
+                bytes.fromhex(entry["digest"]),
             )
             Ed25519PublicKey.from_public_bytes(key).verify(base64.b64decode(a["sig"]), message)
     assert {t["name"] for t in p["trust"]} == {"local-0", "local-1", "local-2"}
@@ -321,7 +326,8 @@ TAMPERING: dict[str, tuple[dict[str, Any], set[str], str]] = {
     ),
     "a chunk's input digest": (
         {"statement": _set("predicate", "chunks", 5, "input_digest", change=flip_hex)},
-        {"signature", "output root", "input root"},
+        # workers sign the input digest they were given: their signatures break too
+        {"signature", "output root", "input root", "worker signatures"},
         "an input digest was altered",
     ),
     "a worker's signature": (
@@ -465,7 +471,14 @@ def forged_result(signed: dict[str, Any], chunk: int) -> Any:
         dataclasses.replace(
             a,
             signature=WorkerIdentity.load_or_create(a.worker, signed["workers"]).sign(
-                result_message(result.job_id, a.task, chunk, lie)
+                result_message(
+                    result.job_id,
+                    a.task,
+                    chunk,
+                    bytes.fromhex(outcome.input_digest),
+                    bytes.fromhex(result.kernel_digest),
+                    lie,
+                )
             ),
         )
         for a in outcome.attestations

@@ -63,7 +63,14 @@ def test_a_rerun_reuses_every_verified_chunk_and_gives_the_same_root(cache_file)
     (att,) = chunk.attestations
     Ed25519PublicKey.from_public_bytes(att.public_key).verify(
         att.signature,
-        result_message(first.job_id, att.task, chunk.index, bytes.fromhex(chunk.digest)),
+        result_message(
+            first.job_id,
+            att.task,
+            chunk.index,
+            bytes.fromhex(chunk.input_digest),
+            bytes.fromhex(first.kernel_digest),
+            bytes.fromhex(chunk.digest),
+        ),
     )
 
 

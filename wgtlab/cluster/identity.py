@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from wgtlab.errors import SignatureError
 
-_RESULT_DOMAIN = b"wgt-result-v1\x00"
+_RESULT_DOMAIN = b"wgt-result-v2\x00"
 
 
 def fingerprint(public_key: Ed25519PublicKey | bytes) -> str:
@@ -31,14 +31,25 @@ def public_bytes(public_key: Ed25519PublicKey) -> bytes:
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def result_message(job_id: str, task_id: int, chunk: int, outcome_digest: bytes) -> bytes:
-    """What a worker signs: the job, the task, the chunk and the digest of its outcome."""
+def result_message(
+    job_id: str,
+    task_id: int,
+    chunk: int,
+    input_digest: bytes,
+    code_digest: bytes,
+    outcome_digest: bytes,
+) -> bytes:
+    """What a worker signs: the job, the task, the chunk, the SHA-256 of the input it was given
+    and of the code it ran, and the digest of its outcome. A signature thus vouches for "this
+    code on this input gave this", which a receipt's reader can check without the client."""
     job = job_id.encode()
     return (
         _RESULT_DOMAIN
         + struct.pack(">I", len(job))
         + job
         + struct.pack(">QQ", task_id, chunk)
+        + input_digest
+        + code_digest
         + outcome_digest
     )
 

@@ -120,6 +120,7 @@ class _JobRun:
         self.plan = plan
         self.cluster = cluster
         self.kernel = plan.kernel
+        self.code_digest = bytes.fromhex(plan.kernel.digest)
         self.limits = plan.limits
         self.mode = plan.verification.mode
         self.replicas = plan.verification.replicas
@@ -544,7 +545,14 @@ class _JobRun:
                 f"{reply.task_id} chunk {reply.chunk}; assigned task {task.task_id} chunk "
                 f"{task.chunk})"
             )
-        message = result_message(reply.job_id, reply.task_id, reply.chunk, reply.outcome_digest)
+        message = result_message(
+            reply.job_id,
+            reply.task_id,
+            reply.chunk,
+            self.chunks[task.chunk].input_digest,
+            self.code_digest,
+            reply.outcome_digest,
+        )
         try:
             verify_signature(self.keys[assignment.worker], reply.signature, message)
         except SignatureError as exc:

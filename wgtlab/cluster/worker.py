@@ -50,7 +50,7 @@ def execute_chunk(
             output=b"",
             output_sha256=hashlib.sha256(b"").hexdigest(),
             outcome_digest=digest,
-            signature=identity.sign(result_message(task.job_id, task.task_id, task.chunk, digest)),
+            signature=identity.sign(_signed(task, digest)),
             error_type=type(exc).__name__,
             error_message=str(exc),
         )
@@ -69,7 +69,7 @@ def execute_chunk(
         output=output,
         output_sha256=digest.hex(),
         outcome_digest=digest,
-        signature=identity.sign(result_message(task.job_id, task.task_id, task.chunk, digest)),
+        signature=identity.sign(_signed(task, digest)),
         fuel_used=result.fuel_used,
         wall_ms=result.wall_ms,
         memory_bytes=result.memory_bytes,
@@ -77,6 +77,19 @@ def execute_chunk(
         stderr=result.stderr,
     )
     return reply if fault is None else fault.after(task, reply)
+
+
+def _signed(task: Task, outcome_digest: bytes) -> bytes:
+    """The message this worker signs for ``task``: its own view of the input and code."""
+    input_digest = hashlib.sha256(task.payload).digest()
+    return result_message(
+        task.job_id,
+        task.task_id,
+        task.chunk,
+        input_digest,
+        bytes.fromhex(task.kernel.digest),
+        outcome_digest,
+    )
 
 
 def run_task(task: Task, identity: WorkerIdentity, fault: Fault | None = None) -> WorkerReply:

@@ -37,7 +37,8 @@ _TEMPLATES = "wgtlab.jobs.templates"
 @dataclass(frozen=True)
 class Attestation:
     """One worker's signed word on a chunk: its Ed25519 ``signature`` over
-    ``result_message(job_id, task, chunk, outcome digest)``, checkable with ``public_key``
+    ``result_message(job_id, task, chunk, input digest, code digest, outcome digest)``,
+    checkable with ``public_key``
     (raw 32 bytes) by anyone, without trusting whoever ran the job."""
 
     worker: str

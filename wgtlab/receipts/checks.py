@@ -408,6 +408,10 @@ def _worker_signatures_row(evidence: Evidence) -> Check:
                             f"{fingerprint(listed.public_key)}")  # fmt: skip
     signatures, earlier = 0, 0
     signers: set[str] = set()
+    try:
+        code_digest = bytes.fromhex(evidence.kernel_digest)
+    except ValueError:
+        code_digest = b""  # not a digest: no signature can verify, each is named below
     for c in evidence.chunks:
         agreeing: set[str] = set()
         for a in c.attestations:
@@ -421,7 +425,9 @@ def _worker_signatures_row(evidence: Evidence) -> Check:
             if a.job_id == evidence.job_id and a.chunk != c.index:
                 problems.append(f"chunk {c.index}: {worker.name}'s signature names chunk {a.chunk}")
                 continue
-            message = result_message(a.job_id, a.task, a.chunk, c.digest)
+            message = result_message(
+                a.job_id, a.task, a.chunk, c.input_digest, code_digest, c.digest
+            )
             try:
                 verify_signature(worker.public_key, a.signature, message)
             except SignatureError:
