@@ -52,12 +52,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Run after the tutorial: the job again, on the cluster whose liar the first run quarantined.
+RUN_AGAIN = "# local-0 is quarantined before this run starts\nagain = %wgt run job"
+
+
 def fresh_copy(directory: Path) -> Path:
-    """The tutorial without its stored outputs, so whatever shows was drawn by this run."""
+    """The tutorial without its stored outputs, so whatever shows was drawn by this run, and
+    one more cell (RUN_AGAIN)."""
     notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
+    notebook["cells"].append(
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "source": RUN_AGAIN,
+            "outputs": [],
+            "execution_count": None,
+        }
+    )
     notebook["metadata"].pop("widgets", None)
     copy = directory / NOTEBOOK.name
     copy.write_text(json.dumps(notebook), encoding="utf-8")
@@ -193,6 +207,25 @@ def test_quickstart_runs_in_jupyterlab(jupyterlab: str) -> None:
             bar = dashboard.locator(".progress-bar").first
             assert bar.evaluate("e => parseFloat(e.style.width)") == pytest.approx(100.0)
             dashboard.screenshot(path=str(SCREENSHOTS / "browser-quickstart-dashboard.png"))
+
+            # The second run's dashboard: the liar wears its badge, though nothing in that run
+            # quarantined it (it was quarantined before the run started).
+            last = page.locator(".jp-Notebook .jp-CodeCell").last
+            assert "again = %wgt run job" in last.locator(".jp-InputArea").inner_text()
+            assert "Error" not in last.locator(".jp-OutputArea").inner_text()
+            again = last.locator(".jp-OutputArea-output .widget-vbox").first
+            again.scroll_into_view_if_needed()
+            again.wait_for(state="visible", timeout=30_000)
+            assert "28/28 verified" in again.inner_text()
+            liar = again.locator(
+                ".widget-hbox", has=page.locator(".widget-label", has_text="local-0")
+            )
+            assert liar.count() == 1 and "quarantined" in liar.inner_text()
+            honest = again.locator(
+                ".widget-hbox", has=page.locator(".widget-label", has_text="local-1")
+            )
+            assert honest.count() == 1 and "quarantined" not in honest.inner_text()
+            again.screenshot(path=str(SCREENSHOTS / "browser-quickstart-dashboard-again.png"))
 
             # The trust timeline: a PNG that the browser decoded to a real image.
             plot = page.locator(".jp-RenderedImage img").last
