@@ -27,7 +27,12 @@ def one_line(ip: InteractiveShell, capsys: pytest.CaptureFixture[str], code: str
 
 @pytest.fixture(scope="module")
 def names(ip):
-    """A notebook's variables: jobs, a result, a cluster, a pipeline, data and a key."""
+    """A notebook's variables: jobs, a result, a cluster, a pipeline, data and a key, and only
+    those (the shell is shared with other modules, whose variables are set aside meanwhile)."""
+    kept = {"In", "Out", "get_ipython", "exit", "quit", "wgt"}
+    aside = {k: v for k, v in ip.user_ns.items() if not k.startswith("_") and k not in kept}
+    for name in aside:
+        del ip.user_ns[name]
     cluster = wgt.LocalCluster(workers=2)
     by_carrier = wgt.Job("by-carrier").input(np.arange(10.0), chunk_rows=5)
     by_carrier.kernel(wgt.kernels.sum())
@@ -42,6 +47,7 @@ def names(ip):
     )
     yield ip
     cluster.close()
+    ip.user_ns.update(aside)
 
 
 def test_a_misspelt_variable_names_the_one_meant(names, capsys, tmp_path):
