@@ -19,7 +19,8 @@ LocalCluster, printing each verified result. A @wgt.Job.define job needs data: w
 it runs over that file's bytes; the file can also give it data itself, as a plain job
 (`job = myjob.job(data)`). Without either it is not run (a note says so), and a file with
 nothing else to run is an error. Every job is validated before any runs; an error in the file
-itself is reported as one line with its file and line number."""
+itself is reported as one line with its file and line number. A job that fails (a chunk that
+did not verify) is reported as one line, the others still run, and the exit status is 1."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
