@@ -468,8 +468,14 @@ def test_spot_checking_is_opt_in_and_counted_truthfully():
     assert spot.spot_checked == len(alone) > 0
     assert all(c.replicas == 1 and len(c.workers) == 1 for c in alone)
     assert f"spot_checked={spot.spot_checked}" in repr(spot)
-    assert f"({spot.spot_checked} spot-checked)" in spot.assurance
-    assert spot.assurance.endswith(f"; {spot.spot_checked} rest on one trusted worker each")
+    n = spot.spot_checked
+    assert spot.assurance.startswith(
+        f"400/400 chunks verified: {400 - n} agreed by 2 workers, {n} spot-checked (each "
+        "accepted on one trusted worker's word); "
+    )
+    assert spot.assurance.endswith(
+        "a wrong answer needs 2 colluding workers, or one lying worker on a spot-checked chunk"
+    )
     # adaptive=True is the older spelling of spot_check=0.1
     assert wgt.Job("x").verify("redundancy", adaptive=True).verification.spot_check == 0.1
     assert wgt.Job("x").verify("redundancy", adaptive=False).verification.spot_check is None

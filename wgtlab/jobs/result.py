@@ -321,11 +321,17 @@ class JobResult:
             )
         spot = self.spot_checked
         resolved = sum(1 for c in self.outcomes if c.status == "verified" and c.dissenters)
-        trusting = f"; {spot} rest on one trusted worker each" if spot else ""
+        if not spot:
+            return (
+                f"{verified}/{total} chunks agreed by {self.replicas} workers (0 spot-checked)"
+                f"{unverified}; {resolved} disagreements resolved; 0 wrong answers possible "
+                f"unless {self.replicas} workers collude"
+            )
         return (
-            f"{verified}/{total} chunks agreed by {self.replicas} workers ({spot} spot-checked)"
-            f"{unverified}; {resolved} disagreements resolved; 0 wrong answers possible unless "
-            f"{self.replicas} workers collude{trusting}"
+            f"{verified}/{total} chunks verified: {verified - spot} agreed by {self.replicas} "
+            f"workers, {spot} spot-checked (each accepted on one trusted worker's word)"
+            f"{unverified}; {resolved} disagreements resolved; a wrong answer needs "
+            f"{self.replicas} colluding workers, or one lying worker on a spot-checked chunk"
         )
 
     def __repr__(self) -> str:

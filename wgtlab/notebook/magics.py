@@ -33,6 +33,8 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from wgtlab import defaults
 from wgtlab.errors import ChunkFailed, WgtError
 from wgtlab.jobs import runtime
+from wgtlab.jobs.events import TextProgress
+from wgtlab.notebook.widgets import JobDashboard
 from wgtlab.verify import verify_proof
 from wgtlab.views.messages import chunk_failed_line, did_you_mean, listing
 
@@ -581,7 +583,7 @@ class WgtMagics(Magics):
         elif args.data is not None:
             raise UsageError(f"--data is for @wgt.Job.define jobs; {args.job} has its input")
         if not isinstance(job, Job):
-            raise UsageError(f"{args.job} is a {type(job).__name__}, not a wgt.Job")
+            raise UsageError(f"{args.job} is not a wgt.Job (it holds a {type(job).__name__})")
         if args.replicas is not None or args.verify is not None:
             mode = args.verify or "redundancy"
             job = job.copy().verify(mode, replicas=args.replicas)  # for this run only
@@ -694,14 +696,11 @@ def _parenthesised(text: str) -> str:
     return f" ({text})" if text else ""
 
 
-def _close(progress: Any, error: BaseException | None) -> None:
-    if progress is None:
-        return
-    finish = getattr(progress, "finish", None)
-    if finish is not None:
-        finish(error)
-    else:
-        getattr(progress, "close", lambda: None)()
+def _close(progress: JobDashboard | TextProgress | None, error: BaseException | None) -> None:
+    if isinstance(progress, JobDashboard):
+        progress.finish(error)
+    elif progress is not None:
+        progress.close()
 
 
 def _function_from_cell(name: str, arg: str, cell: str, namespace: dict[str, Any]) -> Any:

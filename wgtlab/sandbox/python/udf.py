@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import hashlib
 import html
 import json
@@ -32,6 +31,7 @@ from wgtlab.sandbox.python.chunks import ROW_LAYOUTS, chunk_json
 from wgtlab.sandbox.python.component import runner_digest
 from wgtlab.sandbox.python.task import run_in_guest
 from wgtlab.sandbox.runner import Sandbox, TaskResult
+from wgtlab.views.messages import did_you_mean, listing
 
 __all__ = ["COMBINES", "INPUTS", "PythonUdf", "natural_combine", "udf"]
 
@@ -297,12 +297,11 @@ class PythonUdf(Kernel, CapturedFunction):
             return
         known = [str(c) for c in columns]
         for name in sorted(self.columns_read() - set(known)):
-            close = difflib.get_close_matches(name, known, n=3)
-            hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-            shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+            hint = did_you_mean(name, known)
             raise JobDefinitionError(
-                f"udf {self.name} reads column {name!r}, which the input does not have; {hint}"
-                f"(the input's columns: {shown}); nothing was run"
+                f"udf {self.name} reads column {name!r}, which the input does not have; "
+                f"{hint + ' ' if hint else ''}(the input's columns: {listing(known)}); nothing "
+                "was run"
             )
 
     def execution_spec(self) -> ExecutionSpec:
