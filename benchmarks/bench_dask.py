@@ -2,7 +2,7 @@
 
 Prints each figure and its ratio against the reference measured in the same run (the machine is
 shared: each side is measured ROUNDS times, interleaved, and the best of each is compared):
-- a CPU-bound kernel over 64 chunks: throughput vs LocalCluster(2) (target >= 0.7x);
+- a CPU-bound kernel over 64 chunks: throughput vs LocalCluster(2) (target >= 0.8x);
 - trivial sandboxed chunks: time per task vs bare Dask no-op tasks on the same cluster and
   client (``client.map`` + ``gather``; target <= 2x).
 """
@@ -35,7 +35,7 @@ def noop_task(header: dict[str, Any], payload: bytes) -> dict[str, Any]:
 def job_seconds(module: wgt.WasmModule, chunks: int, cluster: Cluster) -> float:
     job = wgt.Job("bench").input(b"x" * chunks, chunk_bytes=1).kernel(module)
     started = time.perf_counter()
-    result = job.run(on=cluster)
+    result = job.run(on=cluster, cache=False)
     elapsed = time.perf_counter() - started
     assert result.ok and len(result.outcomes) == chunks
     return elapsed
@@ -71,7 +71,7 @@ def main() -> None:
         print(
             f"cpu-bound job, {CHUNKS} chunks: DaskCluster.local(2, TLS) "
             f"{CHUNKS / remote_s:.1f} chunks/s vs LocalCluster(2) {CHUNKS / local_s:.1f} chunks/s"
-            f" -> {ratio:.2f}x the local throughput (target >= 0.7x)"
+            f" -> {ratio:.2f}x the local throughput (target >= 0.8x)"
         )
 
         print(

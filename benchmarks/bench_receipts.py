@@ -54,7 +54,7 @@ def main() -> int:
                 job.input(values, chunk_rows=ROWS_PER_CHUNK)
                 job.kernel(wgt.kernels.sum())
                 job.verify(mode, replicas=replicas)
-            result = job.run(on=cluster)
+            result = job.run(on=cluster, cache=False)
             assert result.ok and len(result.outcomes) == CHUNKS
 
             made = best_of(result.receipt, 3)
