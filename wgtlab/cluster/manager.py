@@ -42,6 +42,7 @@ from wgtlab.jobs.result import (
     TaskOutcome,
     TaskRecord,
 )
+from wgtlab.trust.ledger import WorkerState
 from wgtlab.verify import chunk_record, quorum
 
 if TYPE_CHECKING:
@@ -319,6 +320,9 @@ class _JobRun:
         self.pending.extend([state] * replicas)
 
     def _dispatch(self) -> None:
+        if not any(self.in_flight[n] < self.max_in_flight for n in self.names):
+            return  # every worker is busy: nothing can be placed this round
+        states: dict[str, WorkerState] | None = None  # read once a round, when a choice is due
         for _ in range(len(self.pending)):
             state = self.pending.popleft()
             state.queued -= 1
@@ -339,7 +343,9 @@ class _JobRun:
             if not ready:
                 self._enqueue(state)
                 continue
-            worker = self._choose(ready)
+            if states is None:
+                states = self.policy.ledger.states(self.ids.values())
+            worker = self._choose(ready, states)
             if worker is None:
                 self._enqueue(state)  # dispatched again among the remaining workers
                 continue
@@ -350,12 +356,12 @@ class _JobRun:
                 self._maybe_probation(state)
             self._submit(state, worker)
 
-    def _choose(self, ready: list[str]) -> str | None:
+    def _choose(self, ready: list[str], states: dict[str, WorkerState]) -> str | None:
         """A trust-weighted pick among ``ready``; None if the policy refuses them all (the
         ledger says they are quarantined: they get no deciding replica, only probation)."""
         by_id = {self.ids[n]: n for n in ready}
         try:
-            return by_id[self.policy.choose(list(by_id), 1)[0]]
+            return by_id[self.policy.choose(list(by_id), 1, states=states)[0]]
         except NoEligibleWorkers:
             self.quarantined.update(ready)
             return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from wgtlab import defaults
 from wgtlab.errors import ConfigError, NoEligibleWorkers
@@ -62,15 +62,22 @@ class TrustPolicy:
         return self._quarantined(self.ledger.state(worker))
 
     def choose(
-        self, candidates: Sequence[str], n: int, *, exclude: Iterable[str] = ()
+        self,
+        candidates: Sequence[str],
+        n: int,
+        *,
+        exclude: Iterable[str] = (),
+        states: Mapping[str, WorkerState] | None = None,
     ) -> list[str]:
         """``n`` distinct workers from ``candidates``, drawn without replacement with
-        probability proportional to trust, never quarantined or excluded ones."""
+        probability proportional to trust, never quarantined or excluded ones. ``states``: the
+        candidates' ledger states if the caller read them already (one read for many draws)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError(f"the number of workers to choose must be an int >= 0, got {n!r}")
         excluded = set(exclude)
         pool = [c for c in dict.fromkeys(candidates) if c not in excluded]
-        states = self.ledger.states(pool)
+        if states is None or not all(c in states for c in pool):
+            states = self.ledger.states(pool)
         eligible = [c for c in pool if not self._quarantined(states[c])]
         if len(eligible) < n:
             quarantined = len(pool) - len(eligible)
