@@ -157,8 +157,8 @@ def test_garbage_is_a_format_error(pipe, junk):
 
 
 def test_future_format_version_is_named(pipe, shards):
-    bumped = [s[:8] + b"\x00\x02" + s[10:] for s in shards]
-    with pytest.raises(ShardFormatError, match="version 2 is not supported"):
+    bumped = [s[:8] + b"\x00\x03" + s[10:] for s in shards]
+    with pytest.raises(ShardFormatError, match="version 3 is not supported"):
         pipe.reconstruct(bumped)
 
 

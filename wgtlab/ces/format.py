@@ -1,4 +1,5 @@
-"""The CES shard format, version 1: what the bytes of one shard are, packed and parsed strictly.
+"""The CES shard format, version 2 (version 1 still read): what the bytes of one shard are,
+packed and parsed strictly.
 
 A shard is a fixed header, then fragment ``index`` of every segment, then a footer::
 
@@ -8,6 +9,12 @@ A shard is a fixed header, then fragment ``index`` of every segment, then a foot
     footer              per segment: fragment length (u32) + BLAKE3 of the fragment (32 bytes);
                         BLAKE3 of header + table (32 bytes: bit rot is found without the key);
                         HMAC-SHA256 of header + table under the header-MAC key (32 bytes)
+
+Erasure coding splits each segment's sealed payload into the fragments. Version 2's payload is
+``flags (1 byte) + nonce (24) + ciphertext + tag (16)``: flags say how the segment is stored
+(``SEGMENT_ZSTD``: a zstd frame, ``SEGMENT_RAW``: the plaintext as it is, for data zstd cannot
+shrink) and are part of the AEAD's associated data, so flipping them fails authentication.
+Version 1's payload is ``nonce + ciphertext + tag`` of a zstd frame, with no flags.
 
 The fragment table sits after the body so a shard can be written in one pass while segments
 stream through; a reader finds it from the end, since its length follows from the header.
@@ -27,7 +34,11 @@ from wgtlab.ces.erasure import CODEC_NAMES, MAX_TOTAL_SHARDS
 from wgtlab.errors import ShardFormatError
 
 MAGIC = b"WGTCES\r\n"  # \r\n catches text-mode mangling, as in PNG
-VERSION = 1
+VERSION = 2  # what this wgtlab writes
+SUPPORTED_VERSIONS = (1, 2)  # what it reads
+SEGMENT_ZSTD = 0  # version 2 segment flags: the sealed plaintext is a zstd frame
+SEGMENT_RAW = 1  # ... is the segment's bytes as they are (zstd could not shrink them)
+SEGMENT_FLAGS = (SEGMENT_ZSTD, SEGMENT_RAW)
 COMPRESSION_ZSTD = 1
 MIN_LEVEL, MAX_LEVEL = -7, 22  # zstd's fast levels up to its maximum
 MIN_SEGMENT_BYTES = 1 << 10
@@ -134,9 +145,10 @@ class ShardHeader:
         ) = _HEADER.unpack(raw)
         if magic != MAGIC:
             raise ShardFormatError("not a wgtlab CES shard (bad magic bytes)")
-        if version != VERSION:
+        if version not in SUPPORTED_VERSIONS:
+            readable = " and ".join(map(str, SUPPORTED_VERSIONS))
             raise ShardFormatError(
-                f"shard format version {version} is not supported (this wgtlab reads {VERSION})"
+                f"shard format version {version} is not supported (this wgtlab reads {readable})"
             )
         _require(flags == 0 and reserved == 0, "reserved header fields are not zero")
         _require(data_shards >= 1 and parity_shards >= 1, "shard counts must be at least 1")

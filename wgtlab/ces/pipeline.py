@@ -1,10 +1,11 @@
 """``CESPipeline``: compress, encrypt and erasure-code data into shards, and rebuild it.
 
-Data is cut into segments; each is zstd-compressed, sealed with XChaCha20-Poly1305 under
-associated data that pins it to its place in the dataset, then cut into k + m fragments; shard i
-holds fragment i of every segment. This is the recipe, composed from the primitives (``aead``,
-``erasure``, ``keys``, ``format``); the thread pool (``parallel``), the buffers results are
-written into (``buffers``) and shard and file writing (``writer``, ``store``) live apart.
+Data is cut into segments; each is zstd-compressed (or, when a cheap probe finds that zstd
+cannot shrink it, stored raw, flagged so), sealed with XChaCha20-Poly1305 under associated data
+that pins it to its place in the dataset and binds the flag, then cut into k + m fragments;
+shard i holds fragment i of every segment. This is the recipe, composed from the primitives
+(``aead``, ``erasure``, ``keys``, ``format``); the thread pool (``parallel``), the buffers results
+are written into (``buffers``) and shard and file writing (``writer``, ``store``) live apart.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from wgtlab.ces.format import (
     MAX_SEGMENT_BYTES,
     MIN_LEVEL,
     MIN_SEGMENT_BYTES,
+    SEGMENT_FLAGS,
+    SEGMENT_RAW,
+    SEGMENT_ZSTD,
     ShardHeader,
     fragment_checksum,
     segment_count_for,
@@ -55,19 +59,30 @@ __all__ = [
     "write_store",
 ]
 
-_AAD_PREFIX = b"wgt-ces-v1/segment"
+_AAD_PREFIX_V1 = b"wgt-ces-v1/segment"
+_AAD_PREFIX = b"wgt-ces-v2/segment"
 _AAD_FIELDS = struct.Struct(">IIQ")
+FLAGS_BYTES = 1  # version 2: the segment's flags byte, before the nonce
+
+# The probe that decides "store raw": a few small samples compressed at zstd's fastest level.
+# If they shrink by less than 1/32, compressing the whole segment would mostly copy it.
+_PROBE_BYTES = 16 << 10
+_PROBE_SAMPLES = 3
+_PROBE_MIN_SEGMENT = 4 * _PROBE_SAMPLES * _PROBE_BYTES  # smaller segments are just compressed
+_PROBE_LEVEL = 1
 
 _decompressors = threading.local()
 
 
-def segment_aad(header: ShardHeader, index: int) -> bytes:
-    """What segment ``index`` is bound to: reordering, truncation and splicing fail to open."""
-    return (
-        _AAD_PREFIX
-        + header.dataset_id
-        + _AAD_FIELDS.pack(index, header.segment_count, header.original_size)
-    )
+def segment_aad(header: ShardHeader, index: int, flags: int = SEGMENT_ZSTD) -> bytes:
+    """What segment ``index`` is bound to: reordering, truncation and splicing fail to open.
+
+    Version 2 also binds the segment's ``flags`` (how it is stored): flipping them fails too.
+    """
+    fields = _AAD_FIELDS.pack(index, header.segment_count, header.original_size)
+    if header.version == 1:
+        return _AAD_PREFIX_V1 + header.dataset_id + fields
+    return _AAD_PREFIX + header.dataset_id + fields + bytes((flags,))
 
 
 class CESPipeline:
@@ -118,6 +133,7 @@ class CESPipeline:
         self._aead = XChaCha20Poly1305(self._keys.seal_key)
         self.codec = ErasureCodec(self.data_shards, self.parity_shards)
         self._compressors = threading.local()
+        self._probes = threading.local()
 
     @classmethod
     def for_tenant(cls, tenant_id: str, master_secret: bytes, **kwargs: Any) -> CESPipeline:
@@ -292,47 +308,95 @@ class CESPipeline:
             self._compressors.cctx = cctx
         return cctx
 
-    def _seal(self, header: ShardHeader, j: int, plaintext: Any) -> Sealed:
-        return self._seal_compressed(header, j, self._compressor().compress(plaintext))
+    def _probe(self) -> zstandard.ZstdCompressor:
+        cctx = getattr(self._probes, "cctx", None)
+        if cctx is None:
+            cctx = self._probes.cctx = zstandard.ZstdCompressor(
+                level=_PROBE_LEVEL, write_content_size=False, write_checksum=False
+            )
+        return cctx
 
-    def _seal_compressed(self, header: ShardHeader, j: int, compressed: Any) -> Sealed:
-        """Fragments of one compressed segment, and their checksums."""
-        # nonce + ciphertext + tag, written once into the bytes object pyeclib needs.
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = OutputBuffer(NONCE_BYTES + len(compressed) + TAG_BYTES)
-        sealed.view[:NONCE_BYTES] = nonce
-        self._aead.encrypt_into(
-            nonce, compressed, segment_aad(header, j), sealed.view[NONCE_BYTES:]
+    def _incompressible(self, plaintext: memoryview) -> bool:
+        """Whether a cheap probe (three 16 KiB samples at zstd's fastest level) says zstd would
+        shrink this segment by less than 1/32: then it is stored raw, not compressed."""
+        size = len(plaintext)
+        if size < _PROBE_MIN_SEGMENT:
+            return False
+        step = (size - _PROBE_BYTES) // (_PROBE_SAMPLES - 1)
+        cctx = self._probe()
+        packed = sum(
+            len(cctx.compress(plaintext[i * step : i * step + _PROBE_BYTES]))
+            for i in range(_PROBE_SAMPLES)
         )
+        return packed * 32 >= _PROBE_SAMPLES * _PROBE_BYTES * 31
+
+    def _seal(self, header: ShardHeader, j: int, plaintext: Any) -> Sealed:
+        view = memoryview(plaintext).cast("B")
+        if self._incompressible(view):
+            return self._seal_payload(header, j, SEGMENT_RAW, view)
+        compressed = self._compressor().compress(view)
+        if len(compressed) >= len(view):  # zstd only added its framing: keep the bytes
+            return self._seal_payload(header, j, SEGMENT_RAW, view)
+        return self._seal_payload(header, j, SEGMENT_ZSTD, compressed)
+
+    def _seal_payload(self, header: ShardHeader, j: int, flags: int, payload: Any) -> Sealed:
+        """Fragments of one segment's ``payload`` (stored as ``flags`` say), and their checksums.
+
+        flags + nonce + ciphertext + tag are written once into the bytes object pyeclib needs.
+        """
+        assert header.version >= 2, "this wgtlab writes format version 2 only"
+        nonce = os.urandom(NONCE_BYTES)
+        start = FLAGS_BYTES + NONCE_BYTES
+        sealed = OutputBuffer(start + len(payload) + TAG_BYTES)
+        sealed.view[0] = flags
+        sealed.view[FLAGS_BYTES:start] = nonce
+        self._aead.encrypt_into(nonce, payload, segment_aad(header, j, flags), sealed.view[start:])
         fragments = self.codec.encode(sealed.take())  # our own header: same codec
         return fragments, [fragment_checksum(f) for f in fragments]
 
-    def _unseal(self, header: ShardHeader, j: int, sealed: bytes) -> memoryview:
-        """The compressed segment ``j``, authenticated against its place in the dataset.
+    def _unseal(
+        self, header: ShardHeader, j: int, sealed: bytes, into: memoryview | None = None
+    ) -> tuple[int, memoryview]:
+        """Segment ``j``'s flags and payload (a zstd frame, or the raw bytes), authenticated
+        against its place in the dataset.
 
-        Decrypted into this thread's scratch buffer (reused: fresh memory is slow to touch), so
-        the view is only valid until this thread unseals the next segment.
+        Decrypted into ``into`` if given (exactly the payload's length), else into this thread's
+        scratch buffer (reused: fresh memory is slow to touch), so the view is only valid until
+        this thread unseals the next segment.
         """
-        if len(sealed) < NONCE_BYTES + TAG_BYTES:
-            raise IntegrityError(f"segment {j} is too short to be sealed data")
-        view, plain = memoryview(sealed), scratch(len(sealed) - NONCE_BYTES - TAG_BYTES)
+        flags, body = _split_sealed(header, j, sealed)
+        plain = scratch(len(body) - NONCE_BYTES - TAG_BYTES) if into is None else into
         try:
             self._aead.decrypt_into(
-                view[:NONCE_BYTES], view[NONCE_BYTES:], segment_aad(header, j), plain
+                body[:NONCE_BYTES], body[NONCE_BYTES:], segment_aad(header, j, flags), plain
             )
         except IntegrityError:
             raise IntegrityError(
                 f"segment {j} of dataset {header.dataset_id.hex()} failed authentication: its "
                 "data was altered, or it was moved from another position or dataset"
             ) from None
-        return plain
+        return flags, plain
 
     def _open(self, shard_set: ShardSet, j: int, into: memoryview | None = None) -> bytes:
         """Plaintext of segment ``j`` (rebuilt, authenticated, decompressed, length-checked);
         written into ``into`` when given (then the result is empty)."""
         header = shard_set.header
-        compressed = self._unseal(header, j, shard_set.sealed_segment(j))
+        sealed = shard_set.sealed_segment(j)
         expected = segment_length(j, header.original_size, header.segment_size)
+        if _split_sealed(header, j, sealed)[0] == SEGMENT_RAW:
+            # Stored raw: decrypted straight into its place, no second pass.
+            if len(sealed) - FLAGS_BYTES - NONCE_BYTES - TAG_BYTES != expected:
+                raise IntegrityError(f"segment {j} does not hold the {expected} bytes it should")
+            if into is not None:
+                self._unseal(header, j, sealed, into)
+                return b""
+            out = OutputBuffer(expected) if expected else None
+            if out is None:
+                self._unseal(header, j, sealed, scratch(0))
+                return b""
+            self._unseal(header, j, sealed, out.view)
+            return out.take()
+        compressed = self._unseal(header, j, sealed)[1]
         dctx = getattr(_decompressors, "dctx", None)
         if dctx is None:
             dctx = _decompressors.dctx = zstandard.ZstdDecompressor()
@@ -404,6 +468,21 @@ def _decompress_into(
         if reader.read(1):
             return -1
     return written
+
+
+def _split_sealed(header: ShardHeader, j: int, sealed: bytes) -> tuple[int, memoryview]:
+    """A sealed segment's flags (version 1: always zstd) and its nonce + ciphertext + tag.
+
+    The flags are only read here; the AEAD authenticates them when the segment is opened."""
+    view = memoryview(sealed)
+    flags = SEGMENT_ZSTD
+    if header.version >= 2:
+        if len(view) < FLAGS_BYTES or view[0] not in SEGMENT_FLAGS:
+            raise IntegrityError(f"segment {j} has unknown storage flags")
+        flags, view = view[0], view[FLAGS_BYTES:]
+    if len(view) < NONCE_BYTES + TAG_BYTES:
+        raise IntegrityError(f"segment {j} is too short to be sealed data")
+    return flags, view
 
 
 def _byte_view(data: Any) -> memoryview:

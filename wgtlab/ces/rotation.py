@@ -110,7 +110,7 @@ def _resealed(
     old: CESPipeline, new: CESPipeline, shard_set: ShardSet, header: ShardHeader
 ) -> Iterator[Sealed]:
     def reseal(j: int) -> Sealed:
-        compressed = old._unseal(shard_set.header, j, shard_set.sealed_segment(j))
-        return new._seal_compressed(header, j, compressed)
+        flags, payload = old._unseal(shard_set.header, j, shard_set.sealed_segment(j))
+        return new._seal_payload(header, j, flags, payload)  # stored as it was: zstd or raw
 
     return ordered_map(reseal, range(shard_set.header.segment_count))

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from wgtlab.ces.format import ShardHeader, build_footer
+from wgtlab.ces.parallel import ordered_map
 
 Sealed = tuple[list[bytes], list[bytes]]  # one segment: fragments, and their checksums
 
@@ -61,4 +62,6 @@ def write_shards(header: ShardHeader, sealed: Iterable[Sealed], mac_key: bytes) 
     for segment in sealed:
         writer.add(segment)
     writer.finish()
-    return [sink.getvalue() for sink in sinks]
+    # Each shard is assembled by one join (one copy into fresh memory, which is slow to touch);
+    # bytes.join releases the GIL for large pieces, so the shards are joined on every core.
+    return list(ordered_map(_Collector.getvalue, sinks))
