@@ -26,6 +26,7 @@ import pytest
 import wgtlab as wgt
 from wgtlab.sandbox.kernels.base import Kernel
 from wgtlab.sandbox.python import PythonUdf, natural_combine
+from wgtlab.sandbox.python.chunks import chunk_value
 
 THRESHOLD = 10.0
 LOOKUP = {"JFK": "Kennedy", "LGA": "LaGuardia", (1, 2): frozenset({3, 1})}
@@ -314,25 +315,25 @@ def test_dataframes_arrive_as_records_or_columns_with_missing_as_none():
             7: [True, False, True],
         }
     )
-    records = json.loads(wgt.udf(uses_double).encode(frame))
+    records = chunk_value(wgt.udf(uses_double).encode(frame))
     assert records == [
         {"fare": 5.0, "city": "NYC", "when": "2013-01-01T05:15:00", "n": 1, "7": True},
         {"fare": None, "city": None, "when": None, "n": 2, "7": False},
         {"fare": 7.25, "city": "Zürich", "when": "2013-01-02T00:00:00", "n": 3, "7": True},
     ]
-    columns = json.loads(wgt.udf(uses_double, rows="columns").encode(frame))
+    columns = chunk_value(wgt.udf(uses_double, rows="columns").encode(frame))
     assert columns["fare"] == [5.0, None, 7.25] and columns["7"] == [True, False, True]
     assert list(columns) == ["fare", "city", "when", "n", "7"]
 
 
 def test_series_arrays_arrow_and_plain_values_arrive_as_lists():
     kernel = wgt.udf(uses_double)
-    assert json.loads(kernel.encode(pd.Series([1.5, np.nan]))) == [1.5, None]
-    assert json.loads(kernel.encode(np.array([[1, 2], [3, 4]]))) == [[1, 2], [3, 4]]
-    assert json.loads(kernel.encode(np.array([0.5, np.nan]))) == [0.5, None]
+    assert chunk_value(kernel.encode(pd.Series([1.5, np.nan]))) == [1.5, None]
+    assert chunk_value(kernel.encode(np.array([[1, 2], [3, 4]]))) == [[1, 2], [3, 4]]
+    assert chunk_value(kernel.encode(np.array([0.5, np.nan]))) == [0.5, None]
     table = pa.table({"a": [1, None], "b": ["x", "y"]})
-    assert json.loads(kernel.encode(table)) == [{"a": 1, "b": "x"}, {"a": None, "b": "y"}]
-    assert json.loads(kernel.encode([1, {"k": (2, 3)}, None])) == [1, {"k": [2, 3]}, None]
+    assert chunk_value(kernel.encode(table)) == [{"a": 1, "b": "x"}, {"a": None, "b": "y"}]
+    assert chunk_value(kernel.encode([1, {"k": (2, 3)}, None])) == [1, {"k": [2, 3]}, None]
     with pytest.raises(wgt.ConfigError, match="input='bytes'"):
         kernel.encode(b"raw")
     with pytest.raises(wgt.ConfigError, match="cannot be sent to the sandbox as JSON"):

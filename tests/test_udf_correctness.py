@@ -29,6 +29,7 @@ import pytest
 from udf_support import ensure_runner
 
 import wgtlab as wgt
+from wgtlab.sandbox.python.chunks import chunk_value
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "flights-2013-01.csv"
 FLIGHTS = pd.read_csv(DATA)
@@ -187,7 +188,7 @@ def as_json(value):
 @pytest.mark.parametrize("analysis", RECORD_ANALYSES, ids=lambda f: f.__name__)
 def test_analyses_of_records_match_native(analysis):
     kernel = wgt.udf(analysis)
-    rows = json.loads(kernel.encode(CHUNK))  # exactly what the guest receives
+    rows = chunk_value(kernel.encode(CHUNK))  # exactly what the guest receives
     assert len(rows) == len(CHUNK) and rows[0]["carrier"] == CHUNK["carrier"][0]
     sandboxed = kernel.run(CHUNK)
     assert same(sandboxed, as_json(analysis(rows))), analysis.__name__
@@ -212,7 +213,7 @@ def test_columns_layout_matches_native():
         return collections.Counter(columns["origin"]).most_common(1)[0]
 
     kernel = wgt.udf(busiest_origin, rows="columns")
-    columns = json.loads(kernel.encode(CHUNK))
+    columns = chunk_value(kernel.encode(CHUNK))
     assert kernel.run(CHUNK) == as_json(busiest_origin(columns))
 
 

@@ -55,7 +55,7 @@ GUEST_DIR = Path(__file__).with_name("guest")
 WIT_FILE = GUEST_DIR / "runner.wit"
 WORLD = "runner"
 APP_MODULE = "udf_guest"
-_GUEST_SOURCES = ("runner.wit", "udf_guest.py", "guest_modules.py")
+_GUEST_SOURCES = ("runner.wit", "udf_guest.py", "guest_modules.py", "udf_columns.py")
 _BUILD_TIMEOUT_S = 900
 # componentize-py's own command-line entry point, run with this interpreter so no PATH lookup
 # (or a different environment's componentize-py) is involved.
@@ -179,7 +179,7 @@ def _stage(what: str, expected_s: float) -> Iterator[None]:
 def _componentize(work: Path) -> bytes:
     app = work / "app"
     app.mkdir()
-    for name in ("udf_guest.py", "guest_modules.py"):
+    for name in _GUEST_SOURCES[1:]:
         shutil.copyfile(GUEST_DIR / name, app / name)
     out = work / "runner.wasm"
     command = [

@@ -28,7 +28,7 @@ from wgtlab.sandbox.wasi import component_linker
 __all__ = ["GuestOutcome", "run_in_guest"]
 
 # The guest's interface (guest/runner.wit): what the input and output strings hold.
-INPUT_KINDS = ("json", "bytes", "text")
+INPUT_KINDS = ("json", "columns", "bytes", "text")
 OUTPUT_KINDS = ("json", "bytes")
 
 

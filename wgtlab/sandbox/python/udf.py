@@ -27,8 +27,9 @@ from wgtlab.errors import (
 from wgtlab.sandbox.kernels.base import ExecutionSpec, Kernel
 from wgtlab.sandbox.limits import ResourceLimits
 from wgtlab.sandbox.python.capture import CapturedFunction, GuestProgram, capture
-from wgtlab.sandbox.python.chunks import ROW_LAYOUTS, chunk_json
+from wgtlab.sandbox.python.chunks import ROW_LAYOUTS, chunk_payload
 from wgtlab.sandbox.python.component import runner_digest
+from wgtlab.sandbox.python.guest.udf_columns import MAGIC as COLUMNS_MAGIC
 from wgtlab.sandbox.python.task import run_in_guest
 from wgtlab.sandbox.runner import Sandbox, TaskResult
 from wgtlab.views.messages import did_you_mean, listing
@@ -348,9 +349,10 @@ class PythonUdf(Kernel, CapturedFunction):
     # --- the kernel protocol ---------------------------------------------------------------------
 
     def encode(self, chunk: Any) -> bytes:
-        """Trusted side: the task payload for ``chunk`` (JSON text, or the bytes themselves)."""
+        """Trusted side: the task payload for ``chunk`` (typed columns for DataFrames, Series and
+        numeric arrays, JSON text for other values, or the bytes themselves)."""
         if self.input_kind == "records":
-            return chunk_json(chunk, self.rows)
+            return chunk_payload(chunk, self.rows)
         if isinstance(chunk, str):
             return chunk.encode("utf-8")
         if isinstance(chunk, (bytes, bytearray, memoryview)):
@@ -368,7 +370,10 @@ class PythonUdf(Kernel, CapturedFunction):
                 f"the chunk alone is {len(payload):,} bytes, over max_memory_bytes="
                 f"{limits.max_memory_bytes:,}; give it smaller chunks"
             )
-        if self._guest_input == "bytes":
+        guest_input = self._guest_input
+        if guest_input == "json" and payload.startswith(COLUMNS_MAGIC):
+            guest_input = "columns"
+        if guest_input in ("bytes", "columns"):
             chunk = payload.decode("latin-1")  # one character per byte, undone in the guest
         else:
             chunk = payload.decode("utf-8", "replace" if self._guest_input == "text" else "strict")
@@ -377,7 +382,7 @@ class PythonUdf(Kernel, CapturedFunction):
             source=self.program.source,
             name=self.program.entry,
             seed=_seed(self.seed, self.digest, payload),
-            input_kind=self._guest_input,
+            input_kind=guest_input,
             output_kind=self.output_kind,
             chunk=chunk,
         )

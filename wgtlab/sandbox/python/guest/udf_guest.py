@@ -26,6 +26,7 @@ import types
 import wit_world
 from componentize_py_types import Err, Ok
 from guest_modules import GUEST_MODULES
+from udf_columns import decode_columns
 
 # Present so that code trying them fails at the refusal below, not with a missing module; the
 # host still rejects importing them by name (they are not in GUEST_MODULES).
@@ -323,6 +324,8 @@ def _run(
         argument = chunk.encode("latin-1")
     elif input_kind == "text":
         argument = chunk
+    elif input_kind == "columns":
+        argument = decode_columns(chunk.encode("latin-1"))
     else:
         argument = json.loads(chunk)
     text = _encode_result(function(argument), output_kind, name)
