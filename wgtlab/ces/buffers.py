@@ -79,3 +79,24 @@ def scratch(size: int) -> memoryview:
     if buffer is None or len(buffer) < size:
         buffer = _scratch.buffer = bytearray(max(size, 1 << 20))
     return memoryview(buffer)[:size]
+
+
+_reused = threading.local()  # per-thread bytes a segment is sealed into before erasure coding
+
+
+def reusable_bytes(size: int) -> tuple[bytes, memoryview]:
+    """A ``bytes`` of ``size`` this thread may fill through the view and hand to a function
+    that only reads it while called (pyeclib's encode takes only ``bytes``, and copies).
+
+    The same object is handed out again for the same size once nobody else holds it, so a
+    hot loop of equal segments touches fresh memory once, not once per segment. The caller
+    must not keep the bytes, nor let them escape, past its next call here.
+    """
+    cached = getattr(_reused, "pair", None)
+    # References when free: the thread-local tuple, the view's array owner, getrefcount's own.
+    if cached is not None and len(cached[0]) == size and sys.getrefcount(cached[0]) <= 3:
+        return cached
+    _reused.pair = None  # held elsewhere, or another size: let it go
+    pair: tuple[bytes, memoryview] = _bytes_in_place(size)  # CPython only (see IN_PLACE)
+    _reused.pair = pair
+    return pair

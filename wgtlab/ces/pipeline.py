@@ -19,10 +19,10 @@ from typing import IO, Any
 import zstandard
 
 from wgtlab import defaults
-from wgtlab.ces import store
+from wgtlab.ces import buffers, store
 from wgtlab.ces.aead import NONCE_BYTES, TAG_BYTES, XChaCha20Poly1305
 from wgtlab.ces.audit import AuditPath, audit_log_from
-from wgtlab.ces.buffers import OutputBuffer, scratch
+from wgtlab.ces.buffers import OutputBuffer, reusable_bytes, scratch
 from wgtlab.ces.erasure import ErasureCodec, validate_shard_counts
 from wgtlab.ces.format import (
     MAX_LEVEL,
@@ -347,11 +347,17 @@ class CESPipeline:
         assert header.version >= 2, "this wgtlab writes format version 2 only"
         nonce = os.urandom(NONCE_BYTES)
         start = FLAGS_BYTES + NONCE_BYTES
-        sealed = OutputBuffer(start + len(payload) + TAG_BYTES)
-        sealed.view[0] = flags
-        sealed.view[FLAGS_BYTES:start] = nonce
-        self._aead.encrypt_into(nonce, payload, segment_aad(header, j, flags), sealed.view[start:])
-        fragments = self.codec.encode(sealed.take())  # our own header: same codec
+        size = start + len(payload) + TAG_BYTES
+        # pyeclib takes only bytes, and copies them: equal segments reuse one per thread.
+        out = None if buffers.IN_PLACE else OutputBuffer(size)
+        sealed, view = reusable_bytes(size) if out is None else (b"", out.view)
+        view[0] = flags
+        view[FLAGS_BYTES:start] = nonce
+        self._aead.encrypt_into(nonce, payload, segment_aad(header, j, flags), view[start:])
+        if out is not None:
+            sealed = out.take()
+        fragments = self.codec.encode(sealed)  # our own header: same codec
+        del sealed, view  # free for this thread's next segment
         return fragments, [fragment_checksum(f) for f in fragments]
 
     def _unseal(
