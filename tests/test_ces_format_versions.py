@@ -114,3 +114,12 @@ def test_version_2_shards_relabelled_version_1_do_not_open():
     relabelled = [s[:8] + b"\x00\x01" + s[10:] for s in shards]
     with pytest.raises(wgt.CESError):
         pipe.reconstruct(relabelled)
+
+
+def test_v1_shards_rotate_into_version_2():
+    from wgtlab.ces.rotation import rotate
+
+    new_key = bytes(range(1, 33))
+    rotated = rotate(_v1_shards("mixed"), KEY, new_key)
+    assert ShardHeader.parse(rotated[0][:HEADER_BYTES]).version == 2
+    assert wgt.CESPipeline(new_key).reconstruct([None, *rotated[1:]]) == CASES["mixed"][0]
