@@ -348,10 +348,14 @@ def test_a_worker_quarantined_mid_job_by_another_ledger_user_gets_no_deciding_ta
         job.subscribe(quarantine_once)
         result = job.run(on=cluster)
         assert result.ok and result.value == float(np.arange(400.0).sum())
+        # Choices within one dispatch round share one read of the ledger: the round under way
+        # when the other process quarantined it (at most workers x in-flight tasks) may still
+        # place a replica there; none after.
+        margin = 2 * cluster.rate_limit.max_in_flight
         late = [
             t
             for t in result.tasks
-            if t.task > state["quarantined_after"] + 1 and t.role == "replica"
+            if t.task > state["quarantined_after"] + margin and t.role == "replica"
         ]
         assert late and {t.worker for t in late} == {"local-0"}
         shadows = [t for t in result.tasks if t.role == "probation"]

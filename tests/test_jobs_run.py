@@ -129,7 +129,8 @@ def test_with_hash_only_a_lie_goes_unnoticed():
 def test_crashes_and_stalls_lose_no_chunk():
     faults = {
         "local-0": wgt.faults.Crash(rate=0.5, seed=3),
-        "local-1": wgt.faults.Stall(rate=0.3, seconds=2.0, seed=4),
+        # past the task deadline: 1.45 s per task, twice that with one waiting in the queue
+        "local-1": wgt.faults.Stall(rate=0.3, seconds=4.0, seed=4),
     }
     cluster = wgt.LocalCluster(workers=4, faults=faults)
     seen: list[ev.Event] = []

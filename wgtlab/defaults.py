@@ -87,6 +87,7 @@ JOB_REPLICAS = 1
 CHUNK_MIN_BYTES = 64 << 10
 CHUNK_MAX_BYTES = 1 << 20
 LOCAL_WORKERS = 4
+LOCAL_MAX_IN_FLIGHT = 2  # per local worker: one running, one waiting its turn
 WORKER_TASKS_PER_SECOND = 2_000.0  # token bucket refill rate per worker
 WORKER_BURST = 200  # token bucket capacity per worker
 WORKER_MAX_IN_FLIGHT = 4  # tasks in flight per worker

@@ -56,9 +56,10 @@ class LocalCluster(Cluster):
         super().__init__(
             ledger=ledger,
             policy=policy,
-            # One task at a time per worker: a worker is the unit of parallelism, as a remote
-            # one is.
-            rate_limit=rate_limit or RateLimit(max_in_flight=1),
+            # A worker runs one task at a time (it is the unit of parallelism, as a remote one
+            # is) and holds one more in waiting, so it never idles while the manager checks a
+            # reply and places the next task.
+            rate_limit=rate_limit or RateLimit(max_in_flight=defaults.LOCAL_MAX_IN_FLIGHT),
             seed=seed,
         )
         self.faults = named
@@ -71,9 +72,7 @@ class LocalCluster(Cluster):
             for name in self.names
         }
         self._executors = {
-            name: ThreadPoolExecutor(
-                max_workers=self.rate_limit.max_in_flight, thread_name_prefix=f"wgt-{name}"
-            )
+            name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"wgt-{name}")
             for name in self.names
         }
 
@@ -84,6 +83,9 @@ class LocalCluster(Cluster):
 
     def identities(self) -> dict[str, Ed25519PublicKey]:
         return {name: identity.public_key for name, identity in self._identities.items()}
+
+    def slots_per_worker(self) -> int:
+        return 1  # tasks past the first wait in the worker's queue (the deadline allows for it)
 
     def submit(self, worker: str, task: Task) -> Future[WorkerReply]:
         if self.closed:
