@@ -56,6 +56,7 @@ NOT_RUN = {
     "environment running this test has it installed (the demo after && runs here)",
     'python -m pip install -e ".[dev,lab]"': "installs from the network, as above",
     "python -m pytest": "the whole suite, this test included",
+    "python -m mypy": "the type check over the whole package; .ci/run runs it before the tests",
     "jupyter lab notebooks/01-quickstart.ipynb": "starts an interactive server; "
     "tests/test_browser_quickstart.py opens that notebook in JupyterLab in Chromium",
     "jupyter execute --inplace notebooks/0X-*.ipynb": "rewrites the tutorials' stored outputs; "
