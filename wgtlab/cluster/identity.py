@@ -54,8 +54,31 @@ def result_message(
     )
 
 
+class SigningKey:
+    """An Ed25519 private key and what others know it by: its public key (raw bytes) and its
+    fingerprint. Workers sign results with one; users sign receipts with one."""
+
+    private_key: Ed25519PrivateKey
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.private_key.public_key()
+
+    @property
+    def public_bytes(self) -> bytes:
+        return public_bytes(self.public_key)
+
+    @property
+    def fingerprint(self) -> str:
+        """``ed25519:`` + 32 hex characters of the public key's SHA-256."""
+        return fingerprint(self.public_key)
+
+    def sign(self, message: bytes) -> bytes:
+        return self.private_key.sign(message)
+
+
 @dataclass(frozen=True)
-class WorkerIdentity:
+class WorkerIdentity(SigningKey):
     """A worker's name and signing key."""
 
     name: str
@@ -85,21 +108,6 @@ class WorkerIdentity:
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
         return identity
-
-    @property
-    def public_key(self) -> Ed25519PublicKey:
-        return self.private_key.public_key()
-
-    @property
-    def public_bytes(self) -> bytes:
-        return public_bytes(self.public_key)
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.public_key)
-
-    def sign(self, message: bytes) -> bytes:
-        return self.private_key.sign(message)
 
 
 def verify_signature(

@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from wgtlab.cluster.identity import fingerprint, public_bytes
+from wgtlab.cluster.identity import SigningKey
 from wgtlab.errors import ConfigError, IdentityKeyError
 
 __all__ = [
@@ -33,7 +33,7 @@ _MAX_KEY_FILE = 16 << 10  # a PEM key is a few hundred bytes
 
 
 @dataclass(frozen=True)
-class Identity:
+class Identity(SigningKey):
     """An Ed25519 signing key and where it lives (``path`` None: held in memory only).
     ``created`` says the file was made by this call (the first receipt, or ``wgtlab
     identity``)."""
@@ -53,19 +53,6 @@ class Identity:
             f"a receipt is signed with an Ed25519 private key (or None: your identity key), "
             f"got {type(key).__name__}"
         )
-
-    @property
-    def public_key(self) -> Ed25519PublicKey:
-        return self.private_key.public_key()
-
-    @property
-    def public_bytes(self) -> bytes:
-        return public_bytes(self.public_key)
-
-    @property
-    def fingerprint(self) -> str:
-        """``ed25519:`` + 32 hex characters, as workers' keys are named."""
-        return fingerprint(self.public_key)
 
     @property
     def public_pem(self) -> str:
