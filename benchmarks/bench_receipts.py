@@ -7,15 +7,14 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import numpy as np
 import pandas as pd
+from timing import best_of, verdict  # benchmarks/timing.py
 
 CHUNKS = 1_000
 ROWS_PER_CHUNK = 1_000
@@ -23,19 +22,6 @@ AUDIT = 10
 SIZE_TARGET = 1 << 20  # bytes per 1,000 chunks
 VERIFY_TARGET = 1.0  # seconds per 1,000 chunks, without the data
 AUDIT_TARGET = 5.0  # seconds per 1,000 chunks, with the data and an audit of 10
-
-
-def best_of(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def main() -> int:

@@ -8,10 +8,11 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from timing import best_of, verdict  # benchmarks/timing.py
 
 from wgtlab.trust import TrustLedger
 from wgtlab.verify import MerkleTree, verify_proof
@@ -21,19 +22,6 @@ LEAF_BYTES = 64 << 10
 LEDGER_OUTCOMES = 200_000
 LEDGER_BATCH = 10_000
 LEDGER_TARGET = 20_000  # outcomes per second
-
-
-def best_of(fn: Callable[[], object], repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def main() -> int:
