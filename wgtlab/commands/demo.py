@@ -60,13 +60,16 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         f"limits: {limits.max_memory_bytes >> 20} MiB memory, {limits.max_cpu_cycles:,} fuel, "
         f"{limits.max_execution_time_ms / 1000:g} s wall clock, {limits.max_stack_bytes >> 10} KiB "
-        f"stack; verification: redundancy x{args.replicas}, strict majority"
+        f"stack; verification: redundancy x{args.replicas} (unanimous, or escalated to a strict "
+        "majority)"
     )
     progress = None
     if not args.no_progress:
         progress = job.subscribe(TextProgress(total=math.ceil(len(distance) / args.chunk_rows)))
     with cluster:
-        result = job.run(on=cluster)
+        # A demonstration computes every chunk: earlier runs' verified outcomes would leave the
+        # liar nothing to lie about.
+        result = job.run(on=cluster, cache=False)
     if progress is not None:
         progress.close()
 
@@ -82,13 +85,14 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"merkle root: {result.merkle_root} (tree size {result.tree_size})")
     proof = result.proof(0)
     print(f"proof for chunk 0: {len(proof.path)} hashes, verifies: {proof.verify()}")
-    before = result.trust_before.set_index("label")["score"] if len(result.trust_before) else {}
-    after = result.trust.set_index("label")["score"]
+    before = result.trust_before.set_index("label")["score"].to_dict()
+    after = result.trust.set_index("label")["score"].to_dict()
     print("\ntrust      before  after   state")
     for name in cluster.worker_names():
         state = "quarantined" if cluster.policy.is_quarantined(cluster.fingerprint(name)) else "ok"
-        start = float(before[name]) if name in before else defaults.TRUST_INITIAL_SCORE
-        print(f"  {name:8} {start:6.3f}  {float(after[name]):6.3f}  {state}")
+        start = float(before.get(name, defaults.TRUST_INITIAL_SCORE))
+        end = float(after.get(name, start))  # a worker given no task keeps its score
+        print(f"  {name:8} {start:6.3f}  {end:6.3f}  {state}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     trust_png = args.out / "trust.png"
