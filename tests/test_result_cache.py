@@ -214,3 +214,13 @@ def test_cache_cli_info_and_clear_in_a_real_process(cache_file):
         text=True,
     )
     assert off.returncode == 1 and "the verified-result cache is off" in off.stderr
+
+
+def test_the_run_magic_uses_the_cache_unless_told_not_to(cache_file, ip):
+    ip.run_line_magic("wgt", "cluster local 2")
+    ip.user_ns["cached_job"] = _job()
+    first = ip.run_line_magic("wgt", "run cached_job --progress none")
+    again = ip.run_line_magic("wgt", "run cached_job --progress none")
+    fresh = ip.run_line_magic("wgt", "run cached_job --progress none --no-cache")
+    assert not first.chunks.cached.any() and again.chunks.cached.all()
+    assert not fresh.chunks.cached.any() and fresh.merkle_root == first.merkle_root

@@ -10,6 +10,7 @@ import __future__
 
 import ast
 import builtins
+import dataclasses
 import hashlib
 import io
 import keyword
@@ -132,6 +133,11 @@ def _wat_args(line: str) -> None:
 @argument("--on", dest="cluster", help="cluster variable (default: the session cluster)")
 @argument("--data", help="input variable for a @wgt.Job.define job")
 @argument("--progress", default="auto", choices=["auto", "widget", "text", "none"])
+@argument(
+    "--no-cache",
+    action="store_true",
+    help="compute every chunk, even those verified before (the verified-result cache)",
+)
 def _run_args(line: str) -> None:
     """Run a job with the live dashboard and return its verified JobResult."""
 
@@ -595,7 +601,7 @@ class WgtMagics(Magics):
                 f"{args.cluster or 'the session cluster'} is a {type(cluster).__name__}, not a "
                 "wgt.LocalCluster or wgt.DaskCluster"
             )
-        plan = job.plan()
+        plan = dataclasses.replace(job.plan(), cache=not args.no_cache)
         plan.check_workers(len(cluster.worker_names()))
         progress = None
         try:
