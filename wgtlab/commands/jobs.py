@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import runpy
 import sys
@@ -40,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=4, help="local workers (default 4)")
     parser.add_argument("--json", action="store_true", help="print each result as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="compute every chunk, even those verified before (the verified-result cache)",
+    )
     parser.set_defaults(handler=run_jobfile)
 
 
@@ -51,7 +57,10 @@ def run_jobfile(args: argparse.Namespace) -> int:
     from wgtlab.views.messages import chunk_failed_line
 
     # Every job planned (checked) before a cluster starts or a bar is drawn.
-    plans = {variable: job.plan() for variable, job in _jobs_to_run(args).items()}
+    plans = {
+        variable: dataclasses.replace(job.plan(), cache=not args.no_cache)
+        for variable, job in _jobs_to_run(args).items()
+    }
     failed = 0
     with wgt.LocalCluster(workers=args.workers) as cluster:
         for plan in plans.values():  # replicas against workers, before any job runs
