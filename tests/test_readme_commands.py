@@ -572,7 +572,7 @@ def _product(choices: list[list[str]]) -> list[list[str]]:
 def test_every_wgtlab_synopsis_in_the_prose_parses():
     text = README.read_text(encoding="utf-8") + "\n" + notebook_markdown()
     synopses = inline_commands(text, ("wgtlab ",))
-    assert "wgtlab run JOBFILE.py [--job NAME] [--data FILE] [--json]" in synopses
+    assert "wgtlab run JOBFILE.py [--job NAME] [--data FILE] [--json] [--no-cache]" in synopses
     parser = build_parser()
     for synopsis in synopses:
         if re.fullmatch(r"wgtlab( [a-z]+)+", synopsis) and command_path(
@@ -661,7 +661,7 @@ def test_the_cheap_inline_commands_run(tmp_path, shell_env):
     runs = [
         "wgtlab sandbox run k.wat --input data.bin --fuel 1000000 [--timeout-ms N "
         "--memory-mb N] [-o OUT]",
-        "wgtlab run JOBFILE.py [--job NAME] [--data FILE] [--json]",
+        "wgtlab run JOBFILE.py [--job NAME] [--data FILE] [--json] [--no-cache]",
         "wgtlab udf info",
         "wgtlab keygen > ces.key",
     ]
