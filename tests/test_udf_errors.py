@@ -5,6 +5,7 @@ a trap about standard streams. Every function runs in the real sandbox.
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from udf_support import ensure_runner
 
@@ -207,3 +208,19 @@ def test_a_runtime_panic_handing_back_a_string_is_not_blamed_on_standard_streams
     assert isinstance(error, wgt.WasmTrap)
     assert "standard streams" not in str(error)
     assert "not valid UTF-8" in str(error) and "lone surrogate" in str(error)
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        ["fine", "bad\ud800"],
+        pd.DataFrame({"s": pd.Series(["fine", "bad\ud800"], dtype=object)}),
+    ],
+)
+def test_a_lone_surrogate_in_the_input_is_a_typed_error_before_anything_runs(chunk):
+    @wgt.udf
+    def count(rows):
+        return len(rows)
+
+    with pytest.raises(wgt.ConfigError, match=r"udf count's chunk holds text that is not valid"):
+        count.encode(chunk)

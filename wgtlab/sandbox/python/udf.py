@@ -351,10 +351,17 @@ class PythonUdf(Kernel, CapturedFunction):
     def encode(self, chunk: Any) -> bytes:
         """Trusted side: the task payload for ``chunk`` (typed columns for DataFrames, Series and
         numeric arrays, JSON text for other values, or the bytes themselves)."""
-        if self.input_kind == "records":
-            return chunk_payload(chunk, self.rows)
-        if isinstance(chunk, str):
-            return chunk.encode("utf-8")
+        try:
+            if self.input_kind == "records":
+                return chunk_payload(chunk, self.rows)
+            if isinstance(chunk, str):
+                return chunk.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConfigError(
+                f"udf {self.name}'s chunk holds text that is not valid Unicode ({exc.reason}: "
+                f"{exc.object[exc.start : exc.end]!r}, e.g. a lone surrogate from a bad "
+                "decode); clean it first, e.g. with s.encode('utf-8', 'replace').decode()"
+            ) from None
         if isinstance(chunk, (bytes, bytearray, memoryview)):
             return bytes(chunk)
         raise ConfigError(
