@@ -35,7 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 START_TIMEOUT_S = 90
-RUN_TIMEOUT_S = 180
+RUN_TIMEOUT_S = 300  # the last cell builds the Python runner from a cold cache (~15-60 s)
 
 pytestmark = [
     pytest.mark.skipif(
@@ -54,6 +54,9 @@ def free_port() -> int:
 
 # Run after the tutorial: the job again, on the cluster whose liar the first run quarantined.
 RUN_AGAIN = "# local-0 is quarantined before this run starts\nagain = %wgt run job"
+# Then a first @wgt.udf on a machine whose cache is empty (the server's WGTLAB_CACHE_DIR is
+# fresh): building and compiling the runner must say so and show its progress.
+FIRST_UDF = "@wgt.udf\ndef first_udf(rows):\n    return len(rows)\n\nfirst_udf.run([1, 2, 3])"
 
 
 def fresh_copy(directory: Path) -> Path:
@@ -63,19 +66,27 @@ def fresh_copy(directory: Path) -> Path:
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
-    notebook["cells"].append(
-        {
-            "cell_type": "code",
-            "metadata": {},
-            "source": RUN_AGAIN,
-            "outputs": [],
-            "execution_count": None,
-        }
-    )
+    notebook["cells"].append(_code_cell(RUN_AGAIN))
     notebook["metadata"].pop("widgets", None)
     copy = directory / NOTEBOOK.name
     copy.write_text(json.dumps(notebook), encoding="utf-8")
+    # and a notebook of its own for the first @wgt.udf (cells: import, then the udf)
+    first = {**notebook, "cells": [_code_cell("import wgtlab as wgt"), _code_cell(FIRST_UDF)]}
+    (directory / FIRST_UDF_NOTEBOOK).write_text(json.dumps(first), encoding="utf-8")
     return copy
+
+
+FIRST_UDF_NOTEBOOK = "first-udf.ipynb"
+
+
+def _code_cell(source: str) -> dict[str, object]:
+    return {
+        "cell_type": "code",
+        "metadata": {},
+        "source": source,
+        "outputs": [],
+        "execution_count": None,
+    }
 
 
 @pytest.fixture
@@ -243,5 +254,60 @@ def test_quickstart_runs_in_jupyterlab(jupyterlab: str) -> None:
             assert "4 sandboxed workers, 1 with simulated faults" in cluster_card.inner_text()
             cluster_card.screenshot(path=str(SCREENSHOTS / "browser-quickstart-cluster.png"))
             page.screenshot(path=str(SCREENSHOTS / "browser-quickstart.png"))
+        finally:
+            browser.close()
+
+
+def test_the_first_udf_shows_the_runner_build_in_jupyterlab(jupyterlab: str) -> None:
+    """The server's wgtlab cache is empty: the first @wgt.udf builds and compiles the runner,
+    says so in a line, shows a progress bar (a widget) per step ending with how long it took,
+    then answers."""
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    url = jupyterlab.replace(NOTEBOOK.name, FIRST_UDF_NOTEBOOK)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, timeout=START_TIMEOUT_S * 1000)
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=START_TIMEOUT_S * 1000)
+            page.wait_for_function(
+                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                ".connectionStatus === 'connected'",
+                timeout=START_TIMEOUT_S * 1000,
+            )
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_function(
+                """() => {
+                    const panel = window.jupyterapp.shell.currentWidget;
+                    const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+                    const kernel = panel.sessionContext.session.kernel;
+                    return cells.every(c => c.model.executionCount !== null)
+                        && kernel.status === 'idle';
+                }""",
+                timeout=RUN_TIMEOUT_S * 1000,
+                polling=500,
+            )
+            cell = page.locator(".jp-Notebook .jp-CodeCell").last
+            assert "first_udf.run" in cell.locator(".jp-InputArea").inner_text()
+            # tqdm's widget writes figure spaces (U+2007) for its spaces
+            shown = cell.locator(".jp-OutputArea").inner_text().replace("\u2007", " ")
+            assert "wgtlab: building the Python runner for @wgt.udf, once per machine" in shown
+            assert "wgtlab: compiling the Python runner for @wgt.udf, once per machine" in shown
+            bars = cell.locator(".jp-OutputArea-output .widget-hprogress")
+            assert bars.count() == 2  # building, then compiling: both full once done
+            for i in range(2):
+                width = bars.nth(i).locator(".progress-bar").evaluate("e => e.style.width")
+                assert float(width.rstrip("%")) == pytest.approx(100.0), width
+            assert "building the Python runner: done in" in shown
+            assert "compiling the Python runner: done in" in shown
+            assert shown.rstrip().endswith("3")  # and then the answer
+            cell.screenshot(path=str(SCREENSHOTS / "browser-first-udf-progress.png"))
         finally:
             browser.close()

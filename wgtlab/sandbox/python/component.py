@@ -150,8 +150,10 @@ class _StageProgress:
         self._stop.set()
         self._ticker.join(timeout=2)
         elapsed = time.monotonic() - self._started
-        self._bar.total = max(round(elapsed), 1) if ok else self._bar.total
-        self._bar.n = self._bar.total if ok else self._bar.n
+        if ok:  # a full bar of the time it took (reset: a notebook widget takes a new total so)
+            taken = max(round(elapsed), 1)
+            self._bar.reset(total=taken)
+            self._bar.update(taken)
         self._bar.set_description_str(
             f"{self._bar.desc}: {'done' if ok else 'failed'} in {elapsed:.0f} s"
         )
