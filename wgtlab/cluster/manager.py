@@ -807,7 +807,7 @@ class _JobRun:
             leaves.append(chunk_record(index, state.input_digest, outcome_digest))
             votes = voters.get(index, {"agreed": [], "dissented": [], "all": []})
             if state.cached is not None:
-                outcomes.append(_cached_outcome(state, state.cached))
+                outcomes.append(state.cached.as_chunk(index, state.input_digest))
                 continue
             outcomes.append(
                 ChunkOutcome(
@@ -861,23 +861,3 @@ class _JobRun:
                 result=result,
             ) from exc
         return dataclasses.replace(result, value=value, note=self.kernel.note(value))
-
-
-def _cached_outcome(state: _Chunk, kept: CachedOutcome) -> ChunkOutcome:
-    """A chunk decided from the verified-result cache, as it was decided when first run."""
-    return ChunkOutcome(
-        index=state.index,
-        status=kept.status,
-        workers=kept.workers,
-        dissenters=(),
-        digest=kept.digest,
-        input_digest=state.input_digest.hex(),
-        replicas=len(kept.workers),
-        requested=len(kept.workers),
-        fuel=kept.fuel,
-        wall_ms=kept.wall_ms,
-        reason=kept.reason,
-        stdout=kept.stdout,
-        attestations=kept.attestations,
-        cached=True,
-    )

@@ -26,7 +26,7 @@ import msgpack
 
 from wgtlab import defaults
 from wgtlab.errors import ConfigError
-from wgtlab.jobs.result import Attestation
+from wgtlab.jobs.result import Attestation, ChunkOutcome
 from wgtlab.keyfiles import local_secret
 from wgtlab.sandbox.cache import cache_dir
 from wgtlab.sandbox.limits import ResourceLimits
@@ -71,6 +71,25 @@ class CachedOutcome:
     def satisfies(self, mode: str, replicas: int) -> bool:
         """Whether this entry is at least as strong as a job asking for ``mode``/``replicas``."""
         return mode != "redundancy" or self.strength >= replicas
+
+    def as_chunk(self, index: int, input_digest: bytes) -> ChunkOutcome:
+        """Chunk ``index`` of a result, decided by this entry as it was when first run."""
+        return ChunkOutcome(
+            index=index,
+            status=self.status,
+            workers=self.workers,
+            dissenters=(),
+            digest=self.digest,
+            input_digest=input_digest.hex(),
+            replicas=len(self.workers),
+            requested=len(self.workers),
+            fuel=self.fuel,
+            wall_ms=self.wall_ms,
+            reason=self.reason,
+            stdout=self.stdout,
+            attestations=self.attestations,
+            cached=True,
+        )
 
     def to_plain(self) -> dict[str, Any]:
         return {
