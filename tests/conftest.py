@@ -49,3 +49,15 @@ def ip():
     yield shell
     shell.run_line_magic("unload_ext", "wgtlab")
     runtime.set_session_cluster(None)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """A private compiled-code cache for one test (memory layer emptied before and after);
+    the directory where its module entries go."""
+    from wgtlab.sandbox.cache import clear_memory_cache
+
+    monkeypatch.setenv("WGTLAB_CACHE_DIR", str(tmp_path))
+    clear_memory_cache()
+    yield tmp_path / "modules"
+    clear_memory_cache()

@@ -7,6 +7,7 @@ Needs Chromium at /usr/bin/chromium (Debian's package; CI installs it) and the `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,104 +171,14 @@ def jupyterlab(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_quickstart_runs_in_jupyterlab(jupyterlab: str) -> None:
+@contextlib.contextmanager
+def notebook_run(url: str) -> Iterator[Any]:
+    """The notebook at ``url`` opened in headless Chromium, its kernel connected, Run All, and
+    done: every code cell has an execution count and the kernel is idle again."""
     playwright = pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
     )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(jupyterlab, timeout=START_TIMEOUT_S * 1000)
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=START_TIMEOUT_S * 1000)
-            page.wait_for_function(
-                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                " && window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel"
-                " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
-                ".connectionStatus === 'connected'",
-                timeout=START_TIMEOUT_S * 1000,
-            )
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            # Done when every code cell has an execution count and the kernel is idle again.
-            page.wait_for_function(
-                """() => {
-                    const panel = window.jupyterapp.shell.currentWidget;
-                    const cells = panel.content.widgets.filter(c => c.model.type === 'code');
-                    const kernel = panel.sessionContext.session.kernel;
-                    return cells.every(c => c.model.executionCount !== null)
-                        && kernel.status === 'idle';
-                }""",
-                timeout=RUN_TIMEOUT_S * 1000,
-                polling=500,
-            )
-            errors = page.locator(
-                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
-            )
-            assert errors.count() == 0, errors.first.inner_text()
-
-            # The live dashboard: a widget view with the overall bar full and the worker rows.
-            dashboard = page.locator(".jp-OutputArea-output .widget-vbox").first
-            dashboard.scroll_into_view_if_needed()
-            dashboard.wait_for(state="visible", timeout=30_000)
-            assert "distance-histogram" in dashboard.inner_text()
-            assert "28/28 verified" in dashboard.inner_text()
-            assert dashboard.locator(".widget-label", has_text="local-0").count() == 1
-            assert "quarantined" in dashboard.inner_text()
-            bar = dashboard.locator(".progress-bar").first
-            assert bar.evaluate("e => parseFloat(e.style.width)") == pytest.approx(100.0)
-            dashboard.screenshot(path=str(SCREENSHOTS / "browser-quickstart-dashboard.png"))
-
-            # The second run's dashboard: the liar wears its badge, though nothing in that run
-            # quarantined it (it was quarantined before the run started).
-            last = page.locator(".jp-Notebook .jp-CodeCell").last
-            assert "again = %wgt run job" in last.locator(".jp-InputArea").inner_text()
-            assert "Error" not in last.locator(".jp-OutputArea").inner_text()
-            again = last.locator(".jp-OutputArea-output .widget-vbox").first
-            again.scroll_into_view_if_needed()
-            again.wait_for(state="visible", timeout=30_000)
-            assert "28/28 verified" in again.inner_text()
-            liar = again.locator(
-                ".widget-hbox", has=page.locator(".widget-label", has_text="local-0")
-            )
-            assert liar.count() == 1 and "quarantined" in liar.inner_text()
-            honest = again.locator(
-                ".widget-hbox", has=page.locator(".widget-label", has_text="local-1")
-            )
-            assert honest.count() == 1 and "quarantined" not in honest.inner_text()
-            again.screenshot(path=str(SCREENSHOTS / "browser-quickstart-dashboard-again.png"))
-
-            # The trust timeline: a PNG that the browser decoded to a real image.
-            plot = page.locator(".jp-RenderedImage img").last
-            plot.scroll_into_view_if_needed()
-            size = plot.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
-            assert size[0] and size[1] > 300 and size[2] > 150, size
-            plot.screenshot(path=str(SCREENSHOTS / "browser-quickstart-plot.png"))
-
-            result_card = page.locator(".jp-OutputArea-output .wgt-result").first
-            result_card.scroll_into_view_if_needed()
-            assert "28 of 28 chunks verified" in result_card.inner_text()
-            result_card.screenshot(path=str(SCREENSHOTS / "browser-quickstart-result.png"))
-            cluster_card = page.locator(".jp-OutputArea-output .wgt-cluster").first
-            cluster_card.scroll_into_view_if_needed()
-            assert "4 sandboxed workers, 1 with simulated faults" in cluster_card.inner_text()
-            cluster_card.screenshot(path=str(SCREENSHOTS / "browser-quickstart-cluster.png"))
-            page.screenshot(path=str(SCREENSHOTS / "browser-quickstart.png"))
-        finally:
-            browser.close()
-
-
-def test_the_first_udf_shows_the_runner_build_in_jupyterlab(jupyterlab: str) -> None:
-    """The server's wgtlab cache is empty: the first @wgt.udf builds and compiles the runner,
-    says so in a line, shows a progress bar (a widget) per step ending with how long it took,
-    then answers."""
-    playwright = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    url = jupyterlab.replace(NOTEBOOK.name, FIRST_UDF_NOTEBOOK)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
@@ -294,20 +206,83 @@ def test_the_first_udf_shows_the_runner_build_in_jupyterlab(jupyterlab: str) -> 
                 timeout=RUN_TIMEOUT_S * 1000,
                 polling=500,
             )
-            cell = page.locator(".jp-Notebook .jp-CodeCell").last
-            assert "first_udf.run" in cell.locator(".jp-InputArea").inner_text()
-            # tqdm's widget writes figure spaces (U+2007) for its spaces
-            shown = cell.locator(".jp-OutputArea").inner_text().replace("\u2007", " ")
-            assert "wgtlab: building the Python runner for @wgt.udf, once per machine" in shown
-            assert "wgtlab: compiling the Python runner for @wgt.udf, once per machine" in shown
-            bars = cell.locator(".jp-OutputArea-output .widget-hprogress")
-            assert bars.count() == 2  # building, then compiling: both full once done
-            for i in range(2):
-                width = bars.nth(i).locator(".progress-bar").evaluate("e => e.style.width")
-                assert float(width.rstrip("%")) == pytest.approx(100.0), width
-            assert "building the Python runner: done in" in shown
-            assert "compiling the Python runner: done in" in shown
-            assert shown.rstrip().endswith("3")  # and then the answer
-            cell.screenshot(path=str(SCREENSHOTS / "browser-first-udf-progress.png"))
+            yield page
         finally:
             browser.close()
+
+
+def test_quickstart_runs_in_jupyterlab(jupyterlab: str) -> None:
+    with notebook_run(jupyterlab) as page:
+        errors = page.locator(
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
+        )
+        assert errors.count() == 0, errors.first.inner_text()
+
+        # The live dashboard: a widget view with the overall bar full and the worker rows.
+        dashboard = page.locator(".jp-OutputArea-output .widget-vbox").first
+        dashboard.scroll_into_view_if_needed()
+        dashboard.wait_for(state="visible", timeout=30_000)
+        assert "distance-histogram" in dashboard.inner_text()
+        assert "28/28 verified" in dashboard.inner_text()
+        assert dashboard.locator(".widget-label", has_text="local-0").count() == 1
+        assert "quarantined" in dashboard.inner_text()
+        bar = dashboard.locator(".progress-bar").first
+        assert bar.evaluate("e => parseFloat(e.style.width)") == pytest.approx(100.0)
+        dashboard.screenshot(path=str(SCREENSHOTS / "browser-quickstart-dashboard.png"))
+
+        # The second run's dashboard: the liar wears its badge, though nothing in that run
+        # quarantined it (it was quarantined before the run started).
+        last = page.locator(".jp-Notebook .jp-CodeCell").last
+        assert "again = %wgt run job" in last.locator(".jp-InputArea").inner_text()
+        assert "Error" not in last.locator(".jp-OutputArea").inner_text()
+        again = last.locator(".jp-OutputArea-output .widget-vbox").first
+        again.scroll_into_view_if_needed()
+        again.wait_for(state="visible", timeout=30_000)
+        assert "28/28 verified" in again.inner_text()
+        liar = again.locator(".widget-hbox", has=page.locator(".widget-label", has_text="local-0"))
+        assert liar.count() == 1 and "quarantined" in liar.inner_text()
+        honest = again.locator(
+            ".widget-hbox", has=page.locator(".widget-label", has_text="local-1")
+        )
+        assert honest.count() == 1 and "quarantined" not in honest.inner_text()
+        again.screenshot(path=str(SCREENSHOTS / "browser-quickstart-dashboard-again.png"))
+
+        # The trust timeline: a PNG that the browser decoded to a real image.
+        plot = page.locator(".jp-RenderedImage img").last
+        plot.scroll_into_view_if_needed()
+        size = plot.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
+        assert size[0] and size[1] > 300 and size[2] > 150, size
+        plot.screenshot(path=str(SCREENSHOTS / "browser-quickstart-plot.png"))
+
+        result_card = page.locator(".jp-OutputArea-output .wgt-result").first
+        result_card.scroll_into_view_if_needed()
+        assert "28 of 28 chunks verified" in result_card.inner_text()
+        result_card.screenshot(path=str(SCREENSHOTS / "browser-quickstart-result.png"))
+        cluster_card = page.locator(".jp-OutputArea-output .wgt-cluster").first
+        cluster_card.scroll_into_view_if_needed()
+        assert "4 sandboxed workers, 1 with simulated faults" in cluster_card.inner_text()
+        cluster_card.screenshot(path=str(SCREENSHOTS / "browser-quickstart-cluster.png"))
+        page.screenshot(path=str(SCREENSHOTS / "browser-quickstart.png"))
+
+
+def test_the_first_udf_shows_the_runner_build_in_jupyterlab(jupyterlab: str) -> None:
+    """The server's wgtlab cache is empty: the first @wgt.udf builds and compiles the runner,
+    says so in a line, shows a progress bar (a widget) per step ending with how long it took,
+    then answers."""
+    url = jupyterlab.replace(NOTEBOOK.name, FIRST_UDF_NOTEBOOK)
+    with notebook_run(url) as page:
+        cell = page.locator(".jp-Notebook .jp-CodeCell").last
+        assert "first_udf.run" in cell.locator(".jp-InputArea").inner_text()
+        # tqdm's widget writes figure spaces (U+2007) for its spaces
+        shown = cell.locator(".jp-OutputArea").inner_text().replace("\u2007", " ")
+        assert "wgtlab: building the Python runner for @wgt.udf, once per machine" in shown
+        assert "wgtlab: compiling the Python runner for @wgt.udf, once per machine" in shown
+        bars = cell.locator(".jp-OutputArea-output .widget-hprogress")
+        assert bars.count() == 2  # building, then compiling: both full once done
+        for i in range(2):
+            width = bars.nth(i).locator(".progress-bar").evaluate("e => e.style.width")
+            assert float(width.rstrip("%")) == pytest.approx(100.0), width
+        assert "building the Python runner: done in" in shown
+        assert "compiling the Python runner: done in" in shown
+        assert shown.rstrip().endswith("3")  # and then the answer
+        cell.screenshot(path=str(SCREENSHOTS / "browser-first-udf-progress.png"))

@@ -14,14 +14,6 @@ from wgtlab.sandbox.module import WasmModule, clear_memory_cache
 from wgtlab.sandbox.runner import Sandbox
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("WGTLAB_CACHE_DIR", str(tmp_path))
-    clear_memory_cache()
-    yield tmp_path / "modules"
-    clear_memory_cache()
-
-
 def _key(module: WasmModule, stack: int = wgt.ResourceLimits().max_stack_bytes) -> str:
     return f"{get_engine(stack).fingerprint}|module:{module.digest}"
 

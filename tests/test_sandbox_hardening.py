@@ -478,14 +478,6 @@ def test_module_caps_are_validated(bad):
 # --- 5. the compiled-code cache admits only entries this user wrote ----------------------------
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("WGTLAB_CACHE_DIR", str(tmp_path))
-    clear_memory_cache()
-    yield tmp_path / "modules"
-    clear_memory_cache()
-
-
 def _key(module: WasmModule) -> str:
     return f"{get_engine().fingerprint}|module:{module.digest}"
 
