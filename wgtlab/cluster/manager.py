@@ -154,6 +154,9 @@ class _JobRun:
         self.crashed: set[str] = set()  # workers that lost trust for a crash in this run
         self.stopped_by: _Chunk | None = None  # the first failed chunk, under on_error="fail"
         self.cache = ResultCache.default() if plan.cache else None
+        self.cache_prefix = ResultCache.key_prefix(
+            plan.kernel.digest, plan.kernel.params, plan.limits
+        )
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -244,9 +247,7 @@ class _JobRun:
         state = _Chunk(index, payload, hashlib.sha256(payload).digest())
         self.chunks[index] = state
         if self.cache is not None:
-            state.cache_key = ResultCache.key(
-                self.kernel.digest, self.kernel.params, self.limits, state.input_digest
-            )
+            state.cache_key = ResultCache.key(self.cache_prefix, state.input_digest)
             if self._from_cache(state):
                 return
         self.active[index] = state

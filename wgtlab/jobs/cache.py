@@ -166,20 +166,21 @@ class ResultCache:
         return cls(Path(setting) if setting else cache_dir() / "results.sqlite3")
 
     @staticmethod
-    def key(
-        kernel_digest: str,
-        params: Mapping[str, Any],
-        limits: ResourceLimits,
-        input_digest: bytes,
-    ) -> str:
-        """The content address of one chunk's outcome under one kernel and its limits."""
+    def key_prefix(kernel_digest: str, params: Mapping[str, Any], limits: ResourceLimits) -> bytes:
+        """What every chunk key of one kernel under one set of limits starts with (made once
+        per job, not once per chunk)."""
         parts = json.dumps(
             {"kernel": kernel_digest, "params": dict(params), "limits": limits.to_dict()},
             sort_keys=True,
             separators=(",", ":"),
             default=str,
         )
-        return hashlib.sha256(parts.encode() + b"\0" + input_digest).hexdigest()
+        return parts.encode() + b"\0"
+
+    @staticmethod
+    def key(prefix: bytes, input_digest: bytes) -> str:
+        """The content address of one chunk's outcome: ``key_prefix(...)`` and its input."""
+        return hashlib.sha256(prefix + input_digest).hexdigest()
 
     def _mac(self, key: str, value: bytes) -> bytes:
         return hmac.new(self._secret, key.encode() + b"\0" + value, hashlib.sha256).digest()

@@ -56,11 +56,6 @@ class Verification:
     max_replicas: int | None = None  # None: every eligible worker
     spot_check: float | None = None  # None: every chunk fully replicated
 
-    @property
-    def adaptive(self) -> bool:
-        """Whether spot checking (adaptive replication) is on."""
-        return self.spot_check is not None
-
     @classmethod
     def of(
         cls,
