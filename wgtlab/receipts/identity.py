@@ -5,10 +5,7 @@ verifier gives them (hex, PEM, a file of either, a fingerprint).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from wgtlab.cluster.identity import SigningKey
 from wgtlab.errors import ConfigError, IdentityKeyError
+from wgtlab.keyfiles import Refusals, create_private, read_private
 
 __all__ = [
     "IDENTITY_ENV",
@@ -88,47 +86,30 @@ def user_identity(path: Path | str | None = None) -> Identity:
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fresh = where.with_name(f".{where.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    created = False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        try:  # link, never rename: a key another process made first is kept (theirs wins)
-            os.link(fresh, where)
-            created = True
-        except FileExistsError:
-            pass
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(fresh)
+    created = create_private(where, pem)
     return Identity(_read(where), where, created)
 
 
+_REFUSALS = Refusals(
+    error=IdentityKeyError,
+    not_regular=(
+        "the identity key {path} is not a regular file; remove it (a new identity is made) or "
+        f"point ${IDENTITY_ENV} at your key file"
+    ),
+    shared=(
+        "the identity key {path} may be read or written by others (mode {mode}): run "
+        "`chmod 600 {path}` (if others may have read it, remove it instead: a new identity is "
+        "made, and receipts it signed verify only with its old public key)"
+    ),
+    foreign=(
+        "the identity key {path} belongs to another user (uid {uid}): set "
+        f"${IDENTITY_ENV} to a key file of your own"
+    ),
+)
+
+
 def _read(path: Path) -> Ed25519PrivateKey:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise IdentityKeyError(
-                f"the identity key {path} is not a regular file; remove it (a new identity is "
-                f"made) or point ${IDENTITY_ENV} at your key file"
-            )
-        if info.st_mode & 0o077:
-            raise IdentityKeyError(
-                f"the identity key {path} may be read or written by others (mode "
-                f"{stat.S_IMODE(info.st_mode):o}): run `chmod 600 {path}` (if others may have "
-                "read it, remove it instead: a new identity is made, and receipts it signed "
-                "verify only with its old public key)"
-            )
-        if hasattr(os, "getuid") and info.st_uid != os.getuid():
-            raise IdentityKeyError(
-                f"the identity key {path} belongs to another user (uid {info.st_uid}): set "
-                f"${IDENTITY_ENV} to a key file of your own"
-            )
-        pem = f.read(_MAX_KEY_FILE + 1)
+    pem = read_private(path, _MAX_KEY_FILE, refusals=_REFUSALS)
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:  # not PEM, encrypted, or an unsupported algorithm
