@@ -187,32 +187,26 @@ def test_a_killed_job_resumes_where_it_stopped(cache_file, tmp_path):
     assert resumed.value == np.arange(40_000.0).sum()
 
 
+def _cache_cli(command: str, cache: str) -> subprocess.CompletedProcess[str]:
+    """``wgtlab cache <command>`` in a real process, its cache at ``cache``."""
+    return subprocess.run(
+        [sys.executable, "-m", "wgtlab.cli", "cache", command],
+        env={**os.environ, RESULT_CACHE_ENV: cache},
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_cache_cli_info_and_clear_in_a_real_process(cache_file):
     with wgt.LocalCluster(workers=2) as cluster:
         _scheduled(_job(), cluster)
-    env = {**os.environ, RESULT_CACHE_ENV: str(cache_file)}
-    info = subprocess.run(
-        [sys.executable, "-m", "wgtlab.cli", "cache", "info"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    info = _cache_cli("info", str(cache_file))
+    assert info.returncode == 0, info.stderr
     assert info.stdout.splitlines()[:2] == [f"verified-result cache: {cache_file}", "  entries: 20"]
-    cleared = subprocess.run(
-        [sys.executable, "-m", "wgtlab.cli", "cache", "clear"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    cleared = _cache_cli("clear", str(cache_file))
+    assert cleared.returncode == 0, cleared.stderr
     assert cleared.stdout == f"removed 20 entries from {cache_file}\n"
-    off = subprocess.run(
-        [sys.executable, "-m", "wgtlab.cli", "cache", "info"],
-        env={**env, RESULT_CACHE_ENV: "off"},
-        capture_output=True,
-        text=True,
-    )
+    off = _cache_cli("info", "off")
     assert off.returncode == 1 and "the verified-result cache is off" in off.stderr
 
 

@@ -15,7 +15,7 @@ from wgtlab.sandbox.runner import Sandbox
 
 
 def _key(module: WasmModule, stack: int = wgt.ResourceLimits().max_stack_bytes) -> str:
-    return f"{get_engine(stack).fingerprint}|module:{module.digest}"
+    return module.compiled_key(get_engine(stack))
 
 
 def _entries(root):

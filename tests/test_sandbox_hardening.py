@@ -478,10 +478,6 @@ def test_module_caps_are_validated(bad):
 # --- 5. the compiled-code cache admits only entries this user wrote ----------------------------
 
 
-def _key(module: WasmModule) -> str:
-    return f"{get_engine().fingerprint}|module:{module.digest}"
-
-
 def _plant(cache_dir: Path, key: str, payload: bytes, attacker_dir: Path) -> None:
     """Whoever can write to the cache dir frames an entry exactly as the cache does (here: with
     the cache's own code, in a directory of theirs) and puts it under ``key``."""
@@ -497,10 +493,11 @@ def test_a_planted_cache_entry_is_not_run(cache_dir, tmp_path):
     # other native code (echo's, compiled by the same wasmtime) under upper's key: a correct
     # SHA-256 used to be all it took to be run
     planted = wasmtime.Module(get_engine().engine, echo.wasm).serialize()
-    _plant(cache_dir, _key(upper), planted, tmp_path / "attacker")
+    key = upper.compiled_key(get_engine())
+    _plant(cache_dir, key, planted, tmp_path / "attacker")
     clear_memory_cache()
     assert Sandbox().run(WasmModule.from_wat(hostile.UPPER), b"abc").output == b"ABC"
-    assert CompiledCache(cache_dir).load(_key(upper)) != planted  # rebuilt, ours again
+    assert CompiledCache(cache_dir).load(key) != planted  # rebuilt, ours again
 
 
 def test_a_planted_runner_component_is_not_loaded(tmp_path):
@@ -538,8 +535,9 @@ def test_a_key_file_others_could_know_is_replaced(cache_dir, tmp_path, loosen):
         key_file.write_bytes(old_key + b"!")
     clear_memory_cache()
     # the entry written under a key others may know is not trusted: rebuilt under a new key
-    assert CompiledCache(cache_dir).load(_key(upper)) is None
+    key = upper.compiled_key(get_engine())
+    assert CompiledCache(cache_dir).load(key) is None
     assert Sandbox().run(WasmModule.from_wat(hostile.UPPER), b"ok").output == b"OK"
     assert not key_file.is_symlink() and key_file.stat().st_mode & 0o777 == 0o600
     assert key_file.read_bytes() != old_key
-    assert CompiledCache(cache_dir).load(_key(upper)) is not None
+    assert CompiledCache(cache_dir).load(key) is not None

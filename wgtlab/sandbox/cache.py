@@ -42,6 +42,7 @@ __all__ = [
     "cache_key",
     "clear_memory_cache",
     "compile_cached",
+    "engine_key",
 ]
 
 T = TypeVar("T")
@@ -178,6 +179,13 @@ _memory_lock = threading.Lock()
 _key_locks: dict[str, threading.Lock] = {}
 
 
+def engine_key(engine: SandboxEngine, key: str) -> str:
+    """The cache key of the source ``key`` compiled on ``engine``: the engine fingerprint
+    (wasmtime version and settings) is part of it, so code compiled under other settings is never
+    loaded."""
+    return f"{engine.fingerprint}|{key}"
+
+
 def compile_cached(
     engine: SandboxEngine,
     key: str,
@@ -189,12 +197,12 @@ def compile_cached(
 ) -> T:
     """Compiled code for ``key`` on ``engine``: from memory, else from disk, else ``build()``.
 
-    ``key`` names the source (e.g. ``"module:<sha256>"``); the engine fingerprint (wasmtime
-    version and settings) is added, so code compiled under other settings is never loaded. A disk
+    ``key`` names the source (e.g. ``"module:<sha256>"``), ``engine_key`` adds the engine's
+    fingerprint. A disk
     entry that fails its integrity check or does not deserialize is discarded and rebuilt.
     One thread builds a given key at a time; the others wait for its result.
     """
-    full_key = f"{engine.fingerprint}|{key}"
+    full_key = engine_key(engine, key)
     with _memory_lock:
         if full_key in _memory_cache:
             _memory_cache.move_to_end(full_key)

@@ -28,7 +28,7 @@ from wgtlab.sandbox.binary import (
     WasmFormatError,
     read_module,
 )
-from wgtlab.sandbox.cache import clear_memory_cache, compile_cached
+from wgtlab.sandbox.cache import clear_memory_cache, compile_cached, engine_key
 from wgtlab.sandbox.compiler import compile_module
 from wgtlab.sandbox.engine import SandboxEngine, get_engine
 from wgtlab.sandbox.limits import ModuleCaps
@@ -293,6 +293,14 @@ class WasmModule:
 
     # --- compiled code ----------------------------------------------------------------------
 
+    @property
+    def _source_key(self) -> str:
+        return f"module:{self.digest}"
+
+    def compiled_key(self, engine: SandboxEngine) -> str:
+        """The key of this module's compiled code for ``engine`` in the compiled-code cache."""
+        return engine_key(engine, self._source_key)
+
     def _compiled(self, engine: SandboxEngine) -> wasmtime.Module:
         wasm = self.wasm
 
@@ -303,7 +311,7 @@ class WasmModule:
 
         return compile_cached(
             engine,
-            f"module:{self.digest}",
+            self._source_key,
             build,
             serialize=wasmtime.Module.serialize,
             deserialize=lambda blob: wasmtime.Module.deserialize(engine.engine, blob),
