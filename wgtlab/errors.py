@@ -245,6 +245,15 @@ class ClusterError(WgtError):
     """A cluster could not start, connect or dispatch work."""
 
 
+# --- verified analytics ----------------------------------------------------------------------
+
+
+class FrameError(WgtError, ValueError):
+    """A frame expression or SQL query cannot run: an unknown column, a type that cannot take
+    the operation, a function or SQL construct that is not supported. Raised when the expression
+    is built (or the SQL parsed), before any chunk runs."""
+
+
 # --- warnings --------------------------------------------------------------------------------
 
 
@@ -267,6 +276,7 @@ __all__ = [
     "CESError",
     "ChunkFailed",
     "ClusterError",
+    "FrameError",
     "ConfigError",
     "EphemeralKeyWarning",
     "ForbiddenImport",

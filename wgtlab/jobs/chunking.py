@@ -144,7 +144,7 @@ def iter_chunks(spec: InputSpec, input_kind: str) -> Iterator[Any]:
         yield from _file_chunks(Path(spec.source), spec, input_kind)
         return
     if kind == "shards" and input_kind in _ROW_KERNELS:
-        yield from _row_chunks(_shards_as_dataframe(spec), spec.chunk_rows)
+        yield from _row_chunks(shards_as_dataframe(spec), spec.chunk_rows)
         return
     if kind == "shards":
         if spec.chunk_rows is not None:
@@ -277,7 +277,7 @@ def _decode_shards(source: Any, pipeline: Any) -> bytes:
     return pipeline.reconstruct(shards)
 
 
-def _shards_as_dataframe(spec: InputSpec) -> Any:
+def shards_as_dataframe(spec: InputSpec) -> Any:
     from wgtlab.ces.frames import dataframe_from_shards
 
     shards, pipeline = _shard_source(spec.source, spec.pipeline)

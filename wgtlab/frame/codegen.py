@@ -1,0 +1,612 @@
+"""A ``PassPlan`` -> the text of one WebAssembly module (ABI v1), generated from its expressions.
+
+The module reads the columnar payload (``columns.encode_chunk``), keeps one record of
+accumulators per group in an open-addressing hash table (groups in first-seen order, so the
+output is the same bytes on every worker), and returns the records. Strings are dictionary codes;
+a string literal is resolved against the frame's sorted dictionary here, on the trusted side, so
+``carrier == 'UA'`` becomes one integer comparison.
+
+Payload: ``u64 rows, u64 first_row, u64 params_len, params, column arrays`` (each padded to 8
+bytes). Output: ``u64 groups`` then one record per group: ``i64 key`` and 8-byte fields.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from wgtlab.errors import FrameError
+from wgtlab.frame.expr import Binary, Case, Column, Expr, IsIn, Literal, Unary
+from wgtlab.frame.plan import WIDTH, Accumulator, PassPlan
+
+__all__ = ["Dictionaries", "HEADER_BYTES", "generate"]
+
+HEADER_BYTES = 24
+HEAP = 1024
+Dictionaries = Callable[[str], Sequence[Any]]  # column -> its sorted dictionary (codes index it)
+
+_WASM = {"f64": "f64", "i64": "i64", "bool": "i32", "str": "i32"}
+_VALUE_TYPE = {"f64": "f64", "i64": "i64", "bool": "i64", "str": "i32"}
+_F64_CMP = {"eq": "eq", "ne": "ne", "lt": "lt", "le": "le", "gt": "gt", "ge": "ge"}
+_I64_CMP = {"eq": "eq", "ne": "ne", "lt": "lt_s", "le": "le_s", "gt": "gt_s", "ge": "ge_s"}
+
+
+def _f64(value: float) -> str:
+    return f"(f64.const {float(value).hex() if math.isfinite(value) else _special(value)})"
+
+
+def _special(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    return "inf" if value > 0 else "-inf"
+
+
+class _Emitter:
+    """Walks expressions, emitting WAT; each distinct sub-expression used by an accumulator is
+    computed once per row into a local."""
+
+    def __init__(self, plan: PassPlan, dictionaries: Dictionaries) -> None:
+        self.plan = plan
+        self.dictionaries = dictionaries
+        self.column_local = {
+            (c.name, c.encoding): f"$c{i}" for i, c in enumerate(plan.columns)
+        }
+        self.locals: list[str] = []
+        self._temps = 0
+
+    def temp(self, wasm_type: str) -> str:
+        self._temps += 1
+        name = f"$t{self._temps}"
+        self.locals.append(f"(local {name} {wasm_type})")
+        return name
+
+    # --- loads ---------------------------------------------------------------------------------
+
+    def load(self, name: str, encoding: str) -> str:
+        base = self.column_local[(name, encoding)]
+        if encoding == "u8":
+            return f"(i32.load8_u (i32.add (local.get {base}) (local.get $i)))"
+        shift = {8: 3, 4: 2}[WIDTH[encoding]]
+        address = f"(i32.add (local.get {base}) (i32.shl (local.get $i) (i32.const {shift})))"
+        op = {"f64": "f64.load", "i64": "i64.load", "code": "i32.load"}[encoding]
+        return f"({op} {address})"
+
+    # --- expressions ---------------------------------------------------------------------------
+
+    def emit(self, e: Expr) -> str:
+        """WAT leaving ``e``'s value on the stack, as f64 / i64 / i32 (bool, code)."""
+        if isinstance(e, Column):
+            encoding = {"f64": "f64", "i64": "i64", "bool": "u8", "str": "code"}[e.dtype]
+            return self.load(e.name, encoding)
+        if isinstance(e, Literal):
+            return self.literal(e)
+        if isinstance(e, Binary):
+            return self.binary(e)
+        if isinstance(e, Unary):
+            return self.unary(e)
+        if isinstance(e, IsIn):
+            return self.is_in(e)
+        if isinstance(e, Case):
+            return self.case(e)
+        raise FrameError(f"cannot generate code for {e.key}")  # pragma: no cover
+
+    def literal(self, e: Literal) -> str:
+        if e.dtype == "str":
+            raise FrameError(f"a string literal ({e.value!r}) can only be compared with a column")
+        if e.dtype == "f64":
+            return _f64(float(e.value))  # type: ignore[arg-type]
+        if e.dtype == "i64":
+            return f"(i64.const {int(e.value)})"  # type: ignore[arg-type]
+        return f"(i32.const {int(bool(e.value))})"
+
+    def as_type(self, e: Expr, target: str) -> str:
+        """``e`` converted to ``target`` ("f64" | "i64")."""
+        code = self.emit(e)
+        if e.dtype == target:
+            return code
+        if target == "f64":
+            if e.dtype == "i64":
+                return f"(f64.convert_i64_s {code})"
+            return f"(f64.convert_i32_u {code})"
+        if target == "i64" and e.dtype == "bool":
+            return f"(i64.extend_i32_u {code})"
+        raise FrameError(f"cannot use {e.describe()} as {target}")  # pragma: no cover
+
+    def binary(self, e: Binary) -> str:
+        op, left, right = e.op, e.left, e.right
+        if op in ("and", "or"):
+            return f"(i32.{op} {self.emit(left)} {self.emit(right)})"
+        if op in _F64_CMP:
+            return self.compare(op, left, right)
+        if op == "pow":
+            return self.power(e)
+        t = e.dtype
+        a, b = self.as_type(left, t), self.as_type(right, t)
+        if op in ("add", "sub", "mul"):
+            return f"({t}.{op} {a} {b})"
+        if op == "div":
+            return f"(f64.div {a} {b})"
+        if op == "floordiv":
+            return f"(f64.floor (f64.div {a} {b}))" if t == "f64" else f"(call $floordiv {a} {b})"
+        return f"(call $mod_{t} {a} {b})"  # mod
+
+    def compare(self, op: str, left: Expr, right: Expr) -> str:
+        if left.dtype == "str":
+            assert isinstance(left, Column) and isinstance(right, Literal)
+            return self.compare_string(op, left, str(right.value))
+        if left.dtype == "bool" and right.dtype == "bool":
+            return f"(i32.{_I64_CMP[op].replace('_s', '_u')} {self.emit(left)} {self.emit(right)})"
+        t = "f64" if "f64" in (left.dtype, right.dtype) else "i64"
+        ops = _F64_CMP if t == "f64" else _I64_CMP
+        return f"({t}.{ops[op]} {self.as_type(left, t)} {self.as_type(right, t)})"
+
+    def compare_string(self, op: str, column: Column, text: str) -> str:
+        import bisect
+
+        words = self.dictionaries(column.name)
+        code = self.load(column.name, "code")
+        at = bisect.bisect_left(words, text)
+        found = at < len(words) and words[at] == text
+        if op in ("eq", "ne"):
+            wanted = at if found else -2  # -2: no code, so nothing is equal
+            return f"(i32.{op} {code} (i32.const {wanted}))"
+        # codes are positions in the sorted dictionary; missing values (-1) compare False
+        after = at + 1 if found else at  # bisect_right
+        low, high = {"lt": (0, at), "le": (0, after), "gt": (after, None), "ge": (at, None)}[op]
+        if high is None:
+            return f"(i32.ge_s {code} (i32.const {low}))"
+        return f"(i32.lt_u {code} (i32.const {high}))"  # unsigned: -1 is never below
+
+    def power(self, e: Binary) -> str:
+        exponent = e.right.value  # type: ignore[attr-defined]
+        if exponent == 0.5:
+            return f"(f64.sqrt {self.as_type(e.left, 'f64')})"
+        t = e.dtype
+        base = self.temp(t)
+        result = f"({t}.const 1)"
+        factors = []
+        n = int(exponent)  # type: ignore[arg-type]
+        square = f"(local.get {base})"
+        # x**n by squaring, unrolled (n <= 64): the same operations on every worker
+        power_locals: list[str] = []
+        while n:
+            if n & 1:
+                factors.append(square)
+            n >>= 1
+            if n:
+                nxt = self.temp(t)
+                power_locals.append(f"(local.set {nxt} ({t}.mul {square} {square}))")
+                square = f"(local.get {nxt})"
+        for factor in factors:
+            result = f"({t}.mul {result} {factor})" if result != f"({t}.const 1)" else factor
+        setup = f"(local.set {base} {self.as_type(e.left, t)}) " + " ".join(power_locals)
+        return f"(block (result {t}) {setup} {result})"
+
+    def unary(self, e: Unary) -> str:
+        op, x = e.op, e.operand
+        if op == "isna" or op == "notna":
+            if x.dtype == "f64":
+                test = f"(f64.ne {self.emit(x)} {self.emit(x)})" if isinstance(x, Column) else None
+                if test is None:
+                    tmp = self.temp("f64")
+                    test = f"(f64.ne (local.tee {tmp} {self.emit(x)}) (local.get {tmp}))"
+            elif x.dtype == "str":
+                test = f"(i32.lt_s {self.emit(x)} (i32.const 0))"
+            else:
+                test = "(i32.const 0)"
+            return test if op == "isna" else f"(i32.eqz {test})"
+        if op == "not":
+            return f"(i32.eqz {self.emit(x)})"
+        if op == "float":
+            return self.as_type(x, "f64")
+        if op == "sqrt":
+            return f"(f64.sqrt {self.as_type(x, 'f64')})"
+        if op == "neg":
+            if e.dtype == "f64":
+                return f"(f64.neg {self.emit(x)})"
+            return f"(i64.sub (i64.const 0) {self.as_type(x, 'i64')})"
+        if op == "abs":
+            if e.dtype == "f64":
+                return f"(f64.abs {self.emit(x)})"
+            tmp = self.temp("i64")
+            return (
+                f"(select (i64.sub (i64.const 0) (local.tee {tmp} {self.as_type(x, 'i64')})) "
+                f"(local.get {tmp}) (i64.lt_s (local.get {tmp}) (i64.const 0)))"
+            )
+        if op == "fillna":
+            assert e.fill is not None
+            if x.dtype in ("i64", "bool"):
+                return self.emit(x)
+            if x.dtype == "str":
+                words = self.dictionaries(x.name) if isinstance(x, Column) else []
+                text = str(e.fill.value)
+                if text not in words:
+                    raise FrameError(
+                        f"fillna({text!r}): {x.describe()} never holds {text!r}; fill a string "
+                        "column with one of its values"
+                    )
+                tmp = self.temp("i32")
+                return (
+                    f"(select (i32.const {list(words).index(text)}) (local.tee {tmp} "
+                    f"{self.emit(x)}) (i32.lt_s (local.get {tmp}) (i32.const 0)))"
+                )
+            tmp = self.temp("f64")
+            fill = _f64(float(e.fill.value))  # type: ignore[arg-type]
+            return (
+                f"(select {fill} (local.tee {tmp} {self.emit(x)}) "
+                f"(f64.ne (local.get {tmp}) (local.get {tmp})))"
+            )
+        raise FrameError(f"cannot generate code for {e.key}")  # pragma: no cover
+
+    def is_in(self, e: IsIn) -> str:
+        x = e.operand
+        tests: list[str] = []
+        if x.dtype == "str":
+            assert isinstance(x, Column)
+            words = list(self.dictionaries(x.name))
+            tmp = self.temp("i32")
+            codes = sorted({words.index(v.value) for v in e.values if v.value in words})
+            first = f"(local.tee {tmp} {self.emit(x)})"
+            get = f"(local.get {tmp})"
+            for n, code in enumerate(codes):
+                tests.append(f"(i32.eq {first if n == 0 else get} (i32.const {code}))")
+            if e.missing:
+                tests.append(f"(i32.lt_s {first if not codes else get} (i32.const 0))")
+            if not tests:
+                return f"(block (result i32) (drop {first}) (i32.const 0))"
+        else:
+            t = "f64" if x.dtype == "f64" or any(v.dtype == "f64" for v in e.values) else "i64"
+            tmp = self.temp(t)
+            first = f"(local.tee {tmp} {self.as_type(x, t)})"
+            get = f"(local.get {tmp})"
+            values = [v for v in e.values]
+            for n, value in enumerate(values):
+                constant = (
+                    _f64(float(value.value)) if t == "f64" else f"(i64.const {int(value.value)})"  # type: ignore[arg-type]
+                )
+                tests.append(f"({t}.eq {first if n == 0 else get} {constant})")
+            if e.missing and t == "f64":
+                lhs = first if not values else get
+                tests.append(f"(f64.ne {lhs} {get})")
+            if not tests:
+                return f"(block (result i32) (drop {first}) (i32.const 0))"
+        code = tests[0]
+        for test in tests[1:]:
+            code = f"(i32.or {code} {test})"
+        return code
+
+    def case(self, e: Case) -> str:
+        t = _WASM[e.dtype]
+        code = self.as_type(e.default, t) if t != "i32" else self.emit(e.default)
+        for condition, value in reversed(e.whens):
+            v = self.as_type(value, t)
+            code = f"(if (result {t}) {self.emit(condition)} (then {v}) (else {code}))"
+        return code
+
+
+# --- the module ----------------------------------------------------------------------------------
+
+_HELPERS = """
+  (func $floordiv (param $a i64) (param $b i64) (result i64) (local $q i64)
+    (if (i64.eqz (local.get $b)) (then (return (i64.const 0))))
+    (if (i64.eq (local.get $b) (i64.const -1)) (then (return (i64.sub (i64.const 0) (local.get $a)))))
+    (local.set $q (i64.div_s (local.get $a) (local.get $b)))
+    (if (i32.and (i64.ne (i64.rem_s (local.get $a) (local.get $b)) (i64.const 0))
+                 (i32.ne (i64.lt_s (local.get $a) (i64.const 0)) (i64.lt_s (local.get $b) (i64.const 0))))
+      (then (local.set $q (i64.sub (local.get $q) (i64.const 1)))))
+    (local.get $q))
+  (func $mod_i64 (param $a i64) (param $b i64) (result i64) (local $r i64)
+    (if (i32.or (i64.eqz (local.get $b)) (i64.eq (local.get $b) (i64.const -1)))
+      (then (return (i64.const 0))))
+    (local.set $r (i64.rem_s (local.get $a) (local.get $b)))
+    (if (i32.and (i64.ne (local.get $r) (i64.const 0))
+                 (i32.ne (i64.lt_s (local.get $r) (i64.const 0)) (i64.lt_s (local.get $b) (i64.const 0))))
+      (then (local.set $r (i64.add (local.get $r) (local.get $b)))))
+    (local.get $r))
+  (func $mod_f64 (param $a f64) (param $b f64) (result f64) (local $r f64)
+    (local.set $r (f64.sub (local.get $a) (f64.mul (local.get $b) (f64.trunc (f64.div (local.get $a) (local.get $b))))))
+    (if (f64.ne (local.get $r) (f64.const 0))
+      (then (if (i32.ne (f64.lt (local.get $r) (f64.const 0)) (f64.lt (local.get $b) (f64.const 0)))
+        (then (local.set $r (f64.add (local.get $r) (local.get $b))))))
+      (else (local.set $r (f64.copysign (f64.const 0) (local.get $b)))))
+    (local.get $r))
+  (func $ensure (param $end i32)
+    (local $have i32)
+    (local.set $have (i32.shl (memory.size) (i32.const 16)))
+    (if (i32.gt_u (local.get $end) (local.get $have))
+      (then (if (i32.eq (memory.grow (i32.add (i32.shr_u (i32.sub (local.get $end) (local.get $have)) (i32.const 16)) (i32.const 16))) (i32.const -1))
+        (then unreachable)))))
+  (func (export "wgt_alloc") (param $size i32) (result i32)
+    (call $ensure (i32.add (i32.const %(heap)d) (local.get $size)))
+    (i32.const %(heap)d))
+"""
+
+
+def generate(plan: PassPlan, dictionaries: Dictionaries) -> str:
+    """The WAT text of ``plan``'s module."""
+    em = _Emitter(plan, dictionaries)
+    offsets = plan.field_offsets()
+    stride = plan.record_bytes
+
+    # per-row values: each accumulator's expression once, in a local
+    value_locals: dict[str, tuple[str, str]] = {}  # expr key -> (local, wasm type)
+    row_values: list[str] = []
+    for acc in plan.accumulators:
+        if acc.expr is None or acc.expr.key in value_locals:
+            continue
+        t = _VALUE_TYPE[acc.expr.dtype]
+        name = f"$v{len(value_locals)}"
+        value_locals[acc.expr.key] = (name, t)
+        em.locals.append(f"(local {name} {t})")
+        code = em.as_type(acc.expr, t) if t in ("f64", "i64") else em.emit(acc.expr)
+        row_values.append(f"(local.set {name} {code})")
+
+    init = [_init(acc, off, value_locals) for acc, off in zip(plan.accumulators, offsets, strict=True)]
+    update = [
+        _update(acc, off, value_locals, plan, offsets)
+        for acc, off in zip(plan.accumulators, offsets, strict=True)
+    ]
+
+    filter_code = (
+        f"(br_if $next (i32.eqz {em.emit(plan.filter)}))" if plan.filter is not None else ""
+    )
+    key_code = _key_code(plan, em)
+    hist_code = _histogram_code(plan, em) if plan.histogram is not None else ""
+    grouped = bool(plan.keys) or plan.histogram is not None
+    space = plan.key_space if plan.histogram is None else 1 << 62
+    cap_code = (
+        f"(if (i32.lt_u (i32.const {space}) (local.get $cap)) (then (local.set $cap (i32.const {space}))))"
+        if grouped and space < (1 << 30)
+        else ""
+    )
+
+    columns_setup = []
+    for i, column in enumerate(plan.columns):
+        width = WIDTH[column.encoding]
+        columns_setup.append(
+            f"(local.set $c{i} (local.get $p))"
+            f"(local.set $p (i32.and (i32.add (i32.add (local.get $p) "
+            f"(i32.mul (local.get $n) (i32.const {width}))) (i32.const 7)) (i32.const -8)))"
+        )
+    column_locals = " ".join(f"(local $c{i} i32)" for i in range(len(plan.columns)))
+    body = "\n      ".join(row_values + update)
+    slot_code = _slot_lookup(stride, "\n        ".join(init)) if grouped else ""
+    ungrouped_setup = (
+        ""
+        if grouped
+        else f"(local.set $a (local.get $rec)) {' '.join(init)} (local.set $ns (i32.const 1))"
+    )
+    helpers = _HELPERS % {"heap": HEAP}
+    return f"""(module
+  (memory (export "memory") 1)
+{helpers}
+  (func (export "wgt_run") (param $ptr i32) (param $len i32) (result i64)
+    (local $n i32) (local $i i32) (local $first i64) (local $params i32) (local $p i32)
+    (local $end i32) (local $tab i32) (local $mask i32) (local $shift i64) (local $cap i32)
+    (local $hdr i32) (local $rec i32) (local $ns i32) (local $slot i32) (local $k i64)
+    (local $h i32) (local $e i32) (local $a i32) (local $key i64) (local $gid i64)
+    (local $w i32) (local $wn i32) (local $ok i32) (local $y f64) (local $s f64) (local $t f64)
+    (local $d f64)
+    {column_locals}
+    {" ".join(em.locals)}
+    (if (i32.lt_u (local.get $len) (i32.const {HEADER_BYTES})) (then unreachable))
+    (if (i64.gt_u (i64.load (local.get $ptr)) (i64.const 0x10000000)) (then unreachable))
+    (local.set $n (i32.wrap_i64 (i64.load (local.get $ptr))))
+    (local.set $first (i64.load offset=8 (local.get $ptr)))
+    (if (i64.gt_u (i64.load offset=16 (local.get $ptr)) (i64.extend_i32_u (local.get $len))) (then unreachable))
+    (local.set $params (i32.add (local.get $ptr) (i32.const {HEADER_BYTES})))
+    (local.set $p (i32.add (local.get $params) (i32.wrap_i64 (i64.load offset=16 (local.get $ptr)))))
+    {" ".join(columns_setup)}
+    (local.set $end (i32.add (local.get $ptr) (local.get $len)))
+    (if (i32.gt_u (local.get $p) (local.get $end)) (then unreachable))
+    (local.set $end (i32.and (i32.add (local.get $end) (i32.const 7)) (i32.const -8)))
+    ;; the hash table: a power of two at least twice the most groups this chunk can have
+    (local.set $cap (local.get $n))
+    {cap_code}
+    (local.set $mask (i32.const 1)) (local.set $shift (i64.const 64))
+    (block $sized (loop $grow
+      (br_if $sized (i32.ge_u (local.get $mask) (i32.shl (local.get $cap) (i32.const 1))))
+      (local.set $mask (i32.shl (local.get $mask) (i32.const 1)))
+      (local.set $shift (i64.sub (local.get $shift) (i64.const 1)))
+      (br $grow)))
+    (local.set $tab (local.get $end))
+    (local.set $hdr (i32.add (local.get $tab) {"(i32.shl (local.get $mask) (i32.const 2))" if grouped else "(i32.const 0)"}))
+    (local.set $mask (i32.sub (local.get $mask) (i32.const 1)))
+    (local.set $rec (i32.add (local.get $hdr) (i32.const 8)))
+    (call $ensure (i32.add (local.get $rec) (i32.const {stride})))
+    (local.set $ns (i32.const 0))
+    {ungrouped_setup}
+    (local.set $i (i32.const 0))
+    (block $done (loop $rows
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (block $next
+      {filter_code}
+      {key_code}
+      {hist_code}
+      {slot_code}
+      {body}
+      )
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $rows)))
+    (i64.store (local.get $hdr) (i64.extend_i32_u (local.get $ns)))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $hdr)) (i64.const 32))
+            (i64.extend_i32_u (i32.add (i32.const 8) (i32.mul (local.get $ns) (i32.const {stride}))))))
+)
+"""
+
+
+def _key_code(plan: PassPlan, em: _Emitter) -> str:
+    """Sets ``$k`` to the row's group key (mixed radix of the key columns' codes); a row with a
+    missing key is skipped when ``dropna``."""
+    if not plan.keys:
+        return "(local.set $k (i64.const 0))"
+    lines = ["(local.set $k (i64.const 0))"]
+    for key in plan.keys:
+        code = em.load(key.column, "code")
+        lines.append(f"(local.set $e {code})")
+        if not key.keep_missing:
+            lines.append("(br_if $next (i32.lt_s (local.get $e) (i32.const 0)))")
+        else:  # missing values form the last group
+            lines.append(
+                f"(if (i32.lt_s (local.get $e) (i32.const 0)) (then (local.set $e (i32.const {key.radix - 1}))))"
+            )
+        lines.append(
+            f"(local.set $k (i64.add (i64.mul (local.get $k) (i64.const {key.radix})) "
+            "(i64.extend_i32_u (local.get $e))))"
+        )
+    return "\n      ".join(lines)
+
+
+def _histogram_code(plan: PassPlan, em: _Emitter) -> str:
+    """Quantile passes: the row's value -> its order key; the group's windows (params: per
+    group ``u32 first, u32 count`` then windows ``lo, hi, shift, base``, u64 each) -> the
+    bucket, which becomes the record key. Rows outside every window (and missing values) are
+    skipped."""
+    assert plan.histogram is not None
+    value = plan.histogram.value
+    if value.dtype == "f64":
+        order = (
+            f"(local.set $key (i64.reinterpret_f64 (local.tee $hv {em.emit(value)})))"
+            "(br_if $next (f64.ne (local.get $hv) (local.get $hv)))"
+            "(local.set $key (i64.xor (local.get $key) (i64.or (i64.shr_s (local.get $key) "
+            "(i64.const 63)) (i64.const 0x8000000000000000))))"
+        )
+        em.locals.append("(local $hv f64)")
+    else:
+        order = (
+            f"(local.set $key (i64.xor {em.as_type(value, 'i64')} (i64.const 0x8000000000000000)))"
+        )
+    return f"""{order}
+      (local.set $gid (local.get $k))
+      (local.set $e (i32.add (local.get $params) (i32.shl (i32.wrap_i64 (local.get $gid)) (i32.const 3))))
+      (local.set $w (i32.load (local.get $e)))
+      (local.set $wn (i32.load offset=4 (local.get $e)))
+      (local.set $ok (i32.const 0))
+      (block $found (loop $windows
+        (br_if $next (i32.eqz (local.get $wn)))
+        (local.set $e (i32.add (local.get $params) (i32.shl (local.get $w) (i32.const 5))))
+        (if (i32.and (i64.ge_u (local.get $key) (i64.load (local.get $e)))
+                     (i64.le_u (local.get $key) (i64.load offset=8 (local.get $e))))
+          (then
+            (local.set $k (i64.add (i64.load offset=24 (local.get $e))
+              (i64.shr_u (i64.sub (local.get $key) (i64.load (local.get $e))) (i64.load offset=16 (local.get $e)))))
+            (br $found)))
+        (local.set $w (i32.add (local.get $w) (i32.const 1)))
+        (local.set $wn (i32.sub (local.get $wn) (i32.const 1)))
+        (br $windows)))"""
+
+
+def _slot_lookup(stride: int, init: str) -> str:
+    """Find (or add) the record of key ``$k``; ``$a`` is its address."""
+    return f"""(local.set $h (i32.wrap_i64 (i64.shr_u (i64.mul (local.get $k) (i64.const -7046029254386353131)) (local.get $shift))))
+      (block $slotted (loop $probe
+        (local.set $e (i32.load (i32.add (local.get $tab) (i32.shl (local.get $h) (i32.const 2)))))
+        (if (i32.eqz (local.get $e)) (then
+          (local.set $a (i32.add (local.get $rec) (i32.mul (local.get $ns) (i32.const {stride}))))
+          (call $ensure (i32.add (local.get $a) (i32.const {stride})))
+          (i64.store (local.get $a) (local.get $k))
+          (local.set $ns (i32.add (local.get $ns) (i32.const 1)))
+          (i32.store (i32.add (local.get $tab) (i32.shl (local.get $h) (i32.const 2))) (local.get $ns))
+          {init}
+          (br $slotted)))
+        (local.set $a (i32.add (local.get $rec) (i32.mul (i32.sub (local.get $e) (i32.const 1)) (i32.const {stride}))))
+        (br_if $slotted (i64.eq (i64.load (local.get $a)) (local.get $k)))
+        (local.set $h (i32.and (i32.add (local.get $h) (i32.const 1)) (local.get $mask)))
+        (br $probe)))"""
+
+
+def _init(acc: Accumulator, off: int, values: dict[str, tuple[str, str]]) -> str:
+    """A new record's starting fields (fresh memory is zero: only non-zero starts are set)."""
+    a = "(local.get $a)"
+    if acc.kind == "min_f":
+        return f"(f64.store offset={off} {a} (f64.const inf))"
+    if acc.kind == "max_f":
+        return f"(f64.store offset={off} {a} (f64.const -inf))"
+    if acc.kind == "min_i":
+        return f"(i64.store offset={off} {a} (i64.const 0x7fffffffffffffff))"
+    if acc.kind == "max_i":
+        return f"(i64.store offset={off} {a} (i64.const -0x8000000000000000))"
+    if acc.kind == "kmin":
+        return f"(i64.store offset={off} {a} (i64.const -1))"
+    if acc.kind == "first":
+        return f"(i64.store offset={off} {a} (i64.add (local.get $first) (i64.extend_i32_u (local.get $i))))"
+    return ""
+
+
+def _valid(expr: Expr, local: str, wasm_type: str) -> str | None:
+    """A test that the value in ``local`` is present, or None when it always is."""
+    if expr.dtype == "f64" or wasm_type == "f64" and expr.dtype == "f64":
+        return f"(f64.eq (local.get {local}) (local.get {local}))"
+    if expr.dtype == "str":
+        return f"(i32.ge_s (local.get {local}) (i32.const 0))"
+    return None
+
+
+def _update(
+    acc: Accumulator,
+    off: int,
+    values: dict[str, tuple[str, str]],
+    plan: PassPlan,
+    offsets: list[int],
+) -> str:
+    a = "(local.get $a)"
+    if acc.kind == "size":
+        return f"(i64.store offset={off} {a} (i64.add (i64.load offset={off} {a}) (i64.const 1)))"
+    if acc.kind == "first":
+        return ""
+    if acc.kind in ("kmin", "kmax"):  # the order key of a quantile pass, in $key
+        op = "lt_u" if acc.kind == "kmin" else "gt_u"
+        return (
+            f"(if (i64.{op} (local.get $key) (i64.load offset={off} {a})) "
+            f"(then (i64.store offset={off} {a} (local.get $key))))"
+        )
+    assert acc.expr is not None
+    local, t = values[acc.expr.key]
+    v = f"(local.get {local})"
+    valid = _valid(acc.expr, local, t)
+
+    def guarded(code: str) -> str:
+        return f"(if {valid} (then {code}))" if valid is not None else code
+
+    if acc.kind == "count":
+        return guarded(
+            f"(i64.store offset={off} {a} (i64.add (i64.load offset={off} {a}) (i64.const 1)))"
+        )
+    if acc.kind == "sum_i":
+        return f"(i64.store offset={off} {a} (i64.add (i64.load offset={off} {a}) {v}))"
+    if acc.kind == "sum_f":  # Kahan, as pandas: y = x - c; t = s + y; c = (t - s) - y; s = t
+        return guarded(
+            f"(local.set $y (f64.sub {v} (f64.load offset={off + 8} {a})))"
+            f"(local.set $s (f64.load offset={off} {a}))"
+            f"(local.set $t (f64.add (local.get $s) (local.get $y)))"
+            f"(f64.store offset={off + 8} {a} (f64.sub (f64.sub (local.get $t) (local.get $s)) (local.get $y)))"
+            f"(f64.store offset={off} {a} (local.get $t))"
+        )
+    if acc.kind in ("min_f", "max_f"):
+        op = "lt" if acc.kind == "min_f" else "gt"
+        return guarded(
+            f"(if (f64.{op} {v} (f64.load offset={off} {a})) (then (f64.store offset={off} {a} {v})))"
+        )
+    if acc.kind in ("min_i", "max_i"):
+        op = "lt_s" if acc.kind == "min_i" else "gt_s"
+        wide = v if t == "i64" else f"(i64.extend_i32_s {v})"
+        return guarded(
+            f"(if (i64.{op} {wide} (i64.load offset={off} {a})) (then (i64.store offset={off} {a} {wide})))"
+        )
+    if acc.kind == "welford":  # n from the count of the same expression, updated before this
+        count_off = offsets[plan.index_of("count", acc.expr)]
+        return guarded(
+            f"(local.set $d (f64.sub {v} (f64.load offset={off} {a})))"
+            f"(f64.store offset={off} {a} (f64.add (f64.load offset={off} {a}) (f64.div (local.get $d) "
+            f"(f64.convert_i64_s (i64.load offset={count_off} {a})))))"
+            f"(f64.store offset={off + 8} {a} (f64.add (f64.load offset={off + 8} {a}) (f64.mul (local.get $d) "
+            f"(f64.sub {v} (f64.load offset={off} {a})))))"
+        )
+    raise FrameError(f"unknown accumulator {acc.kind}")  # pragma: no cover
+
+
+def pack_params(blocks: Sequence[bytes]) -> bytes:
+    raw = b"".join(blocks)
+    return raw + b"\0" * (-len(raw) % 8)
+

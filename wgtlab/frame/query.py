@@ -1,0 +1,291 @@
+"""A frame query, executed: which passes run, and how their verified records become pandas'
+answer.
+
+A ``Request`` is a filter, group keys and named aggregations. It runs as at most three kinds of
+pass, each an ordinary job: one *aggregate* pass (counts, sums, min/max, moments for every
+aggregation that has them), one *distinct* pass per ``nunique`` column (groups of keys plus the
+column), and *quantile* passes (exact: windows of order keys narrow down until each wanted rank
+is known; see ``quantiles``). Every pass is verified like any job; the values are assembled
+from merged records, on the trusted side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from wgtlab.errors import FrameError
+from wgtlab.frame.codegen import generate
+from wgtlab.frame.expr import Column, Expr, unary
+from wgtlab.frame.kernel import FrameKernel, Groups
+from wgtlab.frame.plan import Accumulator, GroupKey, PassPlan
+from wgtlab.frame.source import Source
+from wgtlab.jobs.job import Job, JobSettings
+from wgtlab.jobs.result import JobResult
+
+__all__ = ["AGGREGATIONS", "Agg", "Execution", "Request", "RunPass"]
+
+AGGREGATIONS = (
+    "sum", "mean", "count", "size", "min", "max", "var", "std", "nunique", "median", "quantile",
+)  # fmt: skip
+NUMERIC_ONLY = ("sum", "mean", "var", "std", "median", "quantile")
+CHUNK_BYTES = 8 << 20  # payload per chunk the planner aims at
+MIN_CHUNK_ROWS = 1 << 14
+MAX_CHUNK_ROWS = 1 << 20
+
+# runs one pass's job -> its result (q.run: the cluster's run; %wgt run: with a dashboard)
+RunPass = Callable[[Job], JobResult]
+
+
+@dataclass(frozen=True)
+class Agg:
+    """One output value per group: ``func`` of ``expr`` (None for ``size``), labelled ``label``."""
+
+    label: Any
+    func: str
+    expr: Expr | None
+    q: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_aggregation(self.func, self.expr, self.q)
+
+
+def check_aggregation(func: str, expr: Expr | None, q: float = 0.5) -> None:
+    """FrameError unless ``func`` can aggregate ``expr``."""
+    if func not in AGGREGATIONS:
+        raise FrameError(
+            f"the aggregation {func!r} is not supported; use one of {', '.join(AGGREGATIONS)}"
+        )
+    if expr is None:
+        if func != "size":
+            raise FrameError(f"{func} needs a column")  # pragma: no cover
+        return
+    if func in NUMERIC_ONLY and expr.dtype == "str":
+        raise FrameError(f"{func} needs numbers; {expr.describe()} holds strings")
+    if func == "nunique" and not isinstance(expr, Column):
+        raise FrameError("nunique counts the distinct values of a column, not of an expression")
+    if func == "quantile" and (
+        isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 <= q <= 1.0
+    ):
+        raise FrameError(f"quantile takes q between 0 and 1, got {q!r}")
+
+
+@dataclass(frozen=True)
+class Request:
+    source: Source
+    filter: Expr | None
+    keys: tuple[str, ...]
+    dropna: bool
+    aggs: tuple[Agg, ...]
+    first: bool = False  # keep each group's first row (order of first appearance)
+
+    def key_columns(self) -> tuple[GroupKey, ...]:
+        keys = []
+        for name in self.keys:
+            radix = len(self.source.dictionary(name))
+            keep = not self.dropna
+            keys.append(GroupKey(name, radix + (1 if keep else 0), keep_missing=keep))
+        return tuple(keys)
+
+
+@dataclass
+class Table:
+    """Per group (``codes``: one array of dictionary codes per key, -1 for a missing key) the
+    value of each aggregation, as numpy arrays in group order."""
+
+    keys: np.ndarray  # composite group keys, sorted
+    codes: list[np.ndarray]
+    # agg position -> its values; ("count", position) -> the count min/max rest on; "first" ->
+    # each group's first row
+    values: dict[Any, Any] = field(default_factory=dict)
+
+
+class Execution:
+    """Runs a request's passes through ``run_pass`` and assembles the table."""
+
+    def __init__(self, request: Request, run_pass: RunPass, settings: JobSettings | None, label: str) -> None:
+        self.request = request
+        self.run_pass = run_pass
+        self.settings = settings
+        self.label = label
+        self.results: list[JobResult] = []
+        self.keys = request.key_columns()
+
+    # --- passes ------------------------------------------------------------------------------
+
+    def run(self, plan: PassPlan, *, purpose: str, params: bytes = b"") -> Groups:
+        dictionaries = self.request.source
+        wat = generate(plan, lambda column: dictionaries.dictionary(column).words)
+        kernel = FrameKernel(plan, wat, label=f"{self.label} ({purpose})", params=params)
+        job = self.job(kernel, purpose)
+        result = self.run_pass(job)
+        self.results.append(result)
+        value = result.value
+        if not isinstance(value, Groups):  # pragma: no cover
+            raise FrameError("a frame pass returned no records")
+        return value
+
+    def job(self, kernel: FrameKernel, purpose: str) -> Job:
+        job = Job(f"{self.label}: {purpose}")
+        job.input(self.input_table(kernel.plan), chunk_rows=self.chunk_rows(kernel.plan))
+        job.kernel(kernel)
+        if self.settings is not None:
+            job._settings_from(self.settings)
+        return job
+
+    def input_table(self, plan: PassPlan) -> pd.DataFrame:
+        source = self.request.source
+        arrays = {f"c{i}": source.array(c.name, c.encoding) for i, c in enumerate(plan.columns)}
+        if not arrays:
+            arrays = {"rows": np.zeros(source.rows, dtype=np.uint8)}
+        return pd.DataFrame(arrays, copy=False)
+
+    def chunk_rows(self, plan: PassPlan) -> int:
+        width = sum({"f64": 8, "i64": 8, "u8": 1, "code": 4}[c.encoding] for c in plan.columns)
+        rows = CHUNK_BYTES // max(width, 1)
+        return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, rows))
+
+    # --- the table ---------------------------------------------------------------------------
+
+    def table(self) -> Table:
+        request = self.request
+        accumulators = _accumulators(request.aggs, grouped=bool(self.keys))
+        if request.first and self.keys:
+            accumulators = (*accumulators, Accumulator("first"))
+        base: Groups | None = None
+        if accumulators:
+            plan = PassPlan(request.filter, self.keys, accumulators)
+            base = self.run(plan, purpose="aggregate")
+        if base is not None and (self.keys or len(base.keys)):
+            keys = base.keys
+        else:
+            keys = np.zeros(1, dtype=np.int64)  # ungrouped: one group, even with no rows
+        table = Table(keys, self._codes(keys))
+        for position, agg in enumerate(request.aggs):
+            if agg.func in ("nunique", "median", "quantile"):
+                continue
+            assert base is not None
+            table.values[position] = self._from_records(agg, base, plan)
+            if agg.func in ("min", "max"):
+                table.values[("count", position)] = self._from_records(
+                    dataclasses.replace(agg, func="count"), base, plan
+                )
+        if request.first and self.keys and base is not None:
+            table.values["first"] = base.fields[plan.index_of("first")][0]
+        self._distinct(table)
+        self._quantiles(table)
+        return table
+
+    def _codes(self, keys: np.ndarray) -> list[np.ndarray]:
+        codes: list[np.ndarray] = []
+        rest = keys.copy()
+        for key in reversed(self.keys):
+            code = rest % key.radix
+            rest //= key.radix
+            if key.keep_missing:
+                code = np.where(code == key.radix - 1, -1, code)
+            codes.append(code)
+        return list(reversed(codes))
+
+    def _from_records(self, agg: Agg, groups: Groups, plan: PassPlan) -> np.ndarray:
+        def field_of(kind: str, expr: Expr | None = None, part: int = 0) -> np.ndarray:
+            return groups.fields[plan.index_of(kind, expr)][part]
+
+        if agg.func == "size":
+            return field_of("size")
+        expr = agg.expr
+        assert expr is not None
+        if expr.dtype in ("i64", "bool") and agg.func in ("var", "std"):
+            expr = unary("float", expr)
+        count = field_of("count", expr)
+        if agg.func == "count":
+            return count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if agg.func == "sum":
+                return field_of("sum_f" if expr.dtype == "f64" else "sum_i", expr)
+            if agg.func == "mean":
+                total = field_of("sum_f" if expr.dtype == "f64" else "sum_i", expr)
+                return np.where(count > 0, total.astype(np.float64) / count, np.nan)
+            if agg.func in ("min", "max"):
+                kind = f"{agg.func}_{'f' if expr.dtype == 'f64' else 'i'}"
+                return field_of(kind, expr)
+            m2 = field_of("welford", expr, 1)
+            var = np.where(count > 1, m2 / (count - 1), np.nan)
+            return var if agg.func == "var" else np.sqrt(var)
+
+    def _distinct(self, table: Table) -> None:
+        request = self.request
+        done: dict[str, np.ndarray] = {}
+        for position, agg in enumerate(request.aggs):
+            if agg.func != "nunique":
+                continue
+            assert isinstance(agg.expr, Column)
+            name = agg.expr.name
+            if name not in done:
+                radix = len(request.source.dictionary(name))
+                plan = PassPlan(
+                    request.filter,
+                    (*self.keys, GroupKey(name, radix)),
+                    (Accumulator("size"),),
+                )
+                groups = self.run(plan, purpose=f"distinct {name}")
+                outer = groups.keys // max(radix, 1)
+                found, counts = np.unique(outer, return_counts=True)
+                per_group = np.zeros(len(table.keys), dtype=np.int64)
+                at = np.searchsorted(table.keys, found)
+                inside = (at < len(table.keys)) & (table.keys[np.minimum(at, len(table.keys) - 1)] == found)
+                per_group[at[inside]] = counts[inside]
+                done[name] = per_group
+            table.values[position] = done[name]
+
+    def _quantiles(self, table: Table) -> None:
+        from wgtlab.frame.quantiles import quantile_values
+
+        wanted: dict[str, tuple[Expr, list[tuple[int, tuple[str, float]]]]] = {}
+        for position, agg in enumerate(self.request.aggs):
+            if agg.func not in ("median", "quantile"):
+                continue
+            assert agg.expr is not None
+            spec = ("median", 0.5) if agg.func == "median" else ("q", float(agg.q))
+            wanted.setdefault(agg.expr.key, (agg.expr, []))[1].append((position, spec))
+        for expr, positions in wanted.values():
+            specs = list(dict.fromkeys(spec for _, spec in positions))
+            values = quantile_values(self, table.keys, expr, specs)
+            for position, spec in positions:
+                table.values[position] = values[spec]
+
+
+def _accumulators(aggs: tuple[Agg, ...], *, grouped: bool) -> tuple[Accumulator, ...]:
+    """What the aggregate pass keeps for ``aggs``, each once; counts before moments."""
+    wanted: dict[str, Accumulator] = {}
+
+    def want(kind: str, expr: Expr | None = None) -> None:
+        acc = Accumulator(kind, expr)  # type: ignore[arg-type]
+        wanted.setdefault(acc.key, acc)
+
+    if grouped:
+        want("size")
+    for agg in aggs:
+        expr = agg.expr
+        if agg.func == "size":
+            want("size")
+            continue
+        if agg.func in ("nunique", "median", "quantile"):
+            continue
+        assert expr is not None
+        if expr.dtype in ("i64", "bool") and agg.func in ("var", "std"):
+            expr = unary("float", expr)
+        want("count", expr)
+        if agg.func in ("sum", "mean"):
+            want("sum_f" if expr.dtype == "f64" else "sum_i", expr)
+        elif agg.func in ("min", "max"):
+            want(f"{agg.func}_{'f' if expr.dtype == 'f64' else 'i'}", expr)
+        elif agg.func in ("var", "std"):
+            want("welford", expr)
+    return tuple(wanted.values())
+

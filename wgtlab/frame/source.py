@@ -1,0 +1,235 @@
+"""Where a frame's rows come from (a DataFrame, a Parquet file or URL, a CES shard set), and
+what is made from them once per frame on the trusted side: typed column arrays and dictionary
+codes. Both are cached on the source, so a repeated query pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from wgtlab.errors import FrameError
+from wgtlab.frame.expr import Dtype
+
+__all__ = ["Dictionary", "Source", "open_source"]
+
+_INTEGER_KINDS = "iu"
+
+
+@dataclass(frozen=True)
+class Dictionary:
+    """A column's distinct values, sorted as pandas sorts groups (``sort=True``), and each row's
+    code into them (-1: missing)."""
+
+    codes: np.ndarray  # int32
+    values: pd.Index
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def words(self) -> Sequence[Any]:
+        return list(self.values)
+
+
+class Source:
+    """A table of rows, read a column at a time. Subclasses give ``columns`` and ``_read``."""
+
+    name: str
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._series: dict[str, pd.Series] = {}
+        self._arrays: dict[tuple[str, str], np.ndarray] = {}
+        self._dictionaries: dict[str, Dictionary] = {}
+        self._appearance: dict[str, np.ndarray] = {}
+
+    @property
+    def columns(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def rows(self) -> int:
+        raise NotImplementedError
+
+    def _read(self, column: str) -> pd.Series:
+        raise NotImplementedError
+
+    # --- schema -------------------------------------------------------------------------------
+
+    def series(self, column: str) -> pd.Series:
+        self.check(column)
+        with self._lock:
+            if column not in self._series:
+                self._series[column] = self._read(column)
+            return self._series[column]
+
+    def check(self, column: str) -> None:
+        if column not in self.columns:
+            shown = ", ".join(repr(c) for c in self.columns[:20])
+            more = f" and {len(self.columns) - 20} more" if len(self.columns) > 20 else ""
+            raise FrameError(f"{self.name} has no column {column!r}; its columns: {shown}{more}")
+
+    def pandas_dtype(self, column: str) -> Any:
+        return self.series(column).dtype
+
+    def dtype(self, column: str) -> Dtype:
+        """The expression dtype of ``column`` (FrameError if it has none)."""
+        dtype = self.pandas_dtype(column)
+        if isinstance(dtype, pd.CategoricalDtype):
+            return "str"
+        if pd.api.types.is_bool_dtype(dtype) and isinstance(dtype, np.dtype):
+            return "bool"
+        if isinstance(dtype, np.dtype):
+            if dtype.kind == "f":
+                return "f64"
+            if dtype.kind in _INTEGER_KINDS:
+                if dtype == np.uint64:
+                    raise FrameError(
+                        f"column {column!r} is uint64, which int64 cannot hold exactly; convert "
+                        "it with .astype('int64') (values below 2**63) or .astype('float64')"
+                    )
+                return "i64"
+            if dtype.kind == "O":
+                return "str"
+        if pd.api.types.is_string_dtype(dtype):
+            return "str"
+        raise FrameError(
+            f"column {column!r} has dtype {dtype}, which frames do not compute on yet; convert "
+            "it (e.g. .astype('float64'), or dates to .astype('int64')) or use a @wgt.udf"
+        )
+
+    # --- what travels --------------------------------------------------------------------------
+
+    def dictionary(self, column: str) -> Dictionary:
+        """Dictionary codes of ``column``, made once (pandas' factorize, sorted)."""
+        with self._lock:
+            cached = self._dictionaries.get(column)
+        if cached is not None:
+            return cached
+        series = self.series(column)
+        codes, uniques = pd.factorize(series, sort=True, use_na_sentinel=True)
+        if len(uniques) >= (1 << 31) - 1:
+            raise FrameError(f"column {column!r} has too many distinct values to code")
+        values = uniques if isinstance(uniques, pd.Index) else pd.Index(uniques)
+        made = Dictionary(np.ascontiguousarray(codes, dtype=np.int32), values)
+        with self._lock:
+            self._dictionaries.setdefault(column, made)
+            return self._dictionaries[column]
+
+    def appearance(self, column: str) -> np.ndarray:
+        """For each code of ``column``'s dictionary, its rank in order of first appearance."""
+        with self._lock:
+            cached = self._appearance.get(column)
+        if cached is not None:
+            return cached
+        dictionary = self.dictionary(column)
+        _, first_seen = pd.factorize(self.series(column), sort=False, use_na_sentinel=True)
+        order = dictionary.values.get_indexer(pd.Index(first_seen))
+        rank = np.empty(len(dictionary), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        with self._lock:
+            self._appearance[column] = rank
+        return rank
+
+    def array(self, column: str, encoding: str) -> np.ndarray:
+        """``column`` as it travels: float64, int64, uint8 (bools) or int32 codes."""
+        if encoding == "code":
+            return self.dictionary(column).codes
+        with self._lock:
+            cached = self._arrays.get((column, encoding))
+        if cached is not None:
+            return cached
+        series = self.series(column)
+        numpy_type = {"f64": np.float64, "i64": np.int64, "u8": np.uint8}[encoding]
+        values = series.to_numpy()
+        if encoding == "u8":
+            values = values.view(np.uint8) if values.dtype == np.bool_ else values.astype(np.uint8)
+        made = np.ascontiguousarray(values, dtype=numpy_type)
+        with self._lock:
+            self._arrays[(column, encoding)] = made
+        return made
+
+
+class DataFrameSource(Source):
+    def __init__(self, frame: pd.DataFrame, name: str = "the frame") -> None:
+        super().__init__(name)
+        if not all(isinstance(c, str) for c in frame.columns):
+            frame = frame.rename(columns=str)
+        if frame.columns.duplicated().any():
+            duplicated = sorted(set(frame.columns[frame.columns.duplicated()]))
+            raise FrameError(f"column names must be unique; repeated: {duplicated}")
+        self.frame = frame
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.frame.columns)
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+    def _read(self, column: str) -> pd.Series:
+        return self.frame[column]
+
+
+class ParquetSource(Source):
+    """A Parquet file or fsspec URL; only the columns a query reads are read, each once."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import pyarrow.parquet as pq
+
+        super().__init__(f"the Parquet file {os.fspath(path)!r}")
+        self.path = os.fspath(path)
+        try:
+            if "://" in self.path:
+                import fsspec
+
+                self._handle: Any = fsspec.open(self.path, "rb").open()
+                self.file = pq.ParquetFile(self._handle)
+            else:
+                self.file = pq.ParquetFile(self.path)
+        except (OSError, ValueError) as exc:
+            raise FrameError(f"cannot read {self.name}: {exc}") from exc
+        self._columns = [c for c in self.file.schema_arrow.names if c != "__index_level_0__"]
+
+    @property
+    def columns(self) -> list[str]:
+        return self._columns
+
+    @property
+    def rows(self) -> int:
+        return int(self.file.metadata.num_rows)
+
+    def _read(self, column: str) -> pd.Series:
+        table = self.file.read(columns=[column])
+        return table.column(0).to_pandas().rename(column)
+
+
+def open_source(data: Any, pipeline: Any = None) -> Source:
+    """A DataFrame, a Parquet path or URL, or a CES shard set (list of shards, or the URL
+    ``wgt.ces.save`` wrote, with ``pipeline``) -> its Source."""
+    if isinstance(data, Source):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return DataFrameSource(data)
+    if isinstance(data, pd.Series):
+        return DataFrameSource(data.to_frame(name=str(data.name) if data.name is not None else "value"))
+    from wgtlab.jobs.chunking import InputSpec, is_shard_list, shards_as_dataframe
+
+    if pipeline is not None or is_shard_list(data):
+        spec = InputSpec(data, pipeline=pipeline)
+        return DataFrameSource(shards_as_dataframe(spec), name="the CES shard set")
+    if isinstance(data, (str, os.PathLike)):
+        return ParquetSource(data)
+    raise FrameError(
+        f"wgt.frame takes a pandas DataFrame, a Parquet path or URL, or a CES shard set; got "
+        f"{type(data).__name__}"
+    )
