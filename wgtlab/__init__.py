@@ -58,6 +58,9 @@ _LAZY: dict[str, str] = {
     "DaskCluster": "wgtlab.cluster.dask:DaskCluster",
     "faults": "wgtlab.cluster.faults",
     "delegate_job": "wgtlab.cluster.manager:delegate_job",
+    # verified analytics
+    "frame": "wgtlab.frame",
+    "sql": "wgtlab.frame.sql:sql",
     # receipts
     "Receipt": "wgtlab.receipts:Receipt",
 }

@@ -1,7 +1,25 @@
 """Verified DataFrame analytics: ``wgt.frame(df)`` and ``wgt.sql(...)``, computed by generated
 WebAssembly on untrusted workers and verified like any job. Pandas is the oracle: results have
-pandas' shapes, dtypes and missing-value rules."""
+pandas' shapes, dtypes and missing-value rules.
+
+``wgt.frame`` is this package, and calling it is ``frame(data)``: the package and the function
+share the name, so the module is made callable rather than one shadowing the other.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
 
 from wgtlab.frame.api import Frame, GroupBy, Query, QueryJob, Series, frame
 
 __all__ = ["Frame", "GroupBy", "Query", "QueryJob", "Series", "frame"]
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, data: Any, *, pipeline: Any = None) -> Frame:
+        return frame(data, pipeline=pipeline)
+
+
+sys.modules[__name__].__class__ = _CallableModule

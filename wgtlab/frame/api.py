@@ -442,8 +442,8 @@ class GroupBy:
         labels = [a.label for a in aggs]
 
         def finish(table: Table, run: Execution) -> Any:
-            data = {i: _typed(table, i, a, self.frame) for i, a in enumerate(aggs)}
-            out = pd.DataFrame(data, index=_group_index(table, self.frame, self.keys))
+            data = {i: typed_values(table, i, a, self.frame) for i, a in enumerate(aggs)}
+            out = pd.DataFrame(data, index=group_index(table, self.frame, self.keys))
             out.columns = pd.MultiIndex.from_tuples(labels) if multi else pd.Index(labels)
             return out
 
@@ -466,8 +466,8 @@ class GroupBy:
         agg = Agg(None, "size", None)
 
         def finish(table: Table, run: Execution) -> Any:
-            values = _typed(table, 0, agg, self.frame)
-            return pd.Series(values, index=_group_index(table, self.frame, self.keys), dtype="int64")
+            values = typed_values(table, 0, agg, self.frame)
+            return pd.Series(values, index=group_index(table, self.frame, self.keys), dtype="int64")
 
         return Query(self.frame, self.keys, self.dropna, self.sort, (agg,), finish, "size")
 
@@ -487,8 +487,8 @@ class GroupedColumn:
             agg = dataclasses.replace(agg, q=q)
 
         def finish(table: Table, run: Execution) -> Any:
-            values = _typed(table, 0, agg, gb.frame)
-            return pd.Series(values, index=_group_index(table, gb.frame, gb.keys), name=self.column)
+            values = typed_values(table, 0, agg, gb.frame)
+            return pd.Series(values, index=group_index(table, gb.frame, gb.keys), name=self.column)
 
         return Query(gb.frame, gb.keys, gb.dropna, gb.sort, (agg,), finish, func)
 
@@ -648,7 +648,7 @@ class QueryJob(Job):
 def _scalar(position: int, series: Series | None) -> Finish:
     def finish(table: Table, run: Execution) -> Any:
         agg = run.request.aggs[position]
-        values = _typed(table, position, agg, series.frame if series is not None else None)
+        values = typed_values(table, position, agg, series.frame if series is not None else None)
         value = values[0]
         if agg.func == "nunique":
             return int(value)
@@ -657,7 +657,7 @@ def _scalar(position: int, series: Series | None) -> Finish:
     return finish
 
 
-def _typed(table: Table, position: int, agg: Agg, frame: Frame | None) -> Any:
+def typed_values(table: Table, position: int, agg: Agg, frame: Frame | None) -> Any:
     """The aggregation's values with pandas' dtype."""
     values = table.values[position]
     func, expr = agg.func, agg.expr
@@ -686,7 +686,7 @@ def _typed(table: Table, position: int, agg: Agg, frame: Frame | None) -> Any:
     return ints.astype(bool) if expr.dtype == "bool" else ints
 
 
-def _group_index(table: Table, frame: Frame, keys: tuple[str, ...]) -> pd.Index:
+def group_index(table: Table, frame: Frame, keys: tuple[str, ...]) -> pd.Index:
     levels = []
     for name, codes in zip(keys, table.codes, strict=True):
         words = frame._source.dictionary(name).values
