@@ -101,3 +101,8 @@ DASK_INSTALL_TIMEOUT_S = 120.0  # shipping and compiling a kernel on a worker (a
 DASK_TASK_SLACK_S = 10.0  # added to a remote task's deadline for transfer, queueing, compiling
 CERT_VALID_DAYS = 365  # member certificates
 CA_VALID_DAYS = 3650  # the cluster CA
+
+# --- verified analytics (wgt.frame) ---------------------------------------------------------------
+# Encoded chunk payloads (and their digests) a frame keeps, so a repeated query neither copies nor
+# hashes its input again; least recently used go first past this many bytes.
+FRAME_PAYLOAD_CACHE_BYTES = 512 << 20

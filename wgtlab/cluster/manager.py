@@ -42,7 +42,7 @@ from wgtlab.jobs.result import (
     TaskOutcome,
     TaskRecord,
 )
-from wgtlab.trust.ledger import WorkerState
+from wgtlab.trust.ledger import ScoreRows, WorkerState
 from wgtlab.verify import chunk_record, quorum
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ class _JobRun:
 
     def run(self) -> JobResult:
         started = time.time()
-        trust_before = self.cluster.ledger.scores()
+        trust_before = self.cluster.ledger.score_rows()
         self._emit(ev.JOB_STARTED, data={"workers": len(self.names), "mode": self.mode})
         try:
             self._loop(enumerate(self.plan.source))
@@ -219,6 +219,7 @@ class _JobRun:
                     exhausted = True
                     break
                 self._admit(*item)
+                self._dispatch()  # workers start on this chunk while the next one is encoded
             if self.stopped_by is not None:
                 self._cancel_the_rest()
                 return
@@ -243,8 +244,8 @@ class _JobRun:
             self._emit(ev.CHUNK_FAILED, state.index, None, {"error": why})
 
     def _admit(self, index: int, chunk: Any) -> None:
-        payload = self.kernel.encode(chunk)
-        state = _Chunk(index, payload, hashlib.sha256(payload).digest())
+        payload, digest = self.kernel.payload(chunk)
+        state = _Chunk(index, payload, digest)
         self.chunks[index] = state
         if self.cache is not None:
             state.cache_key = ResultCache.key(self.cache_prefix, state.input_digest)
@@ -398,6 +399,7 @@ class _JobRun:
             kernel=self.kernel,
             payload=state.payload,
             limits=self.limits,
+            input_digest=state.input_digest,
         )
         self.next_task_id += 1
         state.used.add(worker)
@@ -787,7 +789,7 @@ class _JobRun:
 
     # --- the result ------------------------------------------------------------------------------
 
-    def _result(self, started: float, finished: float, trust_before: pd.DataFrame) -> JobResult:
+    def _result(self, started: float, finished: float, trust_before: ScoreRows) -> JobResult:
         outcomes: list[ChunkOutcome] = []
         partials: list[Any] = []
         leaves: list[bytes] = []
@@ -837,8 +839,8 @@ class _JobRun:
             leaves=tuple(leaves),
             mode=self.mode,
             replicas=self.replicas,
-            trust_before=trust_before,
-            trust=self.cluster.ledger.scores(),
+            trust_rows_before=trust_before,
+            trust_rows=self.cluster.ledger.score_rows(),
             started=started,
             finished=finished,
             workers=tuple(self.names),

@@ -26,6 +26,10 @@ class Task:
     kernel: Kernel
     payload: bytes
     limits: ResourceLimits
+    # SHA-256 of ``payload`` as the manager computed it, for a worker in the manager's own
+    # process (no second pass over the bytes); it never travels: a remote worker hashes what
+    # it received, and signs its own view.
+    input_digest: bytes | None = None
 
 
 @dataclass(frozen=True)

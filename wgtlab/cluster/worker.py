@@ -81,7 +81,7 @@ def execute_chunk(
 
 def _signed(task: Task, outcome_digest: bytes) -> bytes:
     """The message this worker signs for ``task``: its own view of the input and code."""
-    input_digest = hashlib.sha256(task.payload).digest()
+    input_digest = task.input_digest or hashlib.sha256(task.payload).digest()
     return result_message(
         task.job_id,
         task.task_id,

@@ -353,6 +353,19 @@ class Series:
             return Query(self.frame, (), True, True, aggs, finish, "quantile")
         return self._reduce("quantile", q)  # type: ignore[arg-type]
 
+    def agg(self, func: str | Sequence[str]) -> Query:
+        """One reduction by name, or several (a Series indexed by their names, as pandas)."""
+        if isinstance(func, str):
+            return self._reduce(func)
+        funcs = list(func)
+        aggs = tuple(Agg(name, name, None if name == "size" else self.expr) for name in funcs)
+
+        def finish(table: Table, run: Execution) -> Any:
+            values = [typed_values(table, i, a, self.frame)[0] for i, a in enumerate(aggs)]
+            return pd.Series(values, index=funcs, name=self.name)
+
+        return Query(self.frame, (), True, True, aggs, finish, "agg")
+
     def value_counts(self) -> Query:
         """Counts of each distinct value, most frequent first (as pandas: ties in order of first
         appearance; missing values left out)."""

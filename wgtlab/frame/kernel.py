@@ -10,7 +10,11 @@ worker's records (untrusted bytes: every length and key checked), and ``combine`
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -19,12 +23,11 @@ import numpy as np
 import pandas as pd
 
 from wgtlab.errors import FrameError
-from wgtlab.frame.codegen import HEADER_BYTES
 from wgtlab.frame.plan import FIELDS, WIDTH, PassPlan
 from wgtlab.sandbox.kernels.base import ModuleKernel
 from wgtlab.sandbox.module import WasmModule
 
-__all__ = ["FrameKernel", "Groups"]
+__all__ = ["FrameKernel", "Groups", "PayloadCache"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,52 @@ class Groups:
         return len(self.keys)
 
 
+class PayloadCache:
+    """Encoded chunk payloads and their digests, least recently used dropped past ``budget``
+    bytes. A frame owns one: its columns do not change (pandas' copy-on-write keeps the
+    arrays a frame took), so a chunk of the same columns is the same bytes every time."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._held = 0
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, tuple[bytes, bytes]] = OrderedDict()
+
+    def get(self, key: Hashable) -> tuple[bytes, bytes] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, payload: bytes, digest: bytes) -> None:
+        if len(payload) > self.budget:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = (payload, digest)
+            self._held += len(payload)
+            while self._held > self.budget:
+                _, (dropped, _) = self._entries.popitem(last=False)
+                self._held -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._held = 0
+
+
+def _rows(chunk: Any) -> tuple[int, int]:
+    """The row range of a chunk of a pass's row table."""
+    if not isinstance(chunk, pd.DataFrame):
+        raise FrameError(f"a frame pass reads table chunks, got {type(chunk).__name__}")
+    if not len(chunk):
+        return 0, 0
+    start = int(chunk.index[0])
+    return start, start + len(chunk)
+
+
 @functools.lru_cache(maxsize=256)
 def _module(wat: str, name: str) -> WasmModule:
     return WasmModule.from_wat(wat, name=name)
@@ -50,14 +99,31 @@ class FrameKernel(ModuleKernel):
 
     input_kind = "records"
 
-    def __init__(self, plan: PassPlan, wat: str, *, label: str, params: bytes = b"") -> None:
+    def __init__(
+        self,
+        plan: PassPlan,
+        wat: str,
+        arrays: Sequence[np.ndarray],
+        *,
+        label: str,
+        params: bytes = b"",
+        payloads: PayloadCache | None = None,
+    ) -> None:
         if len(params) % 8:
             raise FrameError("pass parameters must be a multiple of 8 bytes")  # pragma: no cover
+        if len(arrays) != len(plan.columns):  # pragma: no cover
+            raise FrameError("a frame pass needs one array per column it reads")
+        for column, values in zip(plan.columns, arrays, strict=True):
+            if values.dtype.itemsize != WIDTH[column.encoding] or not values.flags.c_contiguous:
+                raise FrameError(f"column {column.name!r} is not laid out as {column.encoding}")
         self.plan = plan
         self.wat = wat
         self.name = f"frame:{label}"
+        self._arrays = list(arrays)
         self._params = params
         self._dtype = plan.record_dtype()
+        self._payloads = payloads
+        self._columns_key = (tuple(c.key for c in plan.columns), hashlib.sha256(params).digest())
 
     @property
     def module(self) -> WasmModule:
@@ -73,26 +139,40 @@ class FrameKernel(ModuleKernel):
 
     # --- trusted side: chunks out --------------------------------------------------------------
 
+    def payload(self, chunk: Any) -> tuple[bytes, bytes]:
+        if self._payloads is None:
+            return super().payload(chunk)
+        start, stop = _rows(chunk)
+        key = (*self._columns_key, start, stop)
+        found = self._payloads.get(key)
+        if found is None:
+            found = super().payload(chunk)
+            self._payloads.put(key, *found)
+        return found
+
+    def prepare(self, chunks: Sequence[Any]) -> None:
+        """Encode and hash ``chunks`` ahead of the run, two at a time (copies and SHA-256
+        run outside the GIL), into the payload cache the run then reads."""
+        if self._payloads is None or len(chunks) < 2:
+            return
+        todo = [c for c in chunks if self._payloads.get((*self._columns_key, *_rows(c))) is None]
+        total = sum(_rows(c)[1] - _rows(c)[0] for c in todo) * sum(a.itemsize for a in self._arrays)
+        if not todo or total > self._payloads.budget:
+            return
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(self.payload, todo))
+
     def encode(self, chunk: Any) -> bytes:
-        if not isinstance(chunk, pd.DataFrame):
-            raise FrameError(f"a frame pass reads table chunks, got {type(chunk).__name__}")
-        rows = len(chunk)
-        first = int(chunk.index[0]) if rows else 0
-        sizes = [-(-rows * WIDTH[c.encoding] // 8) * 8 for c in self.plan.columns]
-        head = HEADER_BYTES + len(self._params)
-        buffer = bytearray(head + sum(sizes))
-        np.frombuffer(buffer, dtype="<u8", count=3)[:] = (rows, first, len(self._params))
-        buffer[HEADER_BYTES:head] = self._params
-        at = head
-        for position, (column, size) in enumerate(zip(self.plan.columns, sizes, strict=True)):
-            values = chunk.iloc[:, position].to_numpy()
-            width = WIDTH[column.encoding]
-            if rows:
-                target = np.frombuffer(buffer, dtype=values.dtype, count=rows, offset=at)
-                target[:] = values
-                assert values.dtype.itemsize == width
-            at += size
-        return bytes(buffer)
+        """The rows ``chunk`` names (a slice of the pass's row table), laid out as the module
+        reads them: header, parameters, then each column's slice, padded to 8 bytes."""
+        start, stop = _rows(chunk)
+        rows = stop - start
+        head = np.array([rows, start, len(self._params)], dtype="<u8").tobytes()
+        parts: list[Any] = [head, self._params]
+        for values in self._arrays:
+            parts.append(memoryview(values[start:stop]).cast("B"))
+            parts.append(bytes(-(rows * values.itemsize) % 8))
+        return b"".join(parts)  # one copy, straight from the column arrays
 
     # --- trusted side: records back ------------------------------------------------------------
 
@@ -126,7 +206,10 @@ def merge(plan: PassPlan, partials: list[np.ndarray]) -> Groups:
     Kahan sums add their compensations; Welford moments merge by Chan's formula)."""
     dtype = plan.record_dtype()
     records = np.concatenate(partials) if partials else np.zeros(0, dtype=dtype)
-    keys, inverse = np.unique(records["key"], return_inverse=True)
+    if not plan.keys and plan.histogram is None:  # one group, kept in lanes: add them up
+        keys, inverse = np.zeros(1, dtype=np.int64), np.zeros(len(records), dtype=np.intp)
+    else:
+        keys, inverse = np.unique(records["key"], return_inverse=True)
     groups = len(keys)
     merged: list[tuple[np.ndarray, ...]] = []
     counts: dict[str, np.ndarray] = {}

@@ -27,9 +27,12 @@ __all__ = [
     "Histogram",
     "PassPlan",
     "PhysicalColumn",
+    "code_encoding",
 ]
 
-Encoding = Literal["f64", "i64", "u8", "code"]
+# "code": dictionary codes as int32 (-1 missing); "code8"/"code16": code + 1 as uint8/uint16
+# (0 missing), for dictionaries that fit: a quarter or half of the bytes to copy and hash
+Encoding = Literal["f64", "i64", "u8", "code", "code8", "code16"]
 AccumulatorKind = Literal[
     "size", "count", "sum_f", "sum_i", "min_f", "max_f", "min_i", "max_i", "welford", "first",
     "kmin", "kmax",
@@ -53,7 +56,17 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "kmin": ("<u8",),  # quantile passes: the least and greatest order key in a bucket
     "kmax": ("<u8",),
 }
-WIDTH = {"f64": 8, "i64": 8, "u8": 1, "code": 4}
+WIDTH = {"f64": 8, "i64": 8, "u8": 1, "code": 4, "code8": 1, "code16": 2}
+CODE_ENCODINGS = ("code", "code8", "code16")
+
+
+def code_encoding(size: int) -> Encoding:
+    """The narrowest code encoding for a dictionary of ``size`` values."""
+    if size < 0xFF:
+        return "code8"
+    if size < 0xFFFF:
+        return "code16"
+    return "code"
 MAX_KEY_SPACE = 1 << 62
 
 

@@ -23,7 +23,14 @@ from wgtlab.errors import FrameError
 from wgtlab.frame.codegen import generate
 from wgtlab.frame.expr import Column, Expr, unary
 from wgtlab.frame.kernel import FrameKernel, Groups
-from wgtlab.frame.plan import Accumulator, GroupKey, PassPlan
+from wgtlab.frame.plan import (
+    WIDTH,
+    Accumulator,
+    GroupKey,
+    PassPlan,
+    PhysicalColumn,
+    code_encoding,
+)
 from wgtlab.frame.source import Source
 from wgtlab.jobs.job import Job, JobSettings
 from wgtlab.jobs.result import JobResult
@@ -114,15 +121,26 @@ class Execution:
         self.settings = settings
         self.label = label
         self.results: list[JobResult] = []
+        request.source.prepare([(key, "code") for key in request.keys])  # at once, in parallel
         self.keys = request.key_columns()
 
     # --- passes ------------------------------------------------------------------------------
 
     def run(self, plan: PassPlan, *, purpose: str, params: bytes = b"") -> Groups:
-        dictionaries = self.request.source
-        wat = generate(plan, lambda column: dictionaries.dictionary(column).words)
-        kernel = FrameKernel(plan, wat, label=f"{self.label} ({purpose})", params=params)
+        source = self.request.source
+        plan = self._narrow(plan)
+        source.prepare([(c.name, c.encoding) for c in plan.columns])
+        wat = generate(plan, lambda column: source.dictionary(column).words)
+        kernel = FrameKernel(
+            plan,
+            wat,
+            [source.array(c.name, c.encoding) for c in plan.columns],
+            label=f"{self.label} ({purpose})",
+            params=params,
+            payloads=source.payloads,
+        )
         job = self.job(kernel, purpose)
+        kernel.prepare(list(job.plan().source))
         result = self.run_pass(job)
         self.results.append(result)
         value = result.value
@@ -130,23 +148,28 @@ class Execution:
             raise FrameError("a frame pass returned no records")
         return value
 
+    def _narrow(self, plan: PassPlan) -> PassPlan:
+        """``plan`` with each code column in the narrowest encoding its dictionary allows."""
+        source = self.request.source
+        source.prepare([(c.name, "code") for c in plan.columns if c.encoding == "code"])
+        columns = tuple(
+            PhysicalColumn(c.name, code_encoding(len(source.dictionary(c.name))))
+            if c.encoding == "code"
+            else c
+            for c in plan.columns
+        )
+        return dataclasses.replace(plan, columns=columns)
+
     def job(self, kernel: FrameKernel, purpose: str) -> Job:
         job = Job(f"{self.label}: {purpose}")
-        job.input(self.input_table(kernel.plan), chunk_rows=self.chunk_rows(kernel.plan))
+        job.input(self.request.source.rows_table(), chunk_rows=self.chunk_rows(kernel.plan))
         job.kernel(kernel)
         if self.settings is not None:
             job._settings_from(self.settings)
         return job
 
-    def input_table(self, plan: PassPlan) -> pd.DataFrame:
-        source = self.request.source
-        arrays = {f"c{i}": source.array(c.name, c.encoding) for i, c in enumerate(plan.columns)}
-        if not arrays:
-            arrays = {"rows": np.zeros(source.rows, dtype=np.uint8)}
-        return pd.DataFrame(arrays, copy=False)
-
     def chunk_rows(self, plan: PassPlan) -> int:
-        width = sum({"f64": 8, "i64": 8, "u8": 1, "code": 4}[c.encoding] for c in plan.columns)
+        width = sum(WIDTH[c.encoding] for c in plan.columns)
         rows = CHUNK_BYTES // max(width, 1)
         return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, rows))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wgtlab import defaults
 from wgtlab.errors import FrameError
 from wgtlab.frame.expr import Dtype
+from wgtlab.frame.kernel import PayloadCache
 
 __all__ = ["Dictionary", "Source", "open_source"]
 
@@ -45,11 +48,13 @@ class Source:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._rows_table: pd.DataFrame | None = None
         self._lock = threading.Lock()
         self._series: dict[str, pd.Series] = {}
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
         self._dictionaries: dict[str, Dictionary] = {}
         self._appearance: dict[str, np.ndarray] = {}
+        self.payloads = PayloadCache(defaults.FRAME_PAYLOAD_CACHE_BYTES)
 
     @property
     def columns(self) -> list[str]:
@@ -115,14 +120,38 @@ class Source:
         if cached is not None:
             return cached
         series = self.series(column)
-        codes, uniques = pd.factorize(series, sort=True, use_na_sentinel=True)
-        if len(uniques) >= (1 << 31) - 1:
+        made = _arrow_dictionary(series) or _pandas_dictionary(series)
+        if len(made) >= (1 << 31) - 1:
             raise FrameError(f"column {column!r} has too many distinct values to code")
-        values = uniques if isinstance(uniques, pd.Index) else pd.Index(uniques)
-        made = Dictionary(np.ascontiguousarray(codes, dtype=np.int32), values)
         with self._lock:
             self._dictionaries.setdefault(column, made)
             return self._dictionaries[column]
+
+    def prepare(self, columns: Sequence[tuple[str, str]]) -> None:
+        """Make the arrays and dictionary codes of ``columns`` ((name, encoding) pairs) that
+        are not made yet, several at once (the work runs outside the GIL)."""
+        missing = [
+            (name, encoding)
+            for name, encoding in columns
+            if (encoding == "code" and name not in self._dictionaries)
+            or (encoding != "code" and (name, encoding) not in self._arrays)
+        ]
+        if any(encoding in ("code8", "code16") for _, encoding in missing):
+            self.prepare([(name, "code") for name, encoding in missing if encoding != "code"
+                          and encoding.startswith("code")])
+        if len(missing) < 2:
+            for name, encoding in missing:
+                self.array(name, encoding)
+            return
+        with ThreadPoolExecutor(max_workers=min(len(missing), os.cpu_count() or 1)) as pool:
+            list(pool.map(lambda pair: self.array(*pair), missing))
+
+    def rows_table(self) -> pd.DataFrame:
+        """A DataFrame of this source's rows and no columns (a RangeIndex): what a pass's job
+        reads and cuts into row chunks; the kernel takes the columns from the source."""
+        if self._rows_table is None:
+            self._rows_table = pd.DataFrame(index=pd.RangeIndex(self.rows))
+        return self._rows_table
 
     def appearance(self, column: str) -> np.ndarray:
         """For each code of ``column``'s dictionary, its rank in order of first appearance."""
@@ -147,15 +176,50 @@ class Source:
             cached = self._arrays.get((column, encoding))
         if cached is not None:
             return cached
-        series = self.series(column)
-        numpy_type = {"f64": np.float64, "i64": np.int64, "u8": np.uint8}[encoding]
-        values = series.to_numpy()
-        if encoding == "u8":
-            values = values.view(np.uint8) if values.dtype == np.bool_ else values.astype(np.uint8)
-        made = np.ascontiguousarray(values, dtype=numpy_type)
+        if encoding in ("code8", "code16"):  # code + 1: missing (-1) becomes 0
+            narrow = np.uint8 if encoding == "code8" else np.uint16
+            made = (self.dictionary(column).codes + 1).astype(narrow)
+        else:
+            series = self.series(column)
+            numpy_type = {"f64": np.float64, "i64": np.int64, "u8": np.uint8}[encoding]
+            values = series.to_numpy()
+            if encoding == "u8":
+                values = values.view(np.uint8) if values.dtype == np.bool_ else values.astype(np.uint8)
+            made = np.ascontiguousarray(values, dtype=numpy_type)
         with self._lock:
             self._arrays[(column, encoding)] = made
         return made
+
+
+def _pandas_dictionary(series: pd.Series) -> Dictionary:
+    codes, uniques = pd.factorize(series, sort=True, use_na_sentinel=True)
+    values = uniques if isinstance(uniques, pd.Index) else pd.Index(uniques)
+    return Dictionary(np.ascontiguousarray(codes, dtype=np.int32), values)
+
+
+def _arrow_dictionary(series: pd.Series) -> Dictionary | None:
+    """Arrow-backed strings (pandas' ``str``): Arrow's dictionary encoding, its dictionary
+    sorted (code point order, as pandas sorts strings) and the codes renumbered: the same
+    codes and values as ``pd.factorize(sort=True)``, in two thirds of the time. None for
+    other columns."""
+    dtype = series.dtype
+    if not (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"):
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(pa.array(series.array))
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    indices = encoded.indices
+    codes = rank[indices.fill_null(0).to_numpy()] if len(rank) else np.zeros(len(indices), np.int32)
+    if indices.null_count:
+        codes[indices.is_null().to_numpy(zero_copy_only=False)] = -1
+    values = pd.Index(pd.array(encoded.dictionary.take(pa.array(order)), dtype=dtype))
+    return Dictionary(np.ascontiguousarray(codes, dtype=np.int32), values)
 
 
 class DataFrameSource(Source):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from wgtlab.errors import ConfigError, ProofError
 from wgtlab.sandbox.limits import ResourceLimits
+from wgtlab.trust.ledger import ScoreRows, scores_frame
 from wgtlab.verify import MerkleTree, parse_chunk_record, verify_proof
 
 if TYPE_CHECKING:
@@ -128,8 +129,8 @@ class JobResult:
     leaves: tuple[bytes, ...]  # canonical chunk records, the Merkle tree's leaves
     mode: str
     replicas: int
-    trust_before: pd.DataFrame  # scores before the run (TrustLedger.scores())
-    trust: pd.DataFrame  # scores after the run
+    trust_rows_before: ScoreRows  # TrustLedger.score_rows() before the run (see trust_before)
+    trust_rows: ScoreRows  # and after it (see trust)
     started: float
     finished: float
     workers: tuple[str, ...] = field(default=())
@@ -144,6 +145,16 @@ class JobResult:
     # (``wgtlab.jobs.chunking.describe_cut``).
     execution: ExecutionSpec | None = None
     input_cut: Mapping[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def trust_before(self) -> pd.DataFrame:
+        """Trust scores before the run (``TrustLedger.scores()``)."""
+        return scores_frame(self.trust_rows_before)
+
+    @cached_property
+    def trust(self) -> pd.DataFrame:
+        """Trust scores after the run."""
+        return scores_frame(self.trust_rows)
 
     # --- summary ---------------------------------------------------------------------------------
 

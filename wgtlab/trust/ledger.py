@@ -460,23 +460,17 @@ class TrustLedger:
     def scores(self) -> pd.DataFrame:
         """One row per worker: worker, label, score, tasks, agreed, disagreed, run,
         quarantined, updated (UTC)."""
-        import pandas as pd
+        return scores_frame(self.score_rows())
 
-        rows = self._read(
-            "SELECT worker, label, score, tasks, agreed, disagreed, run, quarantined, updated "
-            "FROM workers ORDER BY COALESCE(label, worker), worker"
+    def score_rows(self) -> ScoreRows:
+        """``scores()`` as plain rows: cheap enough to take before and after every job, and
+        made into a table only when someone looks (``scores_frame``)."""
+        return tuple(
+            self._read(
+                "SELECT worker, label, score, tasks, agreed, disagreed, run, quarantined, "
+                "updated FROM workers ORDER BY COALESCE(label, worker), worker"
+            )
         )
-        columns = [
-            "worker", "label", "score", "tasks", "agreed", "disagreed", "run", "quarantined",
-            "updated",
-        ]  # fmt: skip
-        df = pd.DataFrame.from_records(rows, columns=columns)
-        df = df.astype(
-            {"score": "float64", "tasks": "int64", "agreed": "int64", "disagreed": "int64",
-             "run": "int64", "quarantined": "bool"}
-        )  # fmt: skip
-        df["updated"] = pd.to_datetime(df["updated"].astype("float64"), unit="s", utc=True)
-        return df
 
     def history(self, worker: str | None = None) -> pd.DataFrame:
         """Every outcome in order: seq, time (UTC), worker, label, job, chunk, ok, reason,
@@ -561,3 +555,22 @@ def _migrate_1_to_2(con: sqlite3.Connection) -> None:
 
 
 _MIGRATIONS = {1: _migrate_1_to_2}
+
+
+ScoreRows = tuple[tuple[Any, ...], ...]
+SCORE_COLUMNS = (
+    "worker", "label", "score", "tasks", "agreed", "disagreed", "run", "quarantined", "updated",
+)  # fmt: skip
+
+
+def scores_frame(rows: ScoreRows) -> pd.DataFrame:
+    """Rows of ``TrustLedger.score_rows()`` -> the ``scores()`` table."""
+    import pandas as pd
+
+    df = pd.DataFrame.from_records(list(rows), columns=list(SCORE_COLUMNS))
+    df = df.astype(
+        {"score": "float64", "tasks": "int64", "agreed": "int64", "disagreed": "int64",
+         "run": "int64", "quarantined": "bool"}
+    )  # fmt: skip
+    df["updated"] = pd.to_datetime(df["updated"].astype("float64"), unit="s", utc=True)
+    return df

@@ -81,6 +81,13 @@ class Kernel(ABC):
     def encode(self, chunk: Any) -> bytes:
         """Trusted side: one chunk of input -> the task payload (params included if needed)."""
 
+    def payload(self, chunk: Any) -> tuple[bytes, bytes]:
+        """Trusted side: ``chunk``'s task payload and its SHA-256 digest (what the Merkle leaf
+        and the verified-result cache name). A kernel whose payloads repeat across runs may
+        keep them rather than encode and hash again."""
+        payload = self.encode(chunk)
+        return payload, hashlib.sha256(payload).digest()
+
     @abstractmethod
     def execute(self, sandbox: Sandbox, payload: bytes) -> TaskResult:
         """Worker side: run the payload in the sandbox."""
