@@ -50,7 +50,10 @@ def flights(rows: int, seed: int = 13) -> pd.DataFrame:
 def line(what: str, ours: float, theirs: float, target: float | None, reference: str) -> None:
     ratio = ours / theirs
     goal = f" (target <= {target}x: {verdict(ratio <= target)})" if target is not None else ""
-    print(f"{what}: ours {ours * 1000:,.0f} ms, {reference} {theirs * 1000:,.0f} ms, ratio {ratio:.2f}x{goal}")
+    print(
+        f"{what}: ours {ours * 1000:,.0f} ms, {reference} {theirs * 1000:,.0f} ms, "
+        f"ratio {ratio:.2f}x{goal}"
+    )
 
 
 def main() -> None:
@@ -63,25 +66,50 @@ def main() -> None:
             return best_of(lambda: make().compute(on=cluster, cache=False), repeat)  # type: ignore[attr-defined]
 
         def groupby(f: object) -> object:
-            return f[f.arr_delay > 15].groupby(["origin", "dest"]).agg(  # type: ignore[index]
-                mean_delay=("arr_delay", "mean"), n=("arr_delay", "size"), worst=("arr_delay", "max")
+            return (
+                f[f.arr_delay > 15]
+                .groupby(["origin", "dest"])
+                .agg(  # type: ignore[index]
+                    mean_delay=("arr_delay", "mean"),
+                    n=("arr_delay", "size"),
+                    worst=("arr_delay", "max"),
+                )
             )
 
         def pandas_groupby() -> object:
-            return df[df.arr_delay > 15].groupby(["origin", "dest"]).agg(
-                mean_delay=("arr_delay", "mean"), n=("arr_delay", "size"), worst=("arr_delay", "max")
+            return (
+                df[df.arr_delay > 15]
+                .groupby(["origin", "dest"])
+                .agg(
+                    mean_delay=("arr_delay", "mean"),
+                    n=("arr_delay", "size"),
+                    worst=("arr_delay", "max"),
+                )
             )
 
         warm = wgt.frame(df)
         groupby(warm).compute(on=cluster, cache=False)  # compile once: the module cache's job
         pandas_time = best_of(pandas_groupby, 3)
         first = ours(lambda: groupby(wgt.frame(df)))  # a new frame: dictionary codes made anew
-        line("filtered group-by, 2 string keys, mean/size/max, first query", first, pandas_time, 1.5, "pandas")
+        line(
+            "filtered group-by, 2 string keys, mean/size/max, first query",
+            first,
+            pandas_time,
+            1.5,
+            "pandas",
+        )
         repeat = ours(lambda: groupby(warm))
-        line("the same group-by repeated on the same frame (codes cached)", repeat, pandas_time, 1.0, "pandas")
+        line(
+            "the same group-by repeated on the same frame (codes cached)",
+            repeat,
+            pandas_time,
+            1.0,
+            "pandas",
+        )
         hash_time = repeat
         redundant = best_of(
-            lambda: groupby(warm).run(on=cluster, verify="redundancy", replicas=2, cache=False), 3  # type: ignore[attr-defined]
+            lambda: groupby(warm).run(on=cluster, verify="redundancy", replicas=2, cache=False),
+            3,  # type: ignore[attr-defined]
         )
         print(
             f"the same group-by with verify('redundancy', replicas=2): {redundant * 1000:,.0f} ms, "
@@ -94,14 +122,46 @@ def main() -> None:
         for what, query, reference in [
             ("sum of a column", lambda: f.arr_delay.sum(), lambda: delay.sum()),
             ("mean of a column", lambda: f.arr_delay.mean(), lambda: delay.mean()),
-            ("filtered count", lambda: f[f.arr_delay > 15].arr_delay.count(), lambda: delay[delay > 15].count()),
-            ("min and max of a column", lambda: f.arr_delay.agg(["min", "max"]), lambda: delay.agg(["min", "max"])),
+            (
+                "filtered count",
+                lambda: f[f.arr_delay > 15].arr_delay.count(),
+                lambda: delay[delay > 15].count(),
+            ),
+            (
+                "min and max of a column",
+                lambda: f.arr_delay.agg(["min", "max"]),
+                lambda: delay.agg(["min", "max"]),
+            ),
         ]:
             line(what, ours(query), best_of(reference, 5), 2.0, "pandas")
-        line("exact quantile 0.95", ours(lambda: f.arr_delay.quantile(0.95)), best_of(lambda: delay.quantile(0.95), 3), 4.0, "pandas")
-        line("exact median", ours(lambda: f.distance.median()), best_of(lambda: df.distance.median(), 3), 4.0, "pandas")
-        line("nunique of a string column", ours(lambda: f.dest.nunique()), best_of(lambda: df.dest.nunique(), 3), 2.0, "pandas")
-        line("value_counts of a string column", ours(lambda: f.carrier.value_counts()), best_of(lambda: df.carrier.value_counts(), 3), 2.0, "pandas")
+        line(
+            "exact quantile 0.95",
+            ours(lambda: f.arr_delay.quantile(0.95)),
+            best_of(lambda: delay.quantile(0.95), 3),
+            4.0,
+            "pandas",
+        )
+        line(
+            "exact median",
+            ours(lambda: f.distance.median()),
+            best_of(lambda: df.distance.median(), 3),
+            4.0,
+            "pandas",
+        )
+        line(
+            "nunique of a string column",
+            ours(lambda: f.dest.nunique()),
+            best_of(lambda: df.dest.nunique(), 3),
+            2.0,
+            "pandas",
+        )
+        line(
+            "value_counts of a string column",
+            ours(lambda: f.carrier.value_counts()),
+            best_of(lambda: df.carrier.value_counts(), 3),
+            2.0,
+            "pandas",
+        )
 
         sql = (
             "SELECT carrier, AVG(arr_delay) AS m, COUNT(*) AS n FROM flights "
@@ -118,7 +178,12 @@ def main() -> None:
             con.register("flights", df)
             duck = best_of(lambda: con.execute(sql).df(), 3)
             pandas_sql = best_of(
-                lambda: df[df.distance > 500].groupby("carrier").agg(m=("arr_delay", "mean"), n=("arr_delay", "size")).sort_values("m", ascending=False),
+                lambda: (
+                    df[df.distance > 500]
+                    .groupby("carrier")
+                    .agg(m=("arr_delay", "mean"), n=("arr_delay", "size"))
+                    .sort_values("m", ascending=False)
+                ),
                 3,
             )
             print(

@@ -46,8 +46,6 @@ from wgtlab.trust.ledger import ScoreRows, WorkerState
 from wgtlab.verify import chunk_record, quorum
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     # the cluster base class calls delegate_job; this module only needs its type
     from wgtlab.cluster.base import Cluster
 

@@ -100,7 +100,9 @@ class Frame:
     def _where(self, mask: Series) -> Frame:
         self._same(mask)
         if mask.expr.dtype != "bool":
-            raise FrameError(f"f[...] filters rows with a condition; {mask.expr.describe()} is {mask.expr.dtype}")
+            raise FrameError(
+                f"f[...] filters rows with a condition; {mask.expr.describe()} is {mask.expr.dtype}"
+            )
         combined = mask.expr if self._filter is None else ex.binary("and", self._filter, mask.expr)
         return Frame(self._source, combined, self._derived, self._selected)
 
@@ -135,7 +137,9 @@ class Frame:
 
     # --- results --------------------------------------------------------------------------------
 
-    def groupby(self, by: str | Sequence[str], *, dropna: bool = True, sort: bool = True) -> GroupBy:
+    def groupby(
+        self, by: str | Sequence[str], *, dropna: bool = True, sort: bool = True
+    ) -> GroupBy:
         keys = [by] if isinstance(by, str) else list(by)
         if not keys or not all(isinstance(k, str) for k in keys):
             raise FrameError(f"groupby takes a column name or a list of names, got {by!r}")
@@ -165,7 +169,9 @@ class Frame:
         aggs = tuple(Agg(n, "count", self._expr(n)) for n in names)
 
         def finish(table: Table, run: Execution) -> Any:
-            return pd.Series([int(table.values[i][0]) for i in range(len(names))], index=names, dtype="int64")
+            return pd.Series(
+                [int(table.values[i][0]) for i in range(len(names))], index=names, dtype="int64"
+            )
 
         return Query(self, (), True, True, aggs, finish, "count")
 
@@ -173,11 +179,11 @@ class Frame:
         """count, mean, std, min, quartiles, max of every numeric column (as pandas)."""
         names = self._value_columns(numeric=True)
         if not names:
-            raise FrameError("describe() needs a numeric column; describe a string column with f.col.describe()")
+            raise FrameError(
+                "describe() needs a numeric column; describe a string column with f.col.describe()"
+            )
         aggs = tuple(
-            Agg((n, stat), func, self._expr(n), q)
-            for n in names
-            for stat, func, q in _DESCRIBE
+            Agg((n, stat), func, self._expr(n), q) for n in names for stat, func, q in _DESCRIBE
         )
 
         def finish(table: Table, run: Execution) -> Any:
@@ -198,7 +204,10 @@ class Frame:
 
     def __repr__(self) -> str:
         where = f", where {self._filter.key}" if self._filter is not None else ""
-        return f"wgt.frame({self._source.name}, {self._source.rows:,} rows{where}; columns: {', '.join(self.columns)})"
+        columns = ", ".join(self.columns)
+        return (
+            f"wgt.frame({self._source.name}, {self._source.rows:,} rows{where}; columns: {columns})"
+        )
 
 
 _DESCRIBE = [
@@ -293,7 +302,12 @@ class Series:
         return Series(self.frame, ex.is_in(self.expr, values), self.name)
 
     def between(self, left: Any, right: Any, inclusive: str = "both") -> Series:
-        ops = {"both": ("ge", "le"), "neither": ("gt", "lt"), "left": ("ge", "lt"), "right": ("gt", "le")}
+        ops = {
+            "both": ("ge", "le"),
+            "neither": ("gt", "lt"),
+            "left": ("ge", "lt"),
+            "right": ("gt", "le"),
+        }
         if inclusive not in ops:
             raise FrameError(f"between's inclusive is one of {', '.join(ops)}, got {inclusive!r}")
         low, high = ops[inclusive]
@@ -348,7 +362,12 @@ class Series:
             aggs = tuple(Agg(v, "quantile", self.expr, v) for v in qs)
 
             def finish(table: Table, run: Execution) -> Any:
-                return pd.Series([float(table.values[i][0]) for i in range(len(qs))], index=pd.Index(qs), name=self.name, dtype="float64")
+                return pd.Series(
+                    [float(table.values[i][0]) for i in range(len(qs))],
+                    index=pd.Index(qs),
+                    name=self.name,
+                    dtype="float64",
+                )
 
             return Query(self.frame, (), True, True, aggs, finish, "quantile")
         return self._reduce("quantile", q)  # type: ignore[arg-type]
@@ -377,7 +396,16 @@ class Series:
         def finish(table: Table, run: Execution) -> Any:
             return _value_counts(table, frame, column)
 
-        return Query(frame, (column,), True, False, (Agg("count", "size", None),), finish, "value_counts", order_by_first=True)
+        return Query(
+            frame,
+            (column,),
+            True,
+            False,
+            (Agg("count", "size", None),),
+            finish,
+            "value_counts",
+            order_by_first=True,
+        )
 
     def describe(self) -> Query:
         if self.expr.dtype == "str":
@@ -391,9 +419,20 @@ class Series:
                 top = counts.index[0] if len(counts) else np.nan
                 freq = counts.iloc[0] if len(counts) else np.nan
                 values = [int(counts.sum()), len(counts), top, freq]
-                return pd.Series(values, index=["count", "unique", "top", "freq"], name=self.name, dtype=object)
+                return pd.Series(
+                    values, index=["count", "unique", "top", "freq"], name=self.name, dtype=object
+                )
 
-            return Query(frame, (column,), True, False, (Agg("count", "size", None),), finish_text, "describe", order_by_first=True)
+            return Query(
+                frame,
+                (column,),
+                True,
+                False,
+                (Agg("count", "size", None),),
+                finish_text,
+                "describe",
+                order_by_first=True,
+            )
         aggs = tuple(Agg(stat, func, self.expr, q) for stat, func, q in _DESCRIBE)
 
         def finish(table: Table, run: Execution) -> Any:
@@ -421,7 +460,9 @@ class GroupBy:
             raise AttributeError(name)
         if name in self.frame.columns:
             return GroupedColumn(self, name)
-        raise AttributeError(f"no column {name!r} to aggregate; columns: {', '.join(self.frame.columns)}")
+        raise AttributeError(
+            f"no column {name!r} to aggregate; columns: {', '.join(self.frame.columns)}"
+        )
 
     def __getitem__(self, name: str) -> GroupedColumn:
         if not isinstance(name, str):
@@ -447,7 +488,9 @@ class GroupBy:
                     aggs.append(self._agg((column, func) if listed else column, column, func))
         for label, pair in named.items():
             if not (isinstance(pair, tuple) and len(pair) == 2):
-                raise FrameError(f"{label}=... takes a (column, func) pair, e.g. {label}=('delay', 'mean')")
+                raise FrameError(
+                    f"{label}=... takes a (column, func) pair, e.g. {label}=('delay', 'mean')"
+                )
             column, func = pair
             aggs.append(self._agg(label, column, func))
         if not aggs:
@@ -542,7 +585,7 @@ class GroupedColumn:
         return self._reduce(func)
 
 
-# --- the lazy result -------------------------------------------------------------------------------
+# --- the lazy result -----------------------------------------------------------------------------
 
 Finish = Callable[[Table, Execution], Any]
 
@@ -565,7 +608,9 @@ class Query:
         order_by_first: bool = False,
     ) -> None:
         self.frame = frame
-        self.request = Request(frame._source, frame._filter, keys, dropna, aggs, first=order_by_first or not sort)
+        self.request = Request(
+            frame._source, frame._filter, keys, dropna, aggs, first=order_by_first or not sort
+        )
         self.sort = sort
         self._finish = finish
         self.what = what
@@ -617,8 +662,12 @@ class Query:
         value = self._finish(table, execution)
         self.passes = list(execution.results)
         main = execution.results[0]
-        note = f"{len(execution.results)} verified passes: " + "; ".join(r.name for r in execution.results)
-        return dataclasses.replace(main, name=name, value=value, note=note if len(execution.results) > 1 else main.note)
+        note = f"{len(execution.results)} verified passes: " + "; ".join(
+            r.name for r in execution.results
+        )
+        return dataclasses.replace(
+            main, name=name, value=value, note=note if len(execution.results) > 1 else main.note
+        )
 
     def __repr__(self) -> str:
         return f"<lazy {self.label}: .compute() or .run(on=cluster)>"
@@ -639,7 +688,9 @@ class QueryJob(Job):
             "job.run(on=cluster) (or %wgt run), not cluster.run(job)"
         )
 
-    def execute(self, run_pass: RunPass) -> JobResult:
+    def run_passes(self, run_pass: RunPass) -> JobResult:
+        """Run the query's passes, each through ``run_pass`` (job -> result), with this job's
+        settings -> the answer's ``JobResult``."""
         return self.query.execute(run_pass, self, self.name)
 
     def run(self, on: JobRunner | None = None, *, cache: bool = True) -> JobResult:
@@ -649,7 +700,7 @@ class QueryJob(Job):
                 f"run(on=...) takes a cluster (wgt.LocalCluster, wgt.DaskCluster), got "
                 f"{type(cluster).__name__}"
             )
-        return self.execute(lambda job: job.run(on=cluster, cache=cache))
+        return self.run_passes(lambda job: job.run(on=cluster, cache=cache))
 
     def __repr__(self) -> str:
         return f"QueryJob({self.name!r})"
@@ -715,7 +766,10 @@ def _first_seen_order(table: Table) -> Table:
     if first is None:  # pragma: no cover
         return table
     order = np.argsort(first, kind="stable")
-    values = {k: (np.asarray(v)[order] if isinstance(v, np.ndarray) else v) for k, v in table.values.items()}
+    values = {
+        k: (np.asarray(v)[order] if isinstance(v, np.ndarray) else v)
+        for k, v in table.values.items()
+    }
     return Table(table.keys[order], [c[order] for c in table.codes], values)
 
 
@@ -729,15 +783,27 @@ def _value_counts(table: Table, frame: Frame, column: str) -> pd.Series:
 
 # --- pandas' query syntax ------------------------------------------------------------------------
 
-_COMPARE = {ast.Eq: "eq", ast.NotEq: "ne", ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge"}
-_ARITH = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.FloorDiv: "floordiv", ast.Mod: "mod", ast.Pow: "pow"}
+_COMPARE: dict[type[ast.cmpop], str] = {
+    ast.Eq: "eq",
+    ast.NotEq: "ne",
+    ast.Lt: "lt",
+    ast.LtE: "le",
+    ast.Gt: "gt",
+    ast.GtE: "ge",
+}
+_ARITH: dict[type[ast.operator], str] = {
+    ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.FloorDiv: "floordiv",
+    ast.Mod: "mod", ast.Pow: "pow", ast.BitAnd: "and", ast.BitOr: "or",
+}  # fmt: skip
 
 
 def parse_condition(frame: Frame, text: str, names: Mapping[str, Any]) -> Series:
     """A pandas ``query`` string -> a condition on ``frame`` (FrameError for what it cannot
     express)."""
     if not isinstance(text, str) or not text.strip():
-        raise FrameError("query() takes a condition as a string, e.g. \"delay > 15 and carrier == 'UA'\"")
+        raise FrameError(
+            "query() takes a condition as a string, e.g. \"delay > 15 and carrier == 'UA'\""
+        )
     source = text.replace("@", "__at_")
     source = _backticks(source)
     try:
@@ -776,15 +842,13 @@ def _node(frame: Frame, node: ast.AST, names: Mapping[str, Any], text: str) -> A
             return -operand
         return operand
     if isinstance(node, ast.BinOp):
-        op = _ARITH.get(type(node.op))
-        if op is None:
+        operator = _ARITH.get(type(node.op))
+        if operator is None:
             raise FrameError(f"the operator in {ast.unparse(node)!r} is not supported in query()")
-        if isinstance(node.op, ast.BitAnd):  # pragma: no cover
-            op = "and"
         left, right = _node(frame, node.left, names, text), _node(frame, node.right, names, text)
-        return _combine(frame, op, left, right)
+        return _combine(frame, operator, left, right)
     if isinstance(node, ast.Compare):
-        result: Series | None = None
+        combined: Series | None = None
         left = _node(frame, node.left, names, text)
         for op_node, right_node in zip(node.ops, node.comparators, strict=True):
             right = _node(frame, right_node, names, text)
@@ -795,22 +859,22 @@ def _node(frame: Frame, node: ast.AST, names: Mapping[str, Any], text: str) -> A
                 if isinstance(op_node, ast.NotIn):
                     part = ~part
             else:
-                op = _COMPARE.get(type(op_node))
-                if op is None:
+                comparison = _COMPARE.get(type(op_node))
+                if comparison is None:
                     raise FrameError(f"the comparison in {ast.unparse(node)!r} is not supported")
-                part = _combine(frame, op, left, right)
-            result = part if result is None else result & part
+                part = _combine(frame, comparison, left, right)
+            combined = part if combined is None else combined & part
             left = right
-        return result
+        return combined
     if isinstance(node, ast.Name):
         name = node.id
         if name.startswith("__at_"):
-            variable = name[len("__at_"):]
+            variable = name[len("__at_") :]
             if variable not in names:
                 raise FrameError(f"the query {text!r} uses @{variable}, which is not defined")
             return names[variable]
         if name.startswith("__bt_"):
-            name = bytes.fromhex(name[len("__bt_"):]).decode()
+            name = bytes.fromhex(name[len("__bt_") :]).decode()
         if name in frame.columns:
             return frame[name]
         if name in ("True", "False"):  # pragma: no cover
@@ -820,7 +884,7 @@ def _node(frame: Frame, node: ast.AST, names: Mapping[str, Any], text: str) -> A
         return node.value
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
         return [_node(frame, e, names, text) for e in node.elts]
-    if isinstance(node, ast.Attribute) or isinstance(node, ast.Call):
+    if isinstance(node, (ast.Attribute, ast.Call)):
         return _call(frame, node, names, text)
     raise FrameError(f"{ast.unparse(node)!r} is not supported in query()")
 
@@ -829,7 +893,16 @@ def _call(frame: Frame, node: ast.AST, names: Mapping[str, Any], text: str) -> A
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
         target = _node(frame, node.func.value, names, text)
         method = node.func.attr
-        if isinstance(target, Series) and method in ("isna", "notna", "isnull", "notnull", "isin", "between", "abs", "fillna"):
+        if isinstance(target, Series) and method in (
+            "isna",
+            "notna",
+            "isnull",
+            "notnull",
+            "isin",
+            "between",
+            "abs",
+            "fillna",
+        ):
             args = [_node(frame, a, names, text) for a in node.args]
             return getattr(target, method)(*args)
     raise FrameError(f"{ast.unparse(node)!r} is not supported in query()")

@@ -20,7 +20,7 @@ from wgtlab.errors import FrameError
 from wgtlab.frame.expr import Binary, Case, Column, Expr, IsIn, Literal, Unary
 from wgtlab.frame.plan import CODE_ENCODINGS, FIELDS, WIDTH, PassPlan
 
-__all__ = ["Dictionaries", "HEADER_BYTES", "generate"]
+__all__ = ["HEADER_BYTES", "Dictionaries", "generate"]
 
 HEADER_BYTES = 24
 HEAP = 1024
@@ -50,7 +50,7 @@ class _Emitter:
         self.plan = plan
         self.dictionaries = dictionaries
         # (name, "code" for any code width, else the encoding) -> (local, encoding)
-        self.column_local = {
+        self.column_local: dict[tuple[str, str], tuple[str, str]] = {
             (c.name, "code" if c.encoding in CODE_ENCODINGS else c.encoding): (f"$c{i}", c.encoding)
             for i, c in enumerate(plan.columns)
         }
@@ -78,7 +78,9 @@ class _Emitter:
         if encoding in ("code8", "code16"):  # stored as code + 1, 0 for missing
             op = "i32.load8_u" if encoding == "code8" else "i32.load16_u"
             return f"(i32.sub ({op} {address}) (i32.const 1))"
-        op = {"f64": "f64.load", "i64": "i64.load", "code": "i32.load", "u8": "i32.load8_u"}[encoding]
+        op = {"f64": "f64.load", "i64": "i64.load", "code": "i32.load", "u8": "i32.load8_u"}[
+            encoding
+        ]
         return f"({op} {address})"
 
     # --- expressions ---------------------------------------------------------------------------
@@ -168,14 +170,15 @@ class _Emitter:
         return f"(i32.lt_u {code} (i32.const {high}))"  # unsigned: -1 is never below
 
     def power(self, e: Binary) -> str:
-        exponent = e.right.value  # type: ignore[attr-defined]
+        assert isinstance(e.right, Literal) and isinstance(e.right.value, (int, float))
+        exponent = e.right.value
         if exponent == 0.5:
             return f"(f64.sqrt {self.as_type(e.left, 'f64')})"
         t = e.dtype
         base = self.temp(t)
         result = f"({t}.const 1)"
         factors = []
-        n = int(exponent)  # type: ignore[arg-type]
+        n = int(exponent)
         square = f"(local.get {base})"
         # x**n by squaring, unrolled (n <= 64): the same operations on every worker
         power_locals: list[str] = []
@@ -258,8 +261,8 @@ class _Emitter:
             codes = sorted({words.index(v.value) for v in e.values if v.value in words})
             first = f"(local.tee {tmp} {self.emit(x)})"
             get = f"(local.get {tmp})"
-            for n, code in enumerate(codes):
-                tests.append(f"(i32.eq {first if n == 0 else get} (i32.const {code}))")
+            for position, wanted in enumerate(codes):
+                tests.append(f"(i32.eq {first if position == 0 else get} (i32.const {wanted}))")
             if e.missing:
                 tests.append(f"(i32.lt_s {first if not codes else get} (i32.const 0))")
             if not tests:
@@ -270,11 +273,11 @@ class _Emitter:
             first = f"(local.tee {tmp} {self.as_type(x, t)})"
             get = f"(local.get {tmp})"
             values = [v for v in e.values]
-            for n, value in enumerate(values):
-                constant = (
-                    _f64(float(value.value)) if t == "f64" else f"(i64.const {int(value.value)})"  # type: ignore[arg-type]
-                )
-                tests.append(f"({t}.eq {first if n == 0 else get} {constant})")
+            for position, value in enumerate(values):
+                number = value.value
+                assert isinstance(number, (int, float))
+                constant = _f64(float(number)) if t == "f64" else f"(i64.const {int(number)})"
+                tests.append(f"({t}.eq {first if position == 0 else get} {constant})")
             if e.missing and t == "f64":
                 lhs = first if not values else get
                 tests.append(f"(f64.ne {lhs} {get})")
@@ -433,7 +436,9 @@ def generate(plan: PassPlan, dictionaries: Dictionaries) -> str:
     else:
         lanes = [_Fields(plan, lane) for lane in range(LANES)]
         em.locals.extend(d for lane in lanes for d in lane.declarations())
-        init = " ".join(_init(plan, i, lane) for lane in lanes for i in range(len(plan.accumulators)))
+        init = " ".join(
+            _init(plan, i, lane) for lane in lanes for i in range(len(plan.accumulators))
+        )
         unrolled = "\n      ".join(
             f"(local.set $i (i32.add (local.get $base) (i32.const {k}))) "
             f"(block $next{k} {filter_code.replace('$next', f'$next{k}')} {row(lane, f'next{k}')})"
@@ -652,9 +657,7 @@ def _valid(expr: Expr, local: str) -> str | None:
     return None
 
 
-def _update(
-    plan: PassPlan, index: int, fields: _Fields, values: dict[str, tuple[str, str]]
-) -> str:
+def _update(plan: PassPlan, index: int, fields: _Fields, values: dict[str, tuple[str, str]]) -> str:
     acc = plan.accumulators[index]
     get, put = fields.get, fields.set
     one = "(i64.const 1)"
@@ -664,7 +667,9 @@ def _update(
         return ""
     if acc.kind in ("kmin", "kmax"):  # the order key of a quantile pass, in $key
         op = "lt_u" if acc.kind == "kmin" else "gt_u"
-        return f"(if (i64.{op} (local.get $key) {get(index)}) (then {put(index, '(local.get $key)')}))"
+        return (
+            f"(if (i64.{op} (local.get $key) {get(index)}) (then {put(index, '(local.get $key)')}))"
+        )
     assert acc.expr is not None
     local, t = values[acc.expr.key]
     v = f"(local.get {local})"
@@ -704,7 +709,14 @@ def _update(
         count = plan.index_of("count", acc.expr)
         return guarded(
             f"(local.set $d (f64.sub {v} {get(index)}))"
-            + put(index, f"(f64.add {get(index)} (f64.div (local.get $d) (f64.convert_i64_s {get(count)})))")
-            + put(index, f"(f64.add {get(index, 1)} (f64.mul (local.get $d) (f64.sub {v} {get(index)})))", 1)
+            + put(
+                index,
+                f"(f64.add {get(index)} (f64.div (local.get $d) (f64.convert_i64_s {get(count)})))",
+            )
+            + put(
+                index,
+                f"(f64.add {get(index, 1)} (f64.mul (local.get $d) (f64.sub {v} {get(index)})))",
+                1,
+            )
         )
     raise FrameError(f"unknown accumulator {acc.kind}")  # pragma: no cover

@@ -252,7 +252,9 @@ def unary(op: str, operand: Expr, fill: Expr | None = None) -> Unary:
         return Unary("bool", op, operand)
     if op == "not":
         if operand.dtype != "bool":
-            raise FrameError(f"'~' negates a condition (bool); {operand.describe()} is {operand.dtype}")
+            raise FrameError(
+                f"'~' negates a condition (bool); {operand.describe()} is {operand.dtype}"
+            )
         return Unary("bool", op, operand)
     if op == "fillna":
         if not isinstance(fill, Literal):
@@ -278,15 +280,19 @@ def is_in(operand: Expr, values: object) -> IsIn:
         raise FrameError(
             f"isin takes a list of values, e.g. f.carrier.isin(['UA', 'AA']); got {values!r}"
         )
-    items = [literal(v) for v in values]  # type: ignore[attr-defined]
-    missing = any(v.dtype == "f64" and isinstance(v.value, float) and math.isnan(v.value) for v in items)
-    present = tuple(v for v in items if not (v.dtype == "f64" and isinstance(v.value, float) and math.isnan(v.value)))
+    items = [literal(v) for v in values]
+    missing = any(_is_missing(v) for v in items)
+    present = tuple(v for v in items if not _is_missing(v))
     for value in present:
         if (value.dtype == "str") != (operand.dtype == "str"):
             raise FrameError(
                 f"isin: cannot compare {operand.describe()} ({operand.dtype}) with {value.value!r}"
             )
     return IsIn("bool", operand, present, missing)
+
+
+def _is_missing(value: Literal) -> bool:
+    return isinstance(value.value, float) and math.isnan(value.value)
 
 
 def case(whens: list[tuple[Expr, Expr]], default: Expr | None) -> Case:
@@ -296,11 +302,15 @@ def case(whens: list[tuple[Expr, Expr]], default: Expr | None) -> Case:
         raise FrameError("CASE needs at least one WHEN")
     for condition, _ in whens:
         if condition.dtype != "bool":
-            raise FrameError(f"CASE WHEN needs a condition; {condition.describe()} is {condition.dtype}")
+            raise FrameError(
+                f"CASE WHEN needs a condition; {condition.describe()} is {condition.dtype}"
+            )
     values = [v for _, v in whens] + ([default] if default is not None else [])
     for value in values:
         if value.dtype == "str":
-            raise FrameError("CASE results must be numbers or bools here; strings are not supported")
+            raise FrameError(
+                "CASE results must be numbers or bools here; strings are not supported"
+            )
     all_int = default is not None and all(v.dtype in ("i64", "bool") for v in values)
     dtype: Dtype = "i64" if all_int else "f64"
     return Case(dtype, tuple(whens), default if default is not None else literal(None))

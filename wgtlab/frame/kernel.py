@@ -170,7 +170,7 @@ class FrameKernel(ModuleKernel):
         head = np.array([rows, start, len(self._params)], dtype="<u8").tobytes()
         parts: list[Any] = [head, self._params]
         for values in self._arrays:
-            parts.append(memoryview(values[start:stop]).cast("B"))
+            parts.append(values[start:stop].data.cast("B"))
             parts.append(bytes(-(rows * values.itemsize) % 8))
         return b"".join(parts)  # one copy, straight from the column arrays
 
@@ -184,7 +184,9 @@ class FrameKernel(ModuleKernel):
             )
         count = int.from_bytes(output[:8], "little")
         if count != (len(output) - 8) // stride:
-            raise FrameError(f"a frame pass said {count} records but returned {(len(output) - 8) // stride}")
+            raise FrameError(
+                f"a frame pass said {count} records but returned {(len(output) - 8) // stride}"
+            )
         records = np.frombuffer(output, dtype=self._dtype, offset=8, count=count)
         keys = records["key"]
         if count and (keys.min() < 0 or np.unique(keys).size != count):

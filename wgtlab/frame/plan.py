@@ -67,6 +67,8 @@ def code_encoding(size: int) -> Encoding:
     if size < 0xFFFF:
         return "code16"
     return "code"
+
+
 MAX_KEY_SPACE = 1 << 62
 
 
@@ -142,9 +144,7 @@ class PassPlan:
             out.setdefault(f"{key.column}:code", PhysicalColumn(key.column, "code"))
         types = _column_types(exprs)
         for name in columns_of(*exprs):
-            encoding: Encoding = {"f64": "f64", "i64": "i64", "bool": "u8", "str": "code"}[
-                types[name]
-            ]
+            encoding = _ENCODING_OF[types[name]]
             out.setdefault(f"{name}:{encoding}", PhysicalColumn(name, encoding))
         return tuple(out.values())
 
@@ -199,6 +199,9 @@ class PassPlan:
             if acc.key == wanted:
                 return index
         raise KeyError(wanted)
+
+
+_ENCODING_OF: dict[str, Encoding] = {"f64": "f64", "i64": "i64", "bool": "u8", "str": "code"}
 
 
 def _column_types(exprs: list[Expr]) -> dict[str, str]:

@@ -103,7 +103,9 @@ def quantile_values(
                         elif rank == at + count - 1:
                             known[gid][rank] = greatest
                         else:
-                            inner = narrowed.setdefault((least, greatest), Window(least, greatest, at))
+                            inner = narrowed.setdefault(
+                                (least, greatest), Window(least, greatest, at)
+                            )
                             inner.ranks.add(rank)
                     at += count
             if narrowed:
@@ -192,7 +194,11 @@ def _interpolate(
             n = counts.get(gid, 0)
             if n == 0:
                 continue
-            value = lambda rank: _value(known[gid][rank], expr)  # noqa: E731
+            ranked = known[gid]
+
+            def value(rank: int, ranked: dict[int, int] = ranked) -> np.generic:
+                return _value(ranked[rank], expr)
+
             if kind == "median":
                 a, b = value((n - 1) // 2), value(n // 2)
                 values[row] = float(a) if n % 2 else (float(a) + float(b)) / 2.0

@@ -11,13 +11,12 @@ from merged records, on the trusted side.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from wgtlab.errors import FrameError
 from wgtlab.frame.codegen import generate
@@ -115,7 +114,9 @@ class Table:
 class Execution:
     """Runs a request's passes through ``run_pass`` and assembles the table."""
 
-    def __init__(self, request: Request, run_pass: RunPass, settings: JobSettings | None, label: str) -> None:
+    def __init__(
+        self, request: Request, run_pass: RunPass, settings: JobSettings | None, label: str
+    ) -> None:
         self.request = request
         self.run_pass = run_pass
         self.settings = settings
@@ -261,7 +262,9 @@ class Execution:
                 found, counts = np.unique(outer, return_counts=True)
                 per_group = np.zeros(len(table.keys), dtype=np.int64)
                 at = np.searchsorted(table.keys, found)
-                inside = (at < len(table.keys)) & (table.keys[np.minimum(at, len(table.keys) - 1)] == found)
+                inside = (at < len(table.keys)) & (
+                    table.keys[np.minimum(at, len(table.keys) - 1)] == found
+                )
                 per_group[at[inside]] = counts[inside]
                 done[name] = per_group
             table.values[position] = done[name]
@@ -311,4 +314,3 @@ def _accumulators(aggs: tuple[Agg, ...], *, grouped: bool) -> tuple[Accumulator,
         elif agg.func in ("var", "std"):
             want("welford", expr)
     return tuple(wanted.values())
-

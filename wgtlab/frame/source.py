@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,8 +137,13 @@ class Source:
             or (encoding != "code" and (name, encoding) not in self._arrays)
         ]
         if any(encoding in ("code8", "code16") for _, encoding in missing):
-            self.prepare([(name, "code") for name, encoding in missing if encoding != "code"
-                          and encoding.startswith("code")])
+            self.prepare(
+                [
+                    (name, "code")
+                    for name, encoding in missing
+                    if encoding != "code" and encoding.startswith("code")
+                ]
+            )
         if len(missing) < 2:
             for name, encoding in missing:
                 self.array(name, encoding)
@@ -184,7 +189,9 @@ class Source:
             numpy_type = {"f64": np.float64, "i64": np.int64, "u8": np.uint8}[encoding]
             values = series.to_numpy()
             if encoding == "u8":
-                values = values.view(np.uint8) if values.dtype == np.bool_ else values.astype(np.uint8)
+                values = (
+                    values.view(np.uint8) if values.dtype == np.bool_ else values.astype(np.uint8)
+                )
             made = np.ascontiguousarray(values, dtype=numpy_type)
         with self._lock:
             self._arrays[(column, encoding)] = made
@@ -285,7 +292,9 @@ def open_source(data: Any, pipeline: Any = None) -> Source:
     if isinstance(data, pd.DataFrame):
         return DataFrameSource(data)
     if isinstance(data, pd.Series):
-        return DataFrameSource(data.to_frame(name=str(data.name) if data.name is not None else "value"))
+        return DataFrameSource(
+            data.to_frame(name=str(data.name) if data.name is not None else "value")
+        )
     from wgtlab.jobs.chunking import InputSpec, is_shard_list, shards_as_dataframe
 
     if pipeline is not None or is_shard_list(data):

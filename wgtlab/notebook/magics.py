@@ -126,7 +126,9 @@ def _wat_args(line: str) -> None:
 
 
 @magic_arguments(name="wgt run")
-@argument("job", help="a Job (or @wgt.Job.define job with --data) from the namespace")
+@argument(
+    "job", help="a Job, a frame query (wgt.frame / wgt.sql), or a @wgt.Job.define job with --data"
+)
 @argument("-o", "--out", help="bind the JobResult to this variable")
 @argument("--verify", choices=["hash", "merkle", "redundancy"], help="verification mode")
 @argument("--replicas", type=int, help="workers per chunk (implies --verify redundancy)")
@@ -572,14 +574,14 @@ class WgtMagics(Magics):
         return kernel
 
     def cmd_run(self, args: Any) -> Any:
-        from wgtlab.cluster.base import Cluster
-        from wgtlab.cluster.manager import delegate_job
+        from wgtlab.frame.api import Query, QueryJob
         from wgtlab.jobs.job import DefinedJob, Job
-        from wgtlab.notebook.widgets import job_progress
 
         if args.out:
             _check_variable(args.out)
-        job = self._lookup(args.job, "a job", (Job, DefinedJob))
+        job = self._lookup(args.job, "a job or a frame query", (Job, DefinedJob, Query))
+        if isinstance(job, Query):
+            job = job.job()
         if isinstance(job, DefinedJob):
             if args.data is None:
                 raise UsageError(
@@ -589,10 +591,26 @@ class WgtMagics(Magics):
         elif args.data is not None:
             raise UsageError(f"--data is for @wgt.Job.define jobs; {args.job} has its input")
         if not isinstance(job, Job):
-            raise UsageError(f"{args.job} is not a wgt.Job (it holds a {type(job).__name__})")
+            raise UsageError(
+                f"{args.job} is not a wgt.Job or a frame query (it holds a {type(job).__name__})"
+            )
         if args.replicas is not None or args.verify is not None:
             mode = args.verify or "redundancy"
             job = job.copy().verify(mode, replicas=args.replicas)  # for this run only
+        cluster = self._run_cluster(args)
+        try:
+            if isinstance(job, QueryJob):  # a frame query: one or more passes, each shown
+                result = job.run_passes(lambda one: self._run_with_progress(one, cluster, args))
+            else:
+                result = self._run_with_progress(job, cluster, args)
+        except ChunkFailed as exc:
+            raise self._chunk_failed(exc, args.out) from exc
+        self._bind(args.out, result)
+        return result
+
+    def _run_cluster(self, args: Any) -> Any:
+        from wgtlab.cluster.base import Cluster
+
         cluster = (
             self._lookup(args.cluster, "a cluster", Cluster) if args.cluster else self._cluster()
         )
@@ -601,6 +619,13 @@ class WgtMagics(Magics):
                 f"{args.cluster or 'the session cluster'} is a {type(cluster).__name__}, not a "
                 "wgt.LocalCluster or wgt.DaskCluster"
             )
+        return cluster
+
+    def _run_with_progress(self, job: Any, cluster: Any, args: Any) -> Any:
+        """Run one job on ``cluster`` with its progress view (the dashboard, text, or none)."""
+        from wgtlab.cluster.manager import delegate_job
+        from wgtlab.notebook.widgets import job_progress
+
         plan = dataclasses.replace(job.plan(), cache=not args.no_cache)
         plan.check_workers(len(cluster.worker_names()))
         progress = None
@@ -609,11 +634,8 @@ class WgtMagics(Magics):
             result = delegate_job(plan, cluster, subscribers=[progress] if progress else [])
         except BaseException as exc:
             _close(progress, exc)
-            if isinstance(exc, ChunkFailed):
-                raise self._chunk_failed(exc, args.out) from exc
             raise
         _close(progress, None)
-        self._bind(args.out, result)
         return result
 
     def _chunk_failed(self, exc: ChunkFailed, out: str | None) -> MagicError:
