@@ -707,16 +707,16 @@ def _update(plan: PassPlan, index: int, fields: _Fields, values: dict[str, tuple
         return put(index, f"(select {wide} {get(index)} {wins})")
     if acc.kind == "welford":  # n from the count of the same expression, updated before this
         count = plan.index_of("count", acc.expr)
+        shifted = f"(f64.sub {v} {get(index)})"
+        n = f"(f64.convert_i64_s {get(count)})"
         return guarded(
-            f"(local.set $d (f64.sub {v} {get(index)}))"
+            f"(if (i64.eq {get(count)} {one}) (then {put(index, v)}))"  # the first value: shift
+            f"(local.set $d (f64.sub {shifted} {get(index, 1)}))"
+            + put(index, f"(f64.add {get(index, 1)} (f64.div (local.get $d) {n}))", 1)
             + put(
                 index,
-                f"(f64.add {get(index)} (f64.div (local.get $d) (f64.convert_i64_s {get(count)})))",
-            )
-            + put(
-                index,
-                f"(f64.add {get(index, 1)} (f64.mul (local.get $d) (f64.sub {v} {get(index)})))",
-                1,
+                f"(f64.add {get(index, 2)} (f64.mul (local.get $d) (f64.sub {shifted} {get(index, 1)})))",
+                2,
             )
         )
     raise FrameError(f"unknown accumulator {acc.kind}")  # pragma: no cover

@@ -241,20 +241,35 @@ def merge(plan: PassPlan, partials: list[np.ndarray]) -> Groups:
             np.maximum.at(out, inverse, columns[0])
             merged.append((out,))
         elif kind == "welford":
-            assert acc.expr is not None
-            count_index = plan.index_of("count", acc.expr)
-            n = records[f"a{count_index}_0"].astype(np.float64)
-            total_n = np.zeros(groups)
-            np.add.at(total_n, inverse, n)
-            weighted = np.zeros(groups)
-            np.add.at(weighted, inverse, n * columns[0])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean = np.where(total_n > 0, weighted / total_n, np.nan)
-            spread = np.zeros(groups)
-            np.add.at(spread, inverse, columns[1])
-            deviation = np.where(n > 0, n * (columns[0] - mean[inverse]) ** 2, 0.0)
-            np.add.at(spread, inverse, deviation)
-            merged.append((mean, spread))
+            merged.append(_merge_moments(plan, index, records, inverse, groups))
         else:  # pragma: no cover
             raise FrameError(f"unknown accumulator {kind}")
     return Groups(keys, tuple(merged))
+
+
+def _merge_moments(
+    plan: PassPlan, index: int, records: np.ndarray, inverse: np.ndarray, groups: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chan's parallel formula over the parts' (count, shift, mean, M2), each part's mean
+    rebased on its group's first shift so every sum stays at the values' own scale: -> per
+    group (mean, M2)."""
+    acc = plan.accumulators[index]
+    assert acc.expr is not None
+    n = records[f"a{plan.index_of('count', acc.expr)}_0"].astype(np.float64)
+    shift, mean, m2 = (records[f"a{index}_{part}"] for part in range(3))
+    present = n > 0
+    base = np.full(groups, np.nan)
+    first = np.flatnonzero(present)[::-1]  # the earliest part with values wins the assignment
+    base[inverse[first]] = shift[first]
+    relative = np.where(present, (shift - base[inverse]) + mean, 0.0)
+    total = np.zeros(groups)
+    np.add.at(total, inverse, n)
+    weighted = np.zeros(groups)
+    np.add.at(weighted, inverse, n * relative)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        group_mean = np.where(total > 0, weighted / total, np.nan)
+    spread = np.zeros(groups)
+    np.add.at(spread, inverse, np.where(present, m2, 0.0))
+    deviation = np.where(present, n * (relative - group_mean[inverse]) ** 2, 0.0)
+    np.add.at(spread, inverse, deviation)
+    return base + group_mean, spread

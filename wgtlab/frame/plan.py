@@ -51,7 +51,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "max_f": ("<f8",),
     "min_i": ("<i8",),
     "max_i": ("<i8",),
-    "welford": ("<f8", "<f8"),  # mean, M2 (with the count of the same expression)
+    # shift (the first value), mean and M2 of the values less the shift (with the count of
+    # the same expression): moments of values near their own scale, not near their mean's
+    "welford": ("<f8", "<f8", "<f8"),
     "first": ("<i8",),  # the first row (global index) of the group
     "kmin": ("<u8",),  # quantile passes: the least and greatest order key in a bucket
     "kmax": ("<u8",),

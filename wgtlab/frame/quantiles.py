@@ -209,19 +209,28 @@ def _interpolate(
             if grouped:  # pandas' group_quantile
                 frac = position % 1
                 values[row] = float(a) if frac == 0.0 else float(a) + (float(b) - float(a)) * frac
-            else:  # numpy's _lerp, on the column's own dtype
-                if position >= n - 1:
-                    values[row] = float(value(n - 1))
-                    continue
-                gamma = np.float64(position - low)
-                left, right = np.asarray(a), np.asarray(b)
-                diff = right - left
-                result = left + diff * gamma
-                if gamma >= 0.5:
-                    result = right - diff * (1 - gamma)
-                values[row] = float(result)
+            else:
+                values[row] = _numpy_lerp(a, b, position, low, n)
         out[(kind, q)] = values
     return out
+
+
+def _numpy_lerp(a: np.generic, b: np.generic, position: float, low: int, n: int) -> float:
+    """numpy's linear quantile between the order statistics ``a`` and ``b``, operation for
+    operation (on the column's own dtype), so even its edge cases agree: past the last index
+    numpy takes the last value with a weight of ``position + 1`` (NaN when that value is
+    infinite)."""
+    if position >= n - 1:  # numpy's previous index becomes -1: gamma = position - (-1)
+        a = b
+        low = -1
+    gamma = np.float64(position - low)
+    left, right = np.asarray(a), np.asarray(b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = right - left
+        result = left + diff * gamma
+        if gamma >= 0.5:
+            result = right - diff * (1 - gamma)
+    return float(result)
 
 
 def _value(key: int, expr: Expr) -> np.generic:

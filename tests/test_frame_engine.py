@@ -1,0 +1,269 @@
+"""The engine under wgt.frame: generated modules, columnar payloads, merges, quantile passes.
+
+Every case is checked against pandas on real sandboxes; the edge cases here are the engine's own
+(code widths at their limits, chunk and lane boundaries, hostile records, keys that differ only
+in their last bits), where a layout mistake would give a plausible wrong answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import wgtlab as wgt
+from wgtlab.errors import FrameError
+from wgtlab.frame.api import QueryJob
+from wgtlab.frame.kernel import FrameKernel, PayloadCache, merge
+from wgtlab.frame.plan import Accumulator, GroupKey, PassPlan, code_encoding
+from wgtlab.frame.query import Execution
+from wgtlab.frame.source import DataFrameSource
+
+pytestmark = pytest.mark.usefixtures("private_cache")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with wgt.LocalCluster(workers=2) as c:
+        yield c
+
+
+def first_pass(query) -> tuple[QueryJob, FrameKernel, list]:
+    """The first pass's job of ``query`` (not run), its kernel and its chunks."""
+    jobs = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(job):
+        jobs.append(job)
+        raise Stop
+
+    with pytest.raises(Stop):
+        query.job().run_passes(capture)
+    job = jobs[0]
+    return job, job.kernel_obj, list(job.plan().source)
+
+
+# --- dictionary codes at their width limits ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("distinct", "encoding"),
+    [(3, "code8"), (254, "code8"), (255, "code16"), (65534, "code16"), (65535, "code")],
+)
+def test_group_keys_of_every_code_width_group_as_pandas(cluster, distinct, encoding) -> None:
+    assert code_encoding(distinct) == encoding
+    rng = np.random.default_rng(distinct)
+    rows = max(2 * distinct, 1000)
+    words = np.array([f"w{i:06d}" for i in range(distinct)], dtype=object)
+    keys = words[np.arange(rows) % distinct]  # every word appears, and some rows miss a key
+    keys = rng.permutation(np.concatenate([keys, np.full(rows // 20, None)]))
+    rows = len(keys)
+    df = pd.DataFrame({"k": pd.array(keys, dtype="str"), "x": rng.normal(size=rows)})
+    got = wgt.frame(df).groupby("k").x.sum().compute(on=cluster)
+    want = df.groupby("k").x.sum()
+    pd.testing.assert_series_equal(got, want, check_exact=False, rtol=1e-12, atol=1e-12)
+    _, kernel, _ = first_pass(wgt.frame(df).groupby("k").x.sum())
+    assert [c.encoding for c in kernel.plan.columns if c.name == "k"] == [encoding]
+
+
+def test_missing_keys_form_the_last_group_with_dropna_false(cluster) -> None:
+    df = pd.DataFrame(
+        {"k": pd.array(["b", None, "a", None, "b"], dtype="str"), "x": [1.0, 2, 3, 4, 5]}
+    )
+    got = wgt.frame(df).groupby("k", dropna=False).x.sum().compute(on=cluster)
+    pd.testing.assert_series_equal(got, df.groupby("k", dropna=False).x.sum())
+    assert got.index[-1] != got.index[-1]  # NaN: the missing key's group, last as in pandas
+
+
+# --- chunks and lanes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 3, 4, 5, 7, 8, 9, 1023, 20_001])
+def test_ungrouped_reductions_at_every_lane_and_chunk_boundary(cluster, rows) -> None:
+    rng = np.random.default_rng(rows)
+    x = rng.normal(50, 10, rows)
+    x[rng.random(rows) < 0.1] = np.nan
+    df = pd.DataFrame({"x": x, "i": rng.integers(-(2**62), 2**62, rows)})
+    f = wgt.frame(df)
+    got = f.x.agg(["sum", "count", "min", "max", "mean", "std"]).compute(on=cluster)
+    want = df.x.agg(["sum", "count", "min", "max", "mean", "std"])
+    pd.testing.assert_series_equal(got, want, check_exact=False, rtol=1e-12, atol=1e-9)
+    assert f.i.sum().compute(on=cluster) == df.i.sum()  # int64 wraps exactly as numpy's does
+    top = f.i.max().compute(on=cluster)
+    assert top == df.i.max() if rows else np.isnan(top)
+
+
+def test_many_chunks_give_the_one_chunk_answer(cluster, monkeypatch) -> None:
+    from wgtlab.frame import query
+
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"k": rng.integers(0, 7, 50_000), "x": rng.normal(size=50_000).round(3)})
+    whole = wgt.frame(df).groupby("k").agg(s=("x", "sum"), v=("x", "var"), m=("x", "median"))
+    one = whole.compute(on=cluster)
+    monkeypatch.setattr(query, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(query, "MIN_CHUNK_ROWS", 100)
+    many = wgt.frame(df).groupby("k").agg(s=("x", "sum"), v=("x", "var"), m=("x", "median"))
+    result = many.run(on=cluster)
+    assert len(result.outcomes) > 50
+    pd.testing.assert_frame_equal(result.value, one, check_exact=False, rtol=1e-12)
+    want = df.groupby("k").agg(s=("x", "sum"), v=("x", "var"), m=("x", "median"))
+    pd.testing.assert_frame_equal(one, want, check_exact=False, rtol=1e-12)
+    assert (one.m == want.m).all()  # medians exact
+
+
+# --- quantile windows ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        1.0 + np.arange(10_000) * np.finfo(float).eps,  # keys differ in their last bits only
+        np.concatenate([np.full(5_000, -0.0), np.full(5_000, 0.0), [np.inf, -np.inf]]),
+        np.repeat([3.0, 7.0], 4_999),
+        np.array([np.nan] * 10 + [42.0]),
+        np.array([np.nan] * 5),
+    ],
+    ids=["last-bits", "signed-zero-inf", "two-values", "one-present", "all-missing"],
+)
+def test_exact_quantiles_on_hard_value_sets(cluster, values) -> None:
+    df = pd.DataFrame({"x": np.random.default_rng(1).permutation(values)})
+    f = wgt.frame(df)
+    for q in (0.0, 0.1, 0.5, 0.95, 1.0):
+        got, want = f.x.quantile(q).compute(on=cluster), df.x.quantile(q)
+        assert got == want or (np.isnan(got) and np.isnan(want)), (q, got, want)
+    got, want = f.x.median().compute(on=cluster), df.x.median()
+    assert got == want or (np.isnan(got) and np.isnan(want))
+
+
+def test_quantiles_of_int64_extremes(cluster) -> None:
+    ints = np.array([-(2**63), 2**63 - 1, 0, -1, 1, 2**53 + 1, 2**53 + 3], dtype=np.int64)
+    df = pd.DataFrame({"i": np.tile(ints, 3)})
+    f = wgt.frame(df)
+    assert f.i.min().compute(on=cluster) == df.i.min()
+    assert f.i.max().compute(on=cluster) == df.i.max()
+    for q in (0.0, 0.25, 0.5, 0.9, 1.0):
+        assert f.i.quantile(q).compute(on=cluster) == df.i.quantile(q), q
+
+
+def test_a_quantile_takes_at_most_five_passes(cluster) -> None:
+    values = 1.0 + np.arange(100_000) * np.finfo(float).eps * 3
+    q = wgt.frame(pd.DataFrame({"x": values})).x.quantile(0.37)
+    result = q.run(on=cluster)
+    assert result.value == pd.Series(values).quantile(0.37)
+    assert 1 <= len(q.passes) <= 5
+
+
+# --- payloads: cached, identical, keyed by what they hold -----------------------------------------
+
+
+def test_cached_payloads_are_the_bytes_and_digest_of_a_fresh_encoding() -> None:
+    df = pd.DataFrame({"x": np.arange(10_000, dtype=float), "y": np.arange(10_000) % 3})
+    f = wgt.frame(df)
+    _, kernel, chunks = first_pass(f[f.y == 1].x.sum())
+    for chunk in chunks:
+        payload, digest = kernel.payload(chunk)
+        again = kernel.payload(chunk)
+        assert again[0] is payload  # served from the frame's cache
+        assert payload == kernel.encode(chunk)
+        assert digest == hashlib.sha256(payload).digest()
+
+
+def test_payload_cache_keeps_its_budget_and_drops_least_recent() -> None:
+    cache = PayloadCache(budget=10)
+    cache.put("a", b"12345", b"da")
+    cache.put("b", b"12345", b"db")
+    assert cache.get("a") == (b"12345", b"da")  # a is now the most recent
+    cache.put("c", b"123", b"dc")
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    cache.put("huge", b"x" * 11, b"dh")
+    assert cache.get("huge") is None
+
+
+def test_different_filters_never_share_a_payload_or_a_module() -> None:
+    df = pd.DataFrame(
+        {"x": np.arange(100, dtype=float), "c": pd.array(["a", "b"] * 50, dtype="str")}
+    )
+    f = wgt.frame(df)
+    _, ka, chunks = first_pass(f[f.c == "a"].x.sum())
+    _, kb, _ = first_pass(f[f.c == "b"].x.sum())
+    assert ka.digest != kb.digest  # the literal's code is in the module
+    assert ka.payload(chunks[0]) == kb.payload(chunks[0])  # same columns: same bytes
+
+
+# --- hostile records ------------------------------------------------------------------------------
+
+
+def test_records_that_break_the_layout_are_rejected() -> None:
+    df = pd.DataFrame({"k": [1, 2, 1], "x": [1.0, 2.0, 3.0]})
+    _, kernel, _ = first_pass(wgt.frame(df).groupby("k").x.sum())
+    records = np.zeros(2, dtype=kernel.plan.record_dtype())
+    records["key"] = [0, 1]
+    good = (2).to_bytes(8, "little") + records.tobytes()
+    assert len(kernel.decode(good)) == 2
+    repeated, negative = records.copy(), records.copy()
+    repeated["key"] = [1, 1]
+    negative["key"] = [-1, 0]
+    for bad, why in [
+        (b"", "8 plus whole"),
+        (good[:-1], "8 plus whole"),
+        ((3).to_bytes(8, "little") + good[8:], "said 3 records"),
+        (good[:8] + repeated.tobytes(), "repeated"),
+        (good[:8] + negative.tobytes(), "negative"),
+    ]:
+        with pytest.raises(FrameError, match=why):
+            kernel.decode(bad)
+
+
+def test_a_lying_worker_cannot_change_a_group_by(cluster) -> None:
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"k": rng.integers(0, 5, 30_000), "x": rng.normal(size=30_000)})
+    liar = wgt.faults.Liar(rate=1.0, seed=7)
+    with wgt.LocalCluster(workers=3, faults={"local-0": liar}) as lying:
+        q = wgt.frame(df).groupby("k").agg(m=("x", "mean"), n=("x", "size"), t=("x", "max"))
+        result = q.run(on=lying, verify="redundancy", replicas=2)
+    want = df.groupby("k").agg(m=("x", "mean"), n=("x", "size"), t=("x", "max"))
+    pd.testing.assert_frame_equal(result.value, want, check_exact=False, rtol=1e-12)
+    assert result.ok and result.disagreements >= 1
+    assert set(result.verification.query("outcome == 'dissented'").worker) == {"local-0"}
+
+
+# --- merges --------------------------------------------------------------------------------------
+
+
+def test_welford_moments_merge_exactly_across_parts() -> None:
+    x = pd.DataFrame({"x": np.random.default_rng(9).normal(1e6, 1.0, 9_999)})
+    source = DataFrameSource(x)
+    from wgtlab.frame.codegen import generate
+    from wgtlab.frame.expr import Column
+
+    col = Column("f64", "x")
+    plan = PassPlan(None, (), (Accumulator("count", col), Accumulator("welford", col)))
+    kernel = FrameKernel(plan, generate(plan, lambda c: []), [source.array("x", "f64")], label="t")
+    sandbox = wgt.Sandbox(wgt.ResourceLimits())
+    rows = source.rows_table()
+    parts = [
+        kernel.decode(sandbox.run(kernel.module, kernel.encode(rows.iloc[a:b])).output)
+        for a, b in [(0, 1), (1, 5000), (5000, 9999)]
+    ]
+    merged = merge(plan, parts)
+    count, (mean, m2) = merged.fields[0][0][0], merged.fields[1]
+    assert count == 9_999
+    assert mean[0] == pytest.approx(x.x.mean(), rel=1e-15)
+    assert m2[0] / (count - 1) == pytest.approx(x.x.var(), rel=1e-12)
+
+
+def test_group_keys_beyond_2_62_combinations_are_refused_before_running() -> None:
+    with pytest.raises(FrameError, match="2\\*\\*62"):
+        PassPlan(None, tuple(GroupKey(f"k{i}", 1 << 21) for i in range(3)), ())
+
+
+def test_execution_prepares_key_dictionaries_before_the_first_pass() -> None:
+    df = pd.DataFrame({"a": pd.array(["x", "y"] * 5, dtype="str"), "b": [1, 2] * 5})
+    f = wgt.frame(df)
+    query = f.groupby(["a", "b"]).size()
+    Execution(query.request, lambda job: None, None, "t")  # type: ignore[arg-type, return-value]
+    assert set(f._source._dictionaries) == {"a", "b"}
