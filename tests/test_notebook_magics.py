@@ -10,20 +10,11 @@ import pytest
 import sandbox_hostile as hostile
 from IPython.core.completer import provisionalcompleter
 from IPython.core.interactiveshell import InteractiveShell
-from magics_support import ANSI, run
+from magics_support import failure_lines, run
 
 import wgtlab as wgt
 from wgtlab.jobs import runtime
-from wgtlab.notebook.magics import MagicError, ProofCheck, WgtMagics
-
-
-def failure_lines(ip: InteractiveShell, capsys: pytest.CaptureFixture[str], code: str) -> list[str]:
-    """Run a cell that must fail; return what IPython printed for the error."""
-    capsys.readouterr()
-    result = run(ip, code)
-    assert not result.success
-    assert isinstance(result.error_in_exec, MagicError)
-    return [ANSI.sub("", line) for line in capsys.readouterr().out.strip().splitlines()]
+from wgtlab.notebook.magics import ProofCheck, WgtMagics
 
 
 def test_trust_plot_draws_the_threshold_of_the_session_clusters_policy(ip, monkeypatch):

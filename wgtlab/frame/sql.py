@@ -15,9 +15,11 @@ Semantics follow DuckDB (2.0): NULL group keys form a group; SUM of no values is
 int64; ``/`` is float division (x/0 is inf, 0/0 NaN); ``%`` truncates (the sign of the
 dividend); ORDER BY puts NULLs last unless NULLS FIRST is written; output columns are named as
 DuckDB names them for the common cases (``count_star()``, ``avg(x)``, ``(sum(x) / 2)``),
-repeated names suffixed ``_1``, ``_2``. Where DuckDB differs: ``x % 0`` is NULL (DuckDB raises;
-this is its ``TRY``), and a float NaN is a missing value, as in every frame (DuckDB reads a
-pandas NaN as NULL too).
+repeated names suffixed ``_1``, ``_2`` (DuckDB also quotes a column named by one of its
+keywords, ``max("distance")``; here only names that are not plain identifiers are quoted: give
+such columns an alias). Where DuckDB differs: ``x % 0`` is NULL (DuckDB raises; this is its
+``TRY``), and a float NaN is a missing value, as in every frame (DuckDB reads a pandas NaN as
+NULL too).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from wgtlab.frame.api import frame as open_frame
 from wgtlab.frame.expr import Expr
 from wgtlab.frame.query import Agg, Execution, Table
 
-__all__ = ["sql"]
+__all__ = ["sql", "table_name"]
 
 _COMPARISONS: dict[type[exp.Expr], tuple[str, str]] = {
     exp.EQ: ("eq", "="), exp.NEQ: ("ne", "!="), exp.GT: ("gt", ">"), exp.GTE: ("ge", ">="),
@@ -83,7 +85,19 @@ def sql(text: str, **tables: Any) -> Query:
     statement = _parse(text)
     select = _single_select(statement)
     table, frame, qualifiers = _from_table(select, tables)
-    return _Compiler(select, table, frame, qualifiers).query()
+    return _Compiler(text, select, table, frame, qualifiers).query()
+
+
+def table_name(text: str) -> str:
+    """The one table a query reads (its FROM), as written: what ``%%wgt sql`` looks up among
+    the notebook's variables. FrameError for text ``sql`` would refuse anyway."""
+    if not isinstance(text, str) or not text.strip():
+        raise FrameError("wgt.sql takes a SELECT statement as a string")
+    select = _single_select(_parse(text))
+    source = select.args.get("from_")
+    if source is None or not isinstance(source.this, exp.Table):
+        raise _unsupported("a SELECT without a named table in FROM", select)
+    return str(source.this.name)
 
 
 # --- the statement ---------------------------------------------------------------------------
@@ -112,11 +126,16 @@ def _single_select(statement: exp.Expr) -> exp.Select:
     if isinstance(statement, exp.SetOperation):
         raise _unsupported(type(statement).__name__.upper(), statement)
     if not isinstance(statement, exp.Select):
-        raise _unsupported(f"{statement.key.upper()} statements (only SELECT)", statement)
+        kind = (
+            "several statements"
+            if statement.key == "block"
+            else f"{statement.key.upper()} statements"
+        )
+        raise _unsupported(f"{kind} (only one SELECT)", statement)
     for clause, value in statement.args.items():
         if value and clause not in _SELECT_CLAUSES:
             if clause == "joins" and all(_is_comma_join(join) for join in value):
-                raise _unsupported("more than one table in FROM", statement.args["from_"].this)
+                raise _unsupported("more than one table in FROM", statement)
             shown = value[0] if isinstance(value, list) else value
             node = shown if isinstance(shown, exp.Expr) else statement
             raise _unsupported(_CLAUSE_NAMES.get(clause, clause.upper()), node)
@@ -321,8 +340,8 @@ def _common(values: list[pd.Series], text: str) -> str:
 
 def _output(values: pd.Series) -> Any:
     """A result column in the dtype DuckDB's ``.df()`` gives: int64/bool without NULLs,
-    Int64/boolean with them, float64 (NaN), pandas' str, objects for an all-NULL string or an
-    untyped NULL."""
+    Int64/boolean with them, float64 (NaN), pandas' str, objects for an untyped NULL or a
+    string column without a value (also when empty)."""
     kind = _kind(values)
     missing = bool(values.isna().any())
     if kind == "number":
@@ -332,7 +351,7 @@ def _output(values: pd.Series) -> Any:
     if kind == "bool":
         return values.array if missing else values.to_numpy(dtype=bool)
     if kind == "string":
-        if len(values) and bool(values.isna().all()):
+        if bool(values.isna().all()):
             return np.full(len(values), None, dtype=object)
         return values.astype("str").array
     return np.full(len(values), None, dtype=object)
@@ -392,7 +411,10 @@ class _Compiler:
     """One SELECT -> the Query: the WHERE condition and aggregates for the generated code, the
     rest for ``_Finish``."""
 
-    def __init__(self, select: exp.Select, table: str, frame: Frame, qualifiers: set[str]) -> None:
+    def __init__(
+        self, text: str, select: exp.Select, table: str, frame: Frame, qualifiers: set[str]
+    ) -> None:
+        self.text = text
         self.select = select
         self.table = table
         self.frame = frame
@@ -460,14 +482,16 @@ class _Compiler:
     def _column(self, node: exp.Column) -> str:
         found = self._find_column(node)
         if found is None:
-            columns = self.frame.columns
-            shown = ", ".join(columns[:20]) + (
-                f" and {len(columns) - 20} more" if len(columns) > 20 else ""
-            )
-            raise FrameError(
-                f"wgt.sql: table {self.table!r} has no column {node.name!r}; its columns: {shown}"
-            )
+            raise self._no_column(node)
         return found
+
+    def _no_column(self, node: exp.Column) -> FrameError:
+        columns = self.frame.columns
+        more = f" and {len(columns) - 20} more" if len(columns) > 20 else ""
+        return FrameError(
+            f"wgt.sql: table {self.table!r} has no column {node.name!r}; its columns: "
+            f"{', '.join(columns[:20])}{more}"
+        )
 
     def _alias(self, name: str, visible: int) -> tuple[exp.Expr, int] | None:
         """The SELECT item aliased ``name`` among the first ``visible``, and its index."""
@@ -607,7 +631,7 @@ class _Compiler:
             )
         if isinstance(node, exp.Case):
             whens = [
-                (self._truth(self._when(node, arm), True), self._value(arm.args["true"], where))
+                (self._truth(_arm_condition(node, arm), True), self._value(arm.args["true"], where))
                 for arm in node.args["ifs"]
             ]
             default = node.args.get("default")
@@ -623,14 +647,6 @@ class _Compiler:
             )
         raise _unsupported(_construct(node), node)
 
-    @staticmethod
-    def _when(case: exp.Case, arm: exp.Expr) -> exp.Expr:
-        """An arm's condition (``CASE x WHEN v`` is ``x = v``)."""
-        operand = case.this
-        if operand is None:
-            return arm.this
-        return exp.EQ(this=operand.copy(), expression=arm.this.copy())
-
     # --- aggregates -------------------------------------------------------------------------
 
     def _aggregate(self, node: exp.Expr) -> int:
@@ -639,10 +655,10 @@ class _Compiler:
         expr = (
             None if argument is None else self._value(argument, f"the argument of {_snippet(node)}")
         )
-        position = self._register(_duckdb_name(node), func, expr, q)
+        position = self._register(_duckdb_name(node, self.text), func, expr, q)
         if func == "sum" and argument is not None and expr is not None:
             self.sum_counts[position] = self._register(
-                f"count({_duckdb_name(argument)})", "count", expr, 0.5
+                f"count({_duckdb_name(argument, self.text)})", "count", expr, 0.5
             )
         return position
 
@@ -730,13 +746,12 @@ class _Compiler:
             )
         aliased = self._alias(node.name, visible) if not node.table else None
         if aliased is None:
-            self._column(node)  # raises: no such column
-        assert aliased is not None
+            raise self._no_column(node)
         return self._post(*aliased)
 
     def _post_case(self, node: exp.Case, visible: int, text: str) -> Values:
         arms = [
-            (self._post(self._when(node, arm), visible), self._post(arm.args["true"], visible))
+            (self._post(_arm_condition(node, arm), visible), self._post(arm.args["true"], visible))
             for arm in node.args["ifs"]
         ]
         default_node = node.args.get("default")
@@ -804,7 +819,7 @@ class _Compiler:
             column = self._find_column(target)
             if column is not None:
                 return column  # DuckDB names a bare column by the table's spelling
-        return _duckdb_name(node)
+        return _duckdb_name(node, self.text)
 
     # --- running --------------------------------------------------------------------------
 
@@ -905,6 +920,8 @@ def _aggregate_parts(node: exp.Expr) -> tuple[str, exp.Expr | None, float]:
         if isinstance(argument, exp.Distinct):
             if len(argument.expressions) != 1:
                 raise _unsupported("COUNT(DISTINCT ...) of several columns", node)
+            if not isinstance(argument.expressions[0].unnest(), exp.Column):
+                raise _unsupported("COUNT(DISTINCT ...) of an expression; name a column", node)
             return "nunique", argument.expressions[0], 0.5
         return "count", argument, 0.5
     if type(node) in _AGGREGATES:
@@ -968,6 +985,14 @@ def _constant_value(node: exp.Expr) -> int | float | str | bool | None:
     raise FrameError(f"wgt.sql: {_snippet(node)} must be a literal value here")
 
 
+def _arm_condition(case: exp.Case, arm: exp.Expr) -> exp.Expr:
+    """A CASE arm's condition (``CASE x WHEN v`` is ``x = v``)."""
+    operand = case.this
+    if operand is None:
+        return arm.this
+    return exp.EQ(this=operand.copy(), expression=arm.this.copy())
+
+
 def _row_mod(left: Expr, right: Expr) -> Expr:
     """SQL's ``%`` per row: truncated (the dividend's sign), NULL for a zero divisor."""
     magnitude = ex.binary("mod", ex.unary("abs", left), ex.unary("abs", right))
@@ -1005,10 +1030,13 @@ def _construct(node: exp.Expr) -> str:
 # --- DuckDB's column names -------------------------------------------------------------------
 
 
-def _duckdb_name(node: exp.Expr) -> str:
+def _duckdb_name(node: exp.Expr, text: str) -> str:
     """The name DuckDB gives an unaliased SELECT item (its expression's text), for the common
-    cases; sqlglot's text otherwise."""
-    name = _duckdb_name
+    cases; sqlglot's text otherwise. ``text`` is the query, for functions' written names."""
+
+    def name(part: exp.Expr) -> str:
+        return _duckdb_name(part, text)
+
     if isinstance(node, exp.Paren):
         return name(node.this)
     if isinstance(node, exp.Column):
@@ -1021,6 +1049,8 @@ def _duckdb_name(node: exp.Expr) -> str:
     if isinstance(node, exp.Null):
         return "NULL"
     if isinstance(node, exp.Neg):
+        if isinstance(node.this, exp.Literal) and not node.this.is_string:
+            return f"-{node.this.this}"  # DuckDB folds a negative number
         return f"(-({name(node.this)}))"
     symbol = (_ARITHMETIC.get(type(node)) or _COMPARISONS.get(type(node)) or (None, None))[1]
     if symbol is not None:
@@ -1030,7 +1060,7 @@ def _duckdb_name(node: exp.Expr) -> str:
         parts = [name(part) for part in node.flatten()]
         return f"({word.join(parts)})"
     if isinstance(node, exp.Not):
-        inner = node.this.unnest()
+        inner = node.this  # x IS NOT NULL; NOT (x IS NULL) keeps its NOT
         if isinstance(inner, exp.Is) and isinstance(inner.expression, exp.Null):
             return f"({name(inner.this)} IS NOT NULL)"
         return f"(NOT {name(node.this)})"
@@ -1042,7 +1072,7 @@ def _duckdb_name(node: exp.Expr) -> str:
         return f"({name(node.this)} BETWEEN {name(node.args['low'])} AND {name(node.args['high'])})"
     if isinstance(node, exp.Case):
         arms = "".join(
-            f" WHEN ({name(_Compiler._when(node, arm))}) THEN ({name(arm.args['true'])})"
+            f" WHEN ({name(_arm_condition(node, arm))}) THEN ({name(arm.args['true'])})"
             for arm in node.args["ifs"]
         )
         default = node.args.get("default")
@@ -1055,11 +1085,11 @@ def _duckdb_name(node: exp.Expr) -> str:
             return f"count(DISTINCT {', '.join(name(e) for e in argument.expressions)})"
         return f"count({name(argument)})"
     if type(node) in _AGGREGATES:
-        return f"{_AGGREGATES[type(node)][1]}({name(node.this)})"
+        return f"{_spelling(node, text, _AGGREGATES[type(node)][1])}({name(node.this)})"
     if isinstance(node, exp.Anonymous):
         return f"{node.name.lower()}({', '.join(name(e) for e in node.expressions)})"
     if isinstance(node, (exp.Abs, exp.Sqrt)):
-        return f"{'abs' if isinstance(node, exp.Abs) else 'sqrt'}({name(node.this)})"
+        return f"{_spelling(node, text, node.sql_name().lower())}({name(node.this)})"
     if isinstance(node, exp.PercentileCont) and node.expression is not None:
         return f"quantile_cont({name(node.this)}, {name(node.expression)})"
     if isinstance(node, exp.WithinGroup) and isinstance(node.this, exp.PercentileCont):
@@ -1069,6 +1099,17 @@ def _duckdb_name(node: exp.Expr) -> str:
             direction = " DESC" if item.args.get("desc") else ""
             return f"quantile_cont({name(node.this.this)} ORDER BY {name(item.this)}{direction})"
     return node.sql(dialect="duckdb")
+
+
+def _spelling(node: exp.Expr, text: str, default: str) -> str:
+    """A function's name as the query spells it, lower-cased (VAR_SAMP and VARIANCE are one
+    node to sqlglot, two names to DuckDB)."""
+    start, end = node.meta.get("start"), node.meta.get("end")
+    if isinstance(start, int) and isinstance(end, int):
+        written = text[start : end + 1]
+        if _IDENTIFIER.fullmatch(written):
+            return written.lower()
+    return default
 
 
 def _deduplicated(names: list[str]) -> list[str]:

@@ -144,6 +144,23 @@ def _run_args(line: str) -> None:
     """Run a job with the live dashboard and return its verified JobResult."""
 
 
+@magic_arguments(name="wgt sql")
+@argument("-o", "--out", help="bind the result (a DataFrame) to this variable")
+@argument("--verify", choices=["hash", "merkle", "redundancy"], help="verification mode")
+@argument("--replicas", type=int, help="workers per chunk (implies --verify redundancy)")
+@argument("--on", dest="cluster", help="cluster variable (default: the session cluster)")
+@argument("--progress", default="auto", choices=["auto", "widget", "text", "none"])
+@argument(
+    "--no-cache",
+    action="store_true",
+    help="compute every chunk, even those verified before (the verified-result cache)",
+)
+@argument("--result", help="also bind the verified JobResult to this variable")
+def _sql_args(line: str) -> None:
+    """(cell) One SELECT over a notebook variable (a DataFrame, Parquet path or wgt.frame),
+    computed by generated WebAssembly on the cluster and verified; shows the answer."""
+
+
 @magic_arguments(name="wgt workers")
 def _workers_args(line: str) -> None:
     """The session cluster's workers: keys, trust, verdicts, simulated faults."""
@@ -209,6 +226,7 @@ PARSERS: dict[str, Any] = {
     "udf": _udf_args,
     "wat": _wat_args,
     "run": _run_args,
+    "sql": _sql_args,
     "workers": _workers_args,
     "trust": _trust_args,
     "verify": _verify_args,
@@ -217,7 +235,7 @@ PARSERS: dict[str, Any] = {
     "verify-receipt": _verify_receipt_args,
     "help": _help_args,
 }
-CELL_COMMANDS = ("udf", "wat")
+CELL_COMMANDS = ("udf", "wat", "sql")
 COMPLETIONS = {"cluster": ["local", "dask"], "ces": ["encode", "decode", "inspect"]}
 
 
@@ -317,7 +335,7 @@ def _refuse_key_material(command: str, args: Any) -> None:
 
 
 def _overview() -> str:
-    lines = ["%wgt COMMAND ... / %%wgt udf|wat NAME (cell)", ""]
+    lines = ["%wgt COMMAND ... / %%wgt udf|wat NAME (cell) / %%wgt sql (cell)", ""]
     for fn in PARSERS.values():
         usage = fn.parser.format_usage().strip().removeprefix("::").strip()
         description = (fn.parser.description or "").strip().splitlines()[0]
@@ -608,6 +626,34 @@ class WgtMagics(Magics):
         self._bind(args.out, result)
         return result
 
+    def cmd_sql(self, args: Any, cell: str) -> Any:
+        from wgtlab.frame.sql import sql, table_name
+
+        for name in (args.out, args.result):
+            if name:
+                _check_variable(name)
+        text = cell.strip()
+        table = table_name(text)
+        names = [n for n in self._user_ns if not n.startswith("_")]
+        found = table if table in self._user_ns else _folded(table, names)
+        if found is None:
+            raise UsageError(
+                f"the query reads {table!r}, and there is no such variable"
+                f"{_parenthesised(did_you_mean(table, names))}; a table is a notebook variable "
+                "holding a DataFrame, a Parquet path or a wgt.frame"
+            )
+        job = sql(text, **{table: self._user_ns[found]}).job()
+        if args.replicas is not None or args.verify is not None:
+            job.verify(args.verify or "redundancy", replicas=args.replicas)
+        cluster = self._run_cluster(args)
+        try:
+            result = job.run_passes(lambda one: self._run_with_progress(one, cluster, args))
+        except ChunkFailed as exc:
+            raise self._chunk_failed(exc, args.result) from exc
+        self._bind(args.result, result)
+        self._bind(args.out, result.value)
+        return result.value
+
     def _run_cluster(self, args: Any) -> Any:
         from wgtlab.cluster.base import Cluster
 
@@ -718,6 +764,12 @@ def _count(text: str, option: str) -> int:
     if not text.isdigit():
         raise UsageError(f"{option} takes a number or 'all', got {text[:20]!r}")
     return int(text)
+
+
+def _folded(name: str, names: list[str]) -> str | None:
+    """``name`` among ``names`` ignoring case (SQL identifiers), when that is unambiguous."""
+    found = [n for n in names if n.lower() == name.lower()]
+    return found[0] if len(found) == 1 else None
 
 
 def _parenthesised(text: str) -> str:
