@@ -254,6 +254,10 @@ class FrameError(WgtError, ValueError):
     is built (or the SQL parsed), before any chunk runs."""
 
 
+class NoSuchColumn(FrameError, AttributeError):
+    """A frame has no column of that name (also an AttributeError, as ``f.nope`` is)."""
+
+
 # --- warnings --------------------------------------------------------------------------------
 
 
@@ -289,6 +293,7 @@ __all__ = [
     "KeyMismatchError",
     "MemoryLimitExceeded",
     "NoEligibleWorkers",
+    "NoSuchColumn",
     "NotEnoughShardsError",
     "OutOfFuel",
     "ProcessExit",

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import io
 import sys
+import tokenize
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from wgtlab.errors import FrameError, JobDefinitionError
+from wgtlab.errors import FrameError, JobDefinitionError, NoSuchColumn
 from wgtlab.frame import expr as ex
 from wgtlab.frame.expr import Expr
 from wgtlab.frame.query import AGGREGATIONS, Agg, Execution, Request, RunPass, Table
@@ -69,15 +71,18 @@ class Frame:
             return self._derived[name]
         if self._selected is not None and name not in self._selected:
             raise FrameError(f"column {name!r} is not among the selected columns {self._selected}")
-        return ex.Column(self._source.dtype(name), name)
+        dtype = self._source.dtype(name)
+        kind = self._source.string_kind(name) if dtype == "str" else "text"
+        return ex.Column(dtype, name, kind)
 
     def __getattr__(self, name: str) -> Series:
         if name.startswith("_"):
             raise AttributeError(name)
         if name in self.columns:
             return Series(self, self._expr(name), name)
-        raise AttributeError(
-            f"frame has no attribute or column {name!r}; its columns: {', '.join(self.columns)}"
+        raise NoSuchColumn(
+            f"the frame has no column {name!r}{_guess(name, self.columns)}; its columns: "
+            f"{', '.join(self.columns)}"
         )
 
     def __dir__(self) -> list[str]:
@@ -187,8 +192,9 @@ class Frame:
         )
 
         def finish(table: Table, run: Execution) -> Any:
+            width = len(_DESCRIBE)
             data = {
-                n: [float(table.values[i * len(_DESCRIBE) + j][0]) for j in range(len(_DESCRIBE))]
+                n: [_statistic(table, i * width + j, aggs[i * width + j]) for j in range(width)]
                 for i, n in enumerate(names)
             }
             return pd.DataFrame(data, index=DESCRIBE_INDEX, dtype="float64")
@@ -208,6 +214,11 @@ class Frame:
         return (
             f"wgt.frame({self._source.name}, {self._source.rows:,} rows{where}; columns: {columns})"
         )
+
+
+def _statistic(table: Table, position: int, agg: Agg) -> float:
+    """One describe() statistic: NaN where there are no values, as pandas."""
+    return float(typed_values(table, position, agg, None)[0])
 
 
 _DESCRIBE = [
@@ -408,7 +419,7 @@ class Series:
         )
 
     def describe(self) -> Query:
-        if self.expr.dtype == "str":
+        if self.expr.dtype in ("str", "bool"):  # pandas describes bools as it does strings
             if not isinstance(self.expr, ex.Column):
                 raise FrameError("describe() of strings needs a column")
             column = self.expr.name
@@ -436,7 +447,7 @@ class Series:
         aggs = tuple(Agg(stat, func, self.expr, q) for stat, func, q in _DESCRIBE)
 
         def finish(table: Table, run: Execution) -> Any:
-            values = [float(table.values[i][0]) for i in range(len(_DESCRIBE))]
+            values = [_statistic(table, i, agg) for i, agg in enumerate(aggs)]
             return pd.Series(values, index=DESCRIBE_INDEX, name=self.name, dtype="float64")
 
         return Query(self.frame, (), True, True, aggs, finish, "describe")
@@ -460,8 +471,9 @@ class GroupBy:
             raise AttributeError(name)
         if name in self.frame.columns:
             return GroupedColumn(self, name)
-        raise AttributeError(
-            f"no column {name!r} to aggregate; columns: {', '.join(self.frame.columns)}"
+        raise NoSuchColumn(
+            f"no column {name!r} to aggregate{_guess(name, self.frame.columns)}; columns: "
+            f"{', '.join(self.frame.columns)}"
         )
 
     def __getitem__(self, name: str) -> GroupedColumn:
@@ -481,11 +493,12 @@ class GroupBy:
                 raise FrameError("give agg() a dict or named aggregations, not both")
             if not isinstance(spec, Mapping):
                 raise FrameError("agg() takes a dict {column: func} or name=(column, func)")
+            multi = any(isinstance(funcs, (list, tuple)) for funcs in spec.values())
             for column, funcs in spec.items():
                 listed = isinstance(funcs, (list, tuple))
-                multi = multi or listed
                 for func in funcs if listed else [funcs]:
-                    aggs.append(self._agg((column, func) if listed else column, column, func))
+                    pair_label = (column, func if isinstance(func, str) else "quantile")
+                    aggs.append(self._agg(pair_label if multi else column, column, func))
         for label, pair in named.items():
             if not (isinstance(pair, tuple) and len(pair) == 2):
                 raise FrameError(
@@ -558,7 +571,14 @@ class GroupedColumn:
         return self._reduce("count")
 
     def size(self) -> Query:
-        return self.groupby.size()
+        gb = self.groupby
+        agg = Agg(self.column, "size", None)
+
+        def finish(table: Table, run: Execution) -> Any:
+            values = typed_values(table, 0, agg, gb.frame)
+            return pd.Series(values, index=group_index(table, gb.frame, gb.keys), name=self.column)
+
+        return Query(gb.frame, gb.keys, gb.dropna, gb.sort, (agg,), finish, "size")
 
     def min(self) -> Query:
         return self._reduce("min")
@@ -583,6 +603,14 @@ class GroupedColumn:
 
     def agg(self, func: str) -> Query:
         return self._reduce(func)
+
+
+def _guess(name: str, columns: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for a likely typo of a column name, else ""."""
+    from wgtlab.views.messages import did_you_mean
+
+    guess = did_you_mean(name, list(columns))
+    return f" ({guess})" if guess else ""
 
 
 # --- the lazy result -----------------------------------------------------------------------------
@@ -712,13 +740,29 @@ class QueryJob(Job):
 def _scalar(position: int, series: Series | None) -> Finish:
     def finish(table: Table, run: Execution) -> Any:
         agg = run.request.aggs[position]
-        values = typed_values(table, position, agg, series.frame if series is not None else None)
-        value = values[0]
-        if agg.func == "nunique":
-            return int(value)
-        return value
+        frame = series.frame if series is not None else None
+        return scalar_value(table, position, agg, frame)
 
     return finish
+
+
+# pandas' types for a reduction's NaN: over no rows (and for a mean, over no values) a Python
+# float; else numpy's
+_NAN_OF_NO_ROWS = ("mean", "min", "max", "var", "std", "median")
+
+
+def scalar_value(table: Table, position: int, agg: Agg, frame: Frame | None) -> Any:
+    """An ungrouped aggregation's value, of the type pandas returns for it."""
+    value = typed_values(table, position, agg, frame)[0]
+    if agg.func in ("nunique", "size"):
+        return int(value)
+    rows = int(table.values["rows"][0]) if "rows" in table.values else 1
+    if agg.func in _NAN_OF_NO_ROWS and value != value:
+        counted = table.values.get(("count", position))
+        nothing = rows == 0 or (agg.func == "mean" and counted is not None and counted[0] == 0)
+        if nothing:
+            return float("nan")
+    return value
 
 
 def typed_values(table: Table, position: int, agg: Agg, frame: Frame | None) -> Any:
@@ -755,6 +799,11 @@ def group_index(table: Table, frame: Frame, keys: tuple[str, ...]) -> pd.Index:
     for name, codes in zip(keys, table.codes, strict=True):
         words = frame._source.dictionary(name).values
         level = words.take(np.asarray(codes, dtype=np.int64), allow_fill=True, fill_value=None)
+        dtype = frame._source.pandas_dtype(name)
+        if isinstance(dtype, pd.CategoricalDtype):  # pandas keeps the key's categories
+            level = pd.CategoricalIndex(level, dtype=dtype)
+        elif level.dtype == object and pd.api.types.infer_dtype(level, skipna=True) == "string":
+            level = level.astype("str")  # pandas' group keys of an object column of strings
         levels.append(level.rename(name))
     if len(levels) == 1:
         return levels[0]
@@ -774,11 +823,20 @@ def _first_seen_order(table: Table) -> Table:
 
 
 def _value_counts(table: Table, frame: Frame, column: str) -> pd.Series:
+    """Counts in order of first appearance, then most frequent first, ties kept in that order
+    (a stable sort, as pandas); a categorical lists every category, unused ones with 0."""
     ordered = _first_seen_order(table)
     words = frame._source.dictionary(column).values
-    index = words.take(np.asarray(ordered.codes[0], dtype=np.int64)).rename(column)
-    counts = pd.Series(np.asarray(ordered.values[0], dtype=np.int64), index=index, name="count")
-    return counts.sort_values(ascending=False)
+    codes = np.asarray(ordered.codes[0], dtype=np.int64)
+    counts = np.asarray(ordered.values[0], dtype=np.int64)
+    if isinstance(frame._source.pandas_dtype(column), pd.CategoricalDtype):
+        full = np.zeros(len(words), dtype=np.int64)
+        full[codes] = counts
+        index = pd.CategoricalIndex(words, dtype=frame._source.pandas_dtype(column), name=column)
+        result = pd.Series(full, index=index, name="count")
+    else:
+        result = pd.Series(counts, index=words.take(codes).rename(column), name="count")
+    return result.sort_values(ascending=False, kind="stable")
 
 
 # --- pandas' query syntax ------------------------------------------------------------------------
@@ -804,25 +862,66 @@ def parse_condition(frame: Frame, text: str, names: Mapping[str, Any]) -> Series
         raise FrameError(
             "query() takes a condition as a string, e.g. \"delay > 15 and carrier == 'UA'\""
         )
-    source = text.replace("@", "__at_")
-    source = _backticks(source)
     try:
-        tree = ast.parse(source.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise FrameError(f"cannot parse the query {text!r}: {exc.msg}") from None
+        tree = ast.parse(_pandas_syntax(text), mode="eval")
+    except (SyntaxError, tokenize.TokenError) as exc:
+        message = exc.msg if isinstance(exc, SyntaxError) else str(exc.args[0])
+        raise FrameError(f"cannot parse the query {text!r}: {message}") from None
     result = _node(frame, tree.body, names, text)
     if not isinstance(result, Series) or result.expr.dtype != "bool":
         raise FrameError(f"the query {text!r} is not a condition")
     return result
 
 
+def _pandas_syntax(text: str) -> str:
+    """Python source for a pandas ``query`` string, rewritten as pandas rewrites it: backtick
+    names become identifiers, ``&`` and ``|`` become ``and`` and ``or`` (with their
+    precedence), ``@name`` a local variable; string literals are left alone."""
+    source = _backticks(text.strip())
+    tokens: list[tuple[int, str]] = []
+    local = False
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        kind, value = token.type, token.string
+        if kind == tokenize.OP and value == "@":
+            local = True
+            continue
+        if local:
+            if kind != tokenize.NAME:
+                raise FrameError(f"'@' must be followed by a variable name in {text!r}")
+            tokens.append((tokenize.NAME, "__at_" + value))
+            local = False
+            continue
+        if kind == tokenize.OP and value in ("&", "|"):
+            tokens.append((tokenize.NAME, "and" if value == "&" else "or"))
+            continue
+        tokens.append((kind, value))
+    return tokenize.untokenize(tokens).strip()
+
+
 def _backticks(text: str) -> str:
-    parts = text.split("`")
-    if len(parts) % 2 == 0:
-        raise FrameError(f"unbalanced backtick in the query {text!r}")
-    out = []
-    for index, part in enumerate(parts):
-        out.append(f"__bt_{part.encode().hex()}" if index % 2 else part)
+    """```a name``` outside string literals -> an identifier standing for it."""
+    out, quote, at = [], "", 0
+    while at < len(text):
+        char = text[at]
+        if quote:
+            out.append(char)
+            if char == "\\" and at + 1 < len(text):
+                out.append(text[at + 1])
+                at += 1
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+            out.append(char)
+        elif char == "`":
+            end = text.find("`", at + 1)
+            if end < 0:
+                raise FrameError(f"unbalanced backtick in the query {text!r}")
+            out.append(f"__bt_{text[at + 1 : end].encode().hex()}")
+            at = end
+        else:
+            out.append(char)
+        at += 1
     return "".join(out)
 
 
@@ -852,11 +951,12 @@ def _node(frame: Frame, node: ast.AST, names: Mapping[str, Any], text: str) -> A
         left = _node(frame, node.left, names, text)
         for op_node, right_node in zip(node.ops, node.comparators, strict=True):
             right = _node(frame, right_node, names, text)
-            if isinstance(op_node, (ast.In, ast.NotIn)):
+            as_list = isinstance(right, list) and isinstance(op_node, (ast.Eq, ast.NotEq))
+            if isinstance(op_node, (ast.In, ast.NotIn)) or as_list:  # pandas: == [..] is in
                 if not isinstance(left, Series):
                     raise FrameError(f"'in' needs a column on its left in {text!r}")
                 part = left.isin(right)
-                if isinstance(op_node, ast.NotIn):
+                if isinstance(op_node, (ast.NotIn, ast.NotEq)):
                     part = ~part
             else:
                 comparison = _COMPARE.get(type(op_node))

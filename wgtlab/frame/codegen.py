@@ -7,26 +7,36 @@ a string literal is resolved against the frame's sorted dictionary here, on the 
 ``carrier == 'UA'`` becomes one integer comparison.
 
 Payload: ``u64 rows, u64 first_row, u64 params_len, params, column arrays`` (each padded to 8
-bytes). Output: ``u64 groups`` then one record per group: ``i64 key`` and 8-byte fields.
+bytes). Output: ``u64 groups, u64 flags`` then one record per group: ``i64 key`` and 8-byte
+fields.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+import operator
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from wgtlab.errors import FrameError
-from wgtlab.frame.expr import Binary, Case, Column, Expr, IsIn, Literal, Unary
+from wgtlab.frame.expr import Binary, Case, Column, Expr, IsIn, Literal, Unary, coded_column
 from wgtlab.frame.plan import CODE_ENCODINGS, FIELDS, WIDTH, PassPlan
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["HEADER_BYTES", "Dictionaries", "generate"]
 
 HEADER_BYTES = 24
+OUTPUT_HEADER = 16  # u64 records, u64 flags (1: an integer was divided by 0)
 HEAP = 1024
-Dictionaries = Callable[[str], Sequence[Any]]  # column -> its sorted dictionary (codes index it)
+Dictionaries = Callable[[str], "pd.Index"]  # column -> its dictionary (codes index it)
 
 _WASM = {"f64": "f64", "i64": "i64", "bool": "i32", "str": "i32"}
+_TEXT_COMPARE: dict[str, Callable[[str, str], bool]] = {
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le,
+    "gt": operator.gt, "ge": operator.ge,
+}  # fmt: skip
 _VALUE_TYPE = {"f64": "f64", "i64": "i64", "bool": "i64", "str": "i32"}
 _F64_CMP = {"eq": "eq", "ne": "ne", "lt": "lt", "le": "le", "gt": "gt", "ge": "ge"}
 _I64_CMP = {"eq": "eq", "ne": "ne", "lt": "lt_s", "le": "le_s", "gt": "gt_s", "ge": "ge_s"}
@@ -139,31 +149,75 @@ class _Emitter:
         if op == "div":
             return f"(f64.div {a} {b})"
         if op == "floordiv":
-            return f"(f64.floor (f64.div {a} {b}))" if t == "f64" else f"(call $floordiv {a} {b})"
+            return f"(call $floordiv_f64 {a} {b})" if t == "f64" else f"(call $floordiv {a} {b})"
         return f"(call $mod_{t} {a} {b})"  # mod
 
     def compare(self, op: str, left: Expr, right: Expr) -> str:
-        if left.dtype == "str":
-            assert isinstance(left, Column) and isinstance(right, Literal)
-            return self.compare_string(op, left, str(right.value))
+        column = coded_column(left)
+        if column is not None:
+            assert isinstance(right, Literal)
+            text = str(right.value)
+            return self.string_test(
+                left,
+                lambda code: self.compare_codes(op, code, column, text),
+                lambda fill: _TEXT_COMPARE[op](fill, text),
+            )
         if left.dtype == "bool" and right.dtype == "bool":
             return f"(i32.{_I64_CMP[op].replace('_s', '_u')} {self.emit(left)} {self.emit(right)})"
         t = "f64" if "f64" in (left.dtype, right.dtype) else "i64"
         ops = _F64_CMP if t == "f64" else _I64_CMP
         return f"({t}.{ops[op]} {self.as_type(left, t)} {self.as_type(right, t)})"
 
-    def compare_string(self, op: str, column: Column, text: str) -> str:
-        import bisect
+    def code_of(self, column: Column, text: str) -> int | None:
+        """``text``'s code in ``column``'s dictionary, or None when the column never holds it."""
+        at = int(self.dictionaries(column.name).get_indexer([text])[0])
+        return at if at >= 0 else None
 
-        words = self.dictionaries(column.name)
-        code = self.load(column.name, "code")
-        at = bisect.bisect_left(words, text)
-        found = at < len(words) and words[at] == text
+    def string_test(
+        self, value: Expr, on_code: Callable[[str], str], on_fill: Callable[[str], bool]
+    ) -> str:
+        """A test of a string expression through its codes (``on_code`` of the code's WAT).
+        A missing value filled with text the column never holds has no code: those rows take
+        ``on_fill(text)``, decided here."""
+        fill = self.absent_fill(value)
+        if fill is None:
+            return on_code(self.emit(value))
+        assert isinstance(value, Unary)
+        tmp = self.temp("i32")
+        return (
+            f"(block (result i32) (local.set {tmp} {self.emit(value.operand)}) "
+            f"(select (i32.const {int(on_fill(fill))}) {on_code(f'(local.get {tmp})')} "
+            f"(i32.lt_s (local.get {tmp}) (i32.const 0))))"
+        )
+
+    def absent_fill(self, value: Expr) -> str | None:
+        """The text of ``value``'s ``fillna`` when its column never holds it, else None."""
+        if not (isinstance(value, Unary) and value.op == "fillna" and value.fill is not None):
+            return None
+        column = coded_column(value)
+        text = str(value.fill.value)
+        if column is None or self.code_of(column, text) is not None:
+            return None
+        return text
+
+    def compare_codes(self, op: str, code: str, column: Column, text: str) -> str:
+        found = self.code_of(column, text)
         if op in ("eq", "ne"):
-            wanted = at if found else -2  # -2: no code, so nothing is equal
+            wanted = found if found is not None else -2  # -2: no code, so nothing is equal
             return f"(i32.{op} {code} (i32.const {wanted}))"
-        # codes are positions in the sorted dictionary; missing values (-1) compare False
-        after = at + 1 if found else at  # bisect_right
+        # codes are positions in the dictionary (sorted text, or the categories in order);
+        # missing values (-1) compare False
+        if column.kind == "ordered":
+            if found is None:
+                raise FrameError(
+                    f"{column.describe()} is an ordered categorical without the category "
+                    f"{text!r}; compare it with one of its categories"
+                )
+            at, after = found, found + 1
+        else:
+            words = self.dictionaries(column.name)
+            at = int(words.searchsorted(text, side="left"))
+            after = int(words.searchsorted(text, side="right"))
         low, high = {"lt": (0, at), "le": (0, after), "gt": (after, None), "ge": (at, None)}[op]
         if high is None:
             return f"(i32.ge_s {code} (i32.const {low}))"
@@ -175,6 +229,8 @@ class _Emitter:
         if exponent == 0.5:
             return f"(f64.sqrt {self.as_type(e.left, 'f64')})"
         t = e.dtype
+        if t == "f64" and int(exponent) > 2:  # numpy calls libm's pow: correctly rounded here
+            return f"(call $powi {self.as_type(e.left, 'f64')} (i64.const {int(exponent)}))"
         base = self.temp(t)
         result = f"({t}.const 1)"
         factors = []
@@ -231,16 +287,18 @@ class _Emitter:
             if x.dtype in ("i64", "bool"):
                 return self.emit(x)
             if x.dtype == "str":
-                words = self.dictionaries(x.name) if isinstance(x, Column) else []
+                column = coded_column(x)
+                assert column is not None
                 text = str(e.fill.value)
-                if text not in words:
+                fill_code = self.code_of(column, text)
+                if fill_code is None:
                     raise FrameError(
                         f"fillna({text!r}): {x.describe()} never holds {text!r}; fill a string "
                         "column with one of its values"
                     )
                 tmp = self.temp("i32")
                 return (
-                    f"(select (i32.const {list(words).index(text)}) (local.tee {tmp} "
+                    f"(select (i32.const {fill_code}) (local.tee {tmp} "
                     f"{self.emit(x)}) (i32.lt_s (local.get {tmp}) (i32.const 0)))"
                 )
             tmp = self.temp("f64")
@@ -255,18 +313,14 @@ class _Emitter:
         x = e.operand
         tests: list[str] = []
         if x.dtype == "str":
-            assert isinstance(x, Column)
-            words = list(self.dictionaries(x.name))
-            tmp = self.temp("i32")
-            codes = sorted({words.index(v.value) for v in e.values if v.value in words})
-            first = f"(local.tee {tmp} {self.emit(x)})"
-            get = f"(local.get {tmp})"
-            for position, wanted in enumerate(codes):
-                tests.append(f"(i32.eq {first if position == 0 else get} (i32.const {wanted}))")
-            if e.missing:
-                tests.append(f"(i32.lt_s {first if not codes else get} (i32.const 0))")
-            if not tests:
-                return f"(block (result i32) (drop {first}) (i32.const 0))"
+            column = coded_column(x)
+            assert column is not None
+            texts = [str(v.value) for v in e.values]
+            return self.string_test(
+                x,
+                lambda code: self.codes_in(code, column, texts, e.missing),
+                lambda fill: fill in texts,
+            )
         else:
             t = "f64" if x.dtype == "f64" or any(v.dtype == "f64" for v in e.values) else "i64"
             tmp = self.temp(t)
@@ -288,6 +342,21 @@ class _Emitter:
             code = f"(i32.or {code} {test})"
         return code
 
+    def codes_in(self, code: str, column: Column, texts: list[str], missing: bool) -> str:
+        """``code`` is the code of one of ``texts`` (or missing, with ``missing``)."""
+        found = (self.code_of(column, text) for text in texts)
+        codes = sorted({wanted for wanted in found if wanted is not None})
+        if not codes and not missing:
+            return f"(block (result i32) (drop {code}) (i32.const 0))"
+        tmp = self.temp("i32")
+        tests = [f"(i32.eq (local.get {tmp}) (i32.const {wanted}))" for wanted in codes]
+        if missing:
+            tests.append(f"(i32.lt_s (local.get {tmp}) (i32.const 0))")
+        test = tests[0]
+        for more in tests[1:]:
+            test = f"(i32.or {test} {more})"
+        return f"(block (result i32) (local.set {tmp} {code}) {test})"
+
     def case(self, e: Case) -> str:
         t = _WASM[e.dtype]
         code = self.as_type(e.default, t) if t != "i32" else self.emit(e.default)
@@ -300,8 +369,10 @@ class _Emitter:
 # --- the module ----------------------------------------------------------------------------------
 
 _HELPERS = """
+  (global $divided_by_zero (mut i64) (i64.const 0))
   (func $floordiv (param $a i64) (param $b i64) (result i64) (local $q i64)
-    (if (i64.eqz (local.get $b)) (then (return (i64.const 0))))
+    ;; an integer divided by 0: flagged in the output (pandas would make the column float64)
+    (if (i64.eqz (local.get $b)) (then (global.set $divided_by_zero (i64.const 1)) (return (i64.const 0))))
     (if (i64.eq (local.get $b) (i64.const -1)) (then (return (i64.sub (i64.const 0) (local.get $a)))))
     (local.set $q (i64.div_s (local.get $a) (local.get $b)))
     (if (i32.and (i64.ne (i64.rem_s (local.get $a) (local.get $b)) (i64.const 0))
@@ -309,20 +380,125 @@ _HELPERS = """
       (then (local.set $q (i64.sub (local.get $q) (i64.const 1)))))
     (local.get $q))
   (func $mod_i64 (param $a i64) (param $b i64) (result i64) (local $r i64)
-    (if (i32.or (i64.eqz (local.get $b)) (i64.eq (local.get $b) (i64.const -1)))
-      (then (return (i64.const 0))))
+    (if (i64.eqz (local.get $b)) (then (global.set $divided_by_zero (i64.const 1)) (return (i64.const 0))))
+    (if (i64.eq (local.get $b) (i64.const -1)) (then (return (i64.const 0))))
     (local.set $r (i64.rem_s (local.get $a) (local.get $b)))
     (if (i32.and (i64.ne (local.get $r) (i64.const 0))
                  (i32.ne (i64.lt_s (local.get $r) (i64.const 0)) (i64.lt_s (local.get $b) (i64.const 0))))
       (then (local.set $r (i64.add (local.get $r) (local.get $b)))))
     (local.get $r))
-  (func $mod_f64 (param $a f64) (param $b f64) (result f64) (local $r f64)
-    (local.set $r (f64.sub (local.get $a) (f64.mul (local.get $b) (f64.trunc (f64.div (local.get $a) (local.get $b))))))
-    (if (f64.ne (local.get $r) (f64.const 0))
-      (then (if (i32.ne (f64.lt (local.get $r) (f64.const 0)) (f64.lt (local.get $b) (f64.const 0)))
-        (then (local.set $r (f64.add (local.get $r) (local.get $b))))))
-      (else (local.set $r (f64.copysign (f64.const 0) (local.get $b)))))
-    (local.get $r))
+  (func $exponent (param $v f64) (result i64) (local $bits i64) (local $e i64)
+    ;; floor(log2(v)) of a finite v > 0, subnormals included
+    (local.set $bits (i64.reinterpret_f64 (local.get $v)))
+    (local.set $e (i64.and (i64.shr_u (local.get $bits) (i64.const 52)) (i64.const 0x7ff)))
+    (if (result i64) (i64.eqz (local.get $e))
+      (then (i64.sub (i64.sub (i64.const 63) (i64.clz (local.get $bits))) (i64.const 1074)))
+      (else (i64.sub (local.get $e) (i64.const 1023)))))
+  (func $scale (param $v f64) (param $k i64) (result f64)
+    ;; v * 2**k for 0 <= k, exactly while the result is finite (powers of two in steps)
+    (block $done (loop $more
+      (br_if $done (i64.le_s (local.get $k) (i64.const 1000)))
+      (local.set $v (f64.mul (local.get $v) (f64.reinterpret_i64 (i64.shl (i64.const 2023) (i64.const 52)))))
+      (local.set $k (i64.sub (local.get $k) (i64.const 1000)))
+      (br $more)))
+    (f64.mul (local.get $v) (f64.reinterpret_i64 (i64.shl (i64.add (local.get $k) (i64.const 1023)) (i64.const 52)))))
+  (func $fmod (param $x f64) (param $y f64) (result f64) (local $r f64) (local $b f64) (local $t f64) (local $k i64)
+    ;; C's fmod, exactly: long division by shifted copies of |y| (each step exact by Sterbenz)
+    (if (i32.or (i32.or (f64.eq (local.get $y) (f64.const 0)) (f64.ne (local.get $x) (local.get $x)))
+                (i32.or (f64.ne (local.get $y) (local.get $y)) (f64.eq (f64.abs (local.get $x)) (f64.const inf))))
+      (then (return (f64.const nan))))
+    (local.set $r (f64.abs (local.get $x)))
+    (local.set $b (f64.abs (local.get $y)))
+    (if (f64.lt (local.get $r) (local.get $b)) (then (return (local.get $x))))
+    (block $done (loop $step
+      (br_if $done (f64.lt (local.get $r) (local.get $b)))
+      (local.set $k (i64.sub (call $exponent (local.get $r)) (call $exponent (local.get $b))))
+      (local.set $t (call $scale (local.get $b) (local.get $k)))
+      (if (f64.gt (local.get $t) (local.get $r))
+        (then (local.set $t (call $scale (local.get $b) (i64.sub (local.get $k) (i64.const 1))))))
+      (local.set $r (f64.sub (local.get $r) (local.get $t)))
+      (br $step)))
+    (f64.copysign (local.get $r) (local.get $x)))
+  (func $mod_f64 (param $a f64) (param $b f64) (result f64) (local $m f64)
+    ;; numpy's remainder (npy_divmod's modulus): the sign of the divisor
+    (local.set $m (call $fmod (local.get $a) (local.get $b)))
+    (if (f64.eq (local.get $b) (f64.const 0)) (then (return (local.get $m))))
+    (if (f64.ne (local.get $m) (f64.const 0))
+      (then (if (i32.ne (f64.lt (local.get $b) (f64.const 0)) (f64.lt (local.get $m) (f64.const 0)))
+        (then (local.set $m (f64.add (local.get $m) (local.get $b))))))
+      (else (local.set $m (f64.copysign (f64.const 0) (local.get $b)))))
+    (local.get $m))
+  (func $floordiv_f64 (param $a f64) (param $b f64) (result f64) (local $m f64) (local $d f64) (local $f f64)
+    ;; numpy's floor_divide (npy_divmod's quotient)
+    (if (f64.eq (local.get $b) (f64.const 0)) (then (return (f64.div (local.get $a) (local.get $b)))))
+    (local.set $m (call $fmod (local.get $a) (local.get $b)))
+    (local.set $d (f64.div (f64.sub (local.get $a) (local.get $m)) (local.get $b)))
+    (if (f64.ne (local.get $m) (f64.const 0))
+      (then (if (i32.ne (f64.lt (local.get $b) (f64.const 0)) (f64.lt (local.get $m) (f64.const 0)))
+        (then (local.set $d (f64.sub (local.get $d) (f64.const 1)))))))
+    (if (f64.ne (local.get $d) (f64.const 0))
+      (then
+        (local.set $f (f64.floor (local.get $d)))
+        (if (f64.gt (f64.sub (local.get $d) (local.get $f)) (f64.const 0.5))
+          (then (local.set $f (f64.add (local.get $f) (f64.const 1))))))
+      (else (local.set $f (f64.copysign (f64.const 0) (f64.div (local.get $a) (local.get $b))))))
+    (local.get $f))
+  (func $powi (param $x f64) (param $n i64) (result f64)
+    ;; x**n (n >= 3) as libm's pow gives it, correctly rounded: by squaring in double-double
+    ;; (Dekker's exact products, ~100 bits), rounded once. Extremes (where the parts would
+    ;; leave the normal range) take the plain product.
+    (local $plain f64) (local $b f64) (local $m i64) (local $rh f64) (local $rl f64)
+    (local $bh f64) (local $bl f64) (local $p f64) (local $c f64) (local $ah f64) (local $al f64)
+    (local $bh2 f64) (local $bl2 f64) (local $e f64)
+    (local.set $plain (f64.const 1)) (local.set $b (local.get $x)) (local.set $m (local.get $n))
+    (block $plain_done (loop $plain_step
+      (if (i64.ne (i64.and (local.get $m) (i64.const 1)) (i64.const 0))
+        (then (local.set $plain (f64.mul (local.get $plain) (local.get $b)))))
+      (local.set $m (i64.shr_u (local.get $m) (i64.const 1)))
+      (br_if $plain_done (i64.eqz (local.get $m)))
+      (local.set $b (f64.mul (local.get $b) (local.get $b)))
+      (br $plain_step)))
+    (if (i32.eqz (i32.and (f64.lt (f64.abs (local.get $plain)) (f64.const 0x1p+800))
+                          (f64.gt (f64.abs (local.get $plain)) (f64.const 0x1p-800))))
+      (then (return (local.get $plain))))
+    (local.set $rh (f64.const 1)) (local.set $rl (f64.const 0))
+    (local.set $bh (local.get $x)) (local.set $bl (f64.const 0)) (local.set $m (local.get $n))
+    (block $done (loop $step
+      (if (i64.ne (i64.and (local.get $m) (i64.const 1)) (i64.const 0))
+        (then
+      (local.set $p (f64.mul (local.get $rh) (local.get $bh)))
+      (local.set $c (f64.mul (f64.const 134217729) (local.get $rh)))
+      (local.set $ah (f64.sub (local.get $c) (f64.sub (local.get $c) (local.get $rh))))
+      (local.set $al (f64.sub (local.get $rh) (local.get $ah)))
+      (local.set $c (f64.mul (f64.const 134217729) (local.get $bh)))
+      (local.set $bh2 (f64.sub (local.get $c) (f64.sub (local.get $c) (local.get $bh))))
+      (local.set $bl2 (f64.sub (local.get $bh) (local.get $bh2)))
+      (local.set $e (f64.add (f64.add (f64.add (f64.sub (f64.mul (local.get $ah) (local.get $bh2)) (local.get $p))
+                                                (f64.mul (local.get $ah) (local.get $bl2)))
+                                       (f64.mul (local.get $al) (local.get $bh2)))
+                              (f64.mul (local.get $al) (local.get $bl2))))
+      (local.set $e (f64.add (local.get $e) (f64.add (f64.mul (local.get $rh) (local.get $bl)) (f64.mul (local.get $rl) (local.get $bh)))))
+      (local.set $rh (f64.add (local.get $p) (local.get $e)))
+      (local.set $rl (f64.sub (local.get $e) (f64.sub (local.get $rh) (local.get $p))))))
+      (local.set $m (i64.shr_u (local.get $m) (i64.const 1)))
+      (br_if $done (i64.eqz (local.get $m)))
+
+      (local.set $p (f64.mul (local.get $bh) (local.get $bh)))
+      (local.set $c (f64.mul (f64.const 134217729) (local.get $bh)))
+      (local.set $ah (f64.sub (local.get $c) (f64.sub (local.get $c) (local.get $bh))))
+      (local.set $al (f64.sub (local.get $bh) (local.get $ah)))
+      (local.set $c (f64.mul (f64.const 134217729) (local.get $bh)))
+      (local.set $bh2 (f64.sub (local.get $c) (f64.sub (local.get $c) (local.get $bh))))
+      (local.set $bl2 (f64.sub (local.get $bh) (local.get $bh2)))
+      (local.set $e (f64.add (f64.add (f64.add (f64.sub (f64.mul (local.get $ah) (local.get $bh2)) (local.get $p))
+                                                (f64.mul (local.get $ah) (local.get $bl2)))
+                                       (f64.mul (local.get $al) (local.get $bh2)))
+                              (f64.mul (local.get $al) (local.get $bl2))))
+      (local.set $e (f64.add (local.get $e) (f64.add (f64.mul (local.get $bh) (local.get $bl)) (f64.mul (local.get $bl) (local.get $bh)))))
+      (local.set $bh (f64.add (local.get $p) (local.get $e)))
+      (local.set $bl (f64.sub (local.get $e) (f64.sub (local.get $bh) (local.get $p))))
+      (br $step)))
+    (f64.add (local.get $rh) (local.get $rl)))
   (func $ensure (param $end i32)
     (local $have i32)
     (local.set $have (i32.shl (memory.size) (i32.const 16)))
@@ -495,14 +671,15 @@ def generate(plan: PassPlan, dictionaries: Dictionaries) -> str:
     (if (i32.gt_u (local.get $p) (local.get $end)) (then unreachable))
     (local.set $end (i32.and (i32.add (local.get $end) (i32.const 7)) (i32.const -8)))
     {table}
-    (local.set $rec (i32.add (local.get $hdr) (i32.const 8)))
+    (local.set $rec (i32.add (local.get $hdr) (i32.const {OUTPUT_HEADER})))
     (call $ensure (i32.add (local.get $rec) (i32.const {stride * LANES})))
     (local.set $ns (i32.const 0))
     {body}
     {finish}
     (i64.store (local.get $hdr) (i64.extend_i32_u (local.get $ns)))
+    (i64.store offset=8 (local.get $hdr) (global.get $divided_by_zero))
     (i64.or (i64.shl (i64.extend_i32_u (local.get $hdr)) (i64.const 32))
-            (i64.extend_i32_u (i32.add (i32.const 8) (i32.mul (local.get $ns) (i32.const {stride}))))))
+            (i64.extend_i32_u (i32.add (i32.const {OUTPUT_HEADER}) (i32.mul (local.get $ns) (i32.const {stride}))))))
 )
 """
 
@@ -692,7 +869,13 @@ def _update(plan: PassPlan, index: int, fields: _Fields, values: dict[str, tuple
             f"(local.set $y (f64.sub {present} {get(index, 1)}))"
             f"(local.set $s {get(index)})"
             "(local.set $t (f64.add (local.get $s) (local.get $y)))"
-            + put(index, "(f64.sub (f64.sub (local.get $t) (local.get $s)) (local.get $y))", 1)
+            # pandas resets a NaN compensation (after an infinity) to 0 (GH#53606)
+            "(local.set $y (f64.sub (f64.sub (local.get $t) (local.get $s)) (local.get $y)))"
+            + put(
+                index,
+                "(select (f64.const 0) (local.get $y) (f64.ne (local.get $y) (local.get $y)))",
+                1,
+            )
             + put(index, "(local.get $t)")
         )
     if acc.kind in ("min_f", "max_f"):  # NaN compares False: it never wins

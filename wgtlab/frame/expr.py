@@ -32,6 +32,7 @@ __all__ = [
     "Unary",
     "binary",
     "case",
+    "coded_column",
     "columns_of",
     "is_in",
     "literal",
@@ -72,10 +73,14 @@ class Expr:
 @dataclass(frozen=True)
 class Column(Expr):
     name: str
+    # strings only: "text" (ordered as text), "categories" (a pandas categorical: equality
+    # only) or "ordered" (an ordered categorical: ordered as its categories)
+    kind: str = "text"
 
     @property
     def key(self) -> str:
-        return f"col({self.name!r})"
+        kind = "" if self.kind == "text" else f",{self.kind}"
+        return f"col({self.name!r}{kind})"
 
     def describe(self) -> str:
         return f"column {self.name!r}"
@@ -203,12 +208,25 @@ def binary(op: str, left: Expr, right: Expr) -> Binary:
                 f"{side.describe()} holds strings and cannot take part in arithmetic "
                 f"({symbol!r}); only numeric and bool columns can"
             )
+    if left.dtype == "bool" and right.dtype == "bool" and op != "div":
+        # numpy's bool arithmetic: + is "or", * is "and"; the rest it refuses
+        if op in _BOOL_ARITHMETIC:
+            return Binary("bool", _BOOL_ARITHMETIC[op], left, right)
+        raise FrameError(
+            f"{symbol!r} of two bool operands is not supported (numpy refuses it); convert one "
+            "first, e.g. f.flag.astype('float64')"
+        )
     if op == "pow":
         return _power(left, right)
     if op == "div":
         return Binary("f64", op, left, right)
+    # integers // and % integers stay int64, as pandas keeps them; a row that divides by 0
+    # (where pandas would turn the whole column into float64) fails the query: see codegen
     both_int = left.dtype in ("i64", "bool") and right.dtype in ("i64", "bool")
     return Binary("i64" if both_int else "f64", op, left, right)
+
+
+_BOOL_ARITHMETIC = {"add": "or", "mul": "and"}
 
 
 def _comparison(op: str, left: Expr, right: Expr) -> Binary:
@@ -221,14 +239,30 @@ def _comparison(op: str, left: Expr, right: Expr) -> Binary:
                 f"cannot compare {text.describe()} (strings) with {numeric.describe()} "
                 f"({numeric.dtype})"
             )
-        if isinstance(left, Literal) and isinstance(right, Column):  # 'UA' == f.carrier
+        if isinstance(left, Literal) and coded_column(right) is not None:  # 'UA' == f.carrier
             return _comparison(_MIRROR[op], right, left)
-        if not (isinstance(left, Column) and isinstance(right, Literal)):
+        column = coded_column(left)
+        if column is None or not isinstance(right, Literal):
             raise FrameError(
                 f"strings are compared column against a literal (f.carrier == 'UA'); comparing "
                 f"{left.describe()} with {right.describe()} is not supported"
             )
+        if op not in ("eq", "ne") and column.kind == "categories":
+            raise FrameError(
+                f"{column.describe()} is an unordered categorical: it compares with == and != "
+                "(and isin) only, as in pandas; make it ordered to use < and >"
+            )
     return Binary("bool", op, left, right)
+
+
+def coded_column(e: Expr) -> Column | None:
+    """The string column whose dictionary codes ``e`` carries (a string column, or one with
+    its missing values filled), or None."""
+    if isinstance(e, Column) and e.dtype == "str":
+        return e
+    if isinstance(e, Unary) and e.op == "fillna" and e.dtype == "str":
+        return coded_column(e.operand)
+    return None
 
 
 _MIRROR = {"eq": "eq", "ne": "ne", "lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
@@ -247,7 +281,7 @@ def _power(base: Expr, exponent: Expr) -> Binary:
     return Binary(dtype, "pow", base, exponent)
 
 
-def unary(op: str, operand: Expr, fill: Expr | None = None) -> Unary:
+def unary(op: str, operand: Expr, fill: Expr | None = None) -> Expr:
     if op in ("isna", "notna"):
         return Unary("bool", op, operand)
     if op == "not":
@@ -272,7 +306,9 @@ def unary(op: str, operand: Expr, fill: Expr | None = None) -> Unary:
         raise FrameError(f"{operand.describe()} holds strings and cannot take {op!r}")
     if op in ("sqrt", "float"):
         return Unary("f64", op, operand)
-    return Unary("i64" if operand.dtype == "bool" else operand.dtype, op, operand)
+    if operand.dtype == "bool":  # numpy: -b is "not b", abs(b) is b
+        return Unary("bool", "not", operand) if op == "neg" else operand
+    return Unary(operand.dtype, op, operand)
 
 
 def is_in(operand: Expr, values: object) -> IsIn:

@@ -23,20 +23,33 @@ import numpy as np
 import pandas as pd
 
 from wgtlab.errors import FrameError
+from wgtlab.frame.codegen import OUTPUT_HEADER
 from wgtlab.frame.plan import FIELDS, WIDTH, PassPlan
 from wgtlab.sandbox.kernels.base import ModuleKernel
 from wgtlab.sandbox.module import WasmModule
 
-__all__ = ["FrameKernel", "Groups", "PayloadCache"]
+__all__ = ["DIVIDED_BY_ZERO", "FrameKernel", "Groups", "Part", "PayloadCache"]
+
+DIVIDED_BY_ZERO = 1  # an integer was divided by 0 (// or %) in some row
+
+
+@dataclass(frozen=True)
+class Part:
+    """One chunk's records, and its flags (``DIVIDED_BY_ZERO``)."""
+
+    records: np.ndarray
+    flags: int = 0
 
 
 @dataclass(frozen=True)
 class Groups:
     """Merged records: ``keys`` (sorted composite group keys) and, per accumulator of the pass,
-    its merged fields (``fields[i]`` is a tuple of arrays, one per field)."""
+    its merged fields (``fields[i]`` is a tuple of arrays, one per field); ``flags`` of any
+    chunk."""
 
     keys: np.ndarray
     fields: tuple[tuple[np.ndarray, ...], ...]
+    flags: int = 0
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -176,24 +189,29 @@ class FrameKernel(ModuleKernel):
 
     # --- trusted side: records back ------------------------------------------------------------
 
-    def decode(self, output: bytes) -> np.ndarray:
+    def decode(self, output: bytes) -> Part:
         stride = self._dtype.itemsize
-        if len(output) < 8 or (len(output) - 8) % stride:
+        head = OUTPUT_HEADER
+        if len(output) < head or (len(output) - head) % stride:
             raise FrameError(
-                f"a frame pass returned {len(output)} bytes, not 8 plus whole {stride}-byte records"
+                f"a frame pass returned {len(output)} bytes, not {head} plus whole "
+                f"{stride}-byte records"
             )
         count = int.from_bytes(output[:8], "little")
-        if count != (len(output) - 8) // stride:
+        flags = int.from_bytes(output[8:16], "little")
+        if count != (len(output) - head) // stride:
             raise FrameError(
-                f"a frame pass said {count} records but returned {(len(output) - 8) // stride}"
+                f"a frame pass said {count} records but returned {(len(output) - head) // stride}"
             )
-        records = np.frombuffer(output, dtype=self._dtype, offset=8, count=count)
+        if flags not in (0, DIVIDED_BY_ZERO):
+            raise FrameError(f"a frame pass returned unknown flags {flags:#x}")
+        records = np.frombuffer(output, dtype=self._dtype, offset=head, count=count)
         keys = records["key"]
         if count and (keys.min() < 0 or np.unique(keys).size != count):
             raise FrameError("a frame pass returned negative or repeated group keys")
-        return records
+        return Part(records, flags)
 
-    def combine(self, partials: list[np.ndarray]) -> Groups:
+    def combine(self, partials: list[Part]) -> Groups:
         return merge(self.plan, partials)
 
     def empty(self) -> Groups:
@@ -203,11 +221,16 @@ class FrameKernel(ModuleKernel):
         return f"FrameKernel({self.name!r}, plan={self.plan.digest[:12]})"
 
 
-def merge(plan: PassPlan, partials: list[np.ndarray]) -> Groups:
+def merge(plan: PassPlan, partials: list[Part]) -> Groups:
     """Records of every chunk -> one record per group, exactly (integer sums stay integers;
     Kahan sums add their compensations; Welford moments merge by Chan's formula)."""
     dtype = plan.record_dtype()
-    records = np.concatenate(partials) if partials else np.zeros(0, dtype=dtype)
+    records = (
+        np.concatenate([p.records for p in partials]) if partials else np.zeros(0, dtype=dtype)
+    )
+    flags = 0
+    for part in partials:
+        flags |= part.flags
     if not plan.keys and plan.histogram is None:  # one group, kept in lanes: add them up
         keys, inverse = np.zeros(1, dtype=np.int64), np.zeros(len(records), dtype=np.intp)
     else:
@@ -244,7 +267,7 @@ def merge(plan: PassPlan, partials: list[np.ndarray]) -> Groups:
             merged.append(_merge_moments(plan, index, records, inverse, groups))
         else:  # pragma: no cover
             raise FrameError(f"unknown accumulator {kind}")
-    return Groups(keys, tuple(merged))
+    return Groups(keys, tuple(merged), flags)
 
 
 def _merge_moments(

@@ -131,8 +131,7 @@ def _ranks(n: int, wanted: list[tuple[str, float]], grouped: bool) -> set[int]:
 def _position(n: int, q: float, grouped: bool) -> float:
     if grouped:  # pandas' group_quantile: q * (n - 1)
         return float(q) * float(n - 1)
-    effective = np.true_divide(np.float64(q) * 100.0, 100)  # Series.quantile -> np.percentile
-    return float((n - 1) * effective)
+    return float((n - 1) * np.float64(q))  # Series.quantile -> np.quantile's linear method
 
 
 def _params(

@@ -21,7 +21,7 @@ import numpy as np
 from wgtlab.errors import FrameError
 from wgtlab.frame.codegen import generate
 from wgtlab.frame.expr import Column, Expr, unary
-from wgtlab.frame.kernel import FrameKernel, Groups
+from wgtlab.frame.kernel import DIVIDED_BY_ZERO, FrameKernel, Groups
 from wgtlab.frame.plan import (
     WIDTH,
     Accumulator,
@@ -79,6 +79,11 @@ def check_aggregation(func: str, expr: Expr | None, q: float = 0.5) -> None:
         isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 <= q <= 1.0
     ):
         raise FrameError(f"quantile takes q between 0 and 1, got {q!r}")
+    if func == "quantile" and expr.dtype == "bool":
+        raise FrameError(
+            f"quantile of {expr.describe()}: bools have no quantile in pandas (numpy refuses "
+            "to subtract them); use .astype('float64') for one"
+        )
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ class Execution:
         source = self.request.source
         plan = self._narrow(plan)
         source.prepare([(c.name, c.encoding) for c in plan.columns])
-        wat = generate(plan, lambda column: source.dictionary(column).words)
+        wat = generate(plan, lambda column: source.dictionary(column).values)
         kernel = FrameKernel(
             plan,
             wat,
@@ -147,6 +152,12 @@ class Execution:
         value = result.value
         if not isinstance(value, Groups):  # pragma: no cover
             raise FrameError("a frame pass returned no records")
+        if value.flags & DIVIDED_BY_ZERO:
+            raise FrameError(
+                "an integer was divided by 0 (// or %) in some row: pandas would make that "
+                "column float64 (inf, NaN); divide as floats instead, e.g. "
+                "f.x.astype('float64') // f.y"
+            )
         return value
 
     def _narrow(self, plan: PassPlan) -> PassPlan:
@@ -178,7 +189,7 @@ class Execution:
 
     def table(self) -> Table:
         request = self.request
-        accumulators = _accumulators(request.aggs, grouped=bool(self.keys))
+        accumulators = _accumulators(request.aggs)
         if request.first and self.keys:
             accumulators = (*accumulators, Accumulator("first"))
         base: Groups | None = None
@@ -195,12 +206,13 @@ class Execution:
                 continue
             assert base is not None
             table.values[position] = self._from_records(agg, base, plan)
-            if agg.func in ("min", "max"):
-                table.values[("count", position)] = self._from_records(
-                    dataclasses.replace(agg, func="count"), base, plan
-                )
+            if agg.func in ("min", "max", "mean"):  # whether any value was there
+                counted = plan.index_of("count", _measured(agg))
+                table.values[("count", position)] = base.fields[counted][0]
         if request.first and self.keys and base is not None:
             table.values["first"] = base.fields[plan.index_of("first")][0]
+        if base is not None:  # rows that passed the filter, per group
+            table.values["rows"] = base.fields[plan.index_of("size")][0]
         self._distinct(table)
         self._quantiles(table)
         return table
@@ -222,10 +234,8 @@ class Execution:
 
         if agg.func == "size":
             return field_of("size")
-        expr = agg.expr
+        expr = _measured(agg)
         assert expr is not None
-        if expr.dtype in ("i64", "bool") and agg.func in ("var", "std"):
-            expr = unary("float", expr)
         count = field_of("count", expr)
         if agg.func == "count":
             return count
@@ -286,7 +296,16 @@ class Execution:
                 table.values[position] = values[spec]
 
 
-def _accumulators(aggs: tuple[Agg, ...], *, grouped: bool) -> tuple[Accumulator, ...]:
+def _measured(agg: Agg) -> Expr | None:
+    """The expression ``agg`` accumulates: integers and bools as float64 for the moments and
+    the mean (pandas sums them in float64 there), else the expression itself."""
+    expr = agg.expr
+    if expr is not None and expr.dtype in ("i64", "bool") and agg.func in ("var", "std", "mean"):
+        return unary("float", expr)
+    return expr
+
+
+def _accumulators(aggs: tuple[Agg, ...]) -> tuple[Accumulator, ...]:
     """What the aggregate pass keeps for ``aggs``, each once; counts before moments."""
     wanted: dict[str, Accumulator] = {}
 
@@ -294,18 +313,15 @@ def _accumulators(aggs: tuple[Agg, ...], *, grouped: bool) -> tuple[Accumulator,
         acc = Accumulator(kind, expr)  # type: ignore[arg-type]
         wanted.setdefault(acc.key, acc)
 
-    if grouped:
-        want("size")
+    want("size")  # groups exist by their rows; an ungrouped answer needs to know if any passed
     for agg in aggs:
-        expr = agg.expr
         if agg.func == "size":
             want("size")
             continue
         if agg.func in ("nunique", "median", "quantile"):
             continue
+        expr = _measured(agg)
         assert expr is not None
-        if expr.dtype in ("i64", "bool") and agg.func in ("var", "std"):
-            expr = unary("float", expr)
         want("count", expr)
         if agg.func in ("sum", "mean"):
             want("sum_f" if expr.dtype == "f64" else "sum_i", expr)

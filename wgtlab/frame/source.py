@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from wgtlab import defaults
-from wgtlab.errors import FrameError
+from wgtlab.errors import FrameError, NoSuchColumn
 from wgtlab.frame.expr import Dtype
 from wgtlab.frame.kernel import PayloadCache
 
@@ -80,7 +80,15 @@ class Source:
         if column not in self.columns:
             shown = ", ".join(repr(c) for c in self.columns[:20])
             more = f" and {len(self.columns) - 20} more" if len(self.columns) > 20 else ""
-            raise FrameError(f"{self.name} has no column {column!r}; its columns: {shown}{more}")
+            raise NoSuchColumn(f"{self.name} has no column {column!r}; its columns: {shown}{more}")
+
+    def string_kind(self, column: str) -> str:
+        """How a string column orders: "text", or as a categorical "categories" (unordered:
+        equality only) or "ordered"."""
+        dtype = self.pandas_dtype(column)
+        if isinstance(dtype, pd.CategoricalDtype):
+            return "ordered" if dtype.ordered else "categories"
+        return "text"
 
     def pandas_dtype(self, column: str) -> Any:
         return self.series(column).dtype
@@ -121,6 +129,9 @@ class Source:
             return cached
         series = self.series(column)
         made = _arrow_dictionary(series) or _pandas_dictionary(series)
+        if isinstance(series.dtype, pd.CategoricalDtype):  # every category, in its order
+            codes = np.ascontiguousarray(series.cat.codes.to_numpy(), dtype=np.int32)
+            made = Dictionary(codes, pd.Index(series.cat.categories))
         if len(made) >= (1 << 31) - 1:
             raise FrameError(f"column {column!r} has too many distinct values to code")
         with self._lock:
