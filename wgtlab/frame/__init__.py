@@ -18,8 +18,10 @@ __all__ = ["Frame", "GroupBy", "Query", "QueryJob", "Series", "frame"]
 
 
 class _CallableModule(types.ModuleType):
-    def __call__(self, data: Any, *, pipeline: Any = None) -> Frame:
-        return frame(data, pipeline=pipeline)
+    def __call__(self, data: Any, *, pipeline: Any = None, chunk_rows: int | None = None) -> Frame:
+        return frame(data, pipeline=pipeline, chunk_rows=chunk_rows)
+
+    __call__.__doc__ = frame.__doc__
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -31,13 +31,23 @@ __all__ = ["Frame", "GroupBy", "Query", "QueryJob", "Series", "frame"]
 DESCRIBE_INDEX = ["count", "mean", "std", "min", "25%", "50%", "75%", "max"]
 
 
-def frame(data: Any, *, pipeline: Any = None) -> Frame:
+def frame(data: Any, *, pipeline: Any = None, chunk_rows: int | None = None) -> Frame:
     """A lazy, verified view of ``data``: a pandas DataFrame, a Parquet path or fsspec URL, or a
     CES shard set (a list of shards, or the URL ``wgt.ces.save`` wrote, with its ``pipeline``).
 
     Nothing runs until a result is asked for (``.compute()``, ``.run(on=...)``); every result is
-    computed by generated WebAssembly on the cluster's workers and verified."""
-    return Frame(open_source(data, pipeline))
+    computed by generated WebAssembly on the cluster's workers and verified. ``chunk_rows``:
+    rows per chunk (default: about 8 MiB of columns a chunk, at most 1,048,576 rows).
+
+    The frame takes the data as it is now: columns are read (and strings coded) once, and kept.
+    """
+    if chunk_rows is not None and (
+        isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1
+    ):
+        raise FrameError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
+    source = open_source(data, pipeline)
+    source.chunk_rows = chunk_rows
+    return Frame(source)
 
 
 class Frame:

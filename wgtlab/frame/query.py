@@ -181,6 +181,8 @@ class Execution:
         return job
 
     def chunk_rows(self, plan: PassPlan) -> int:
+        if self.request.source.chunk_rows is not None:
+            return self.request.source.chunk_rows
         width = sum(WIDTH[c.encoding] for c in plan.columns)
         rows = CHUNK_BYTES // max(width, 1)
         return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, rows))

@@ -48,6 +48,7 @@ class Source:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.chunk_rows: int | None = None  # rows per chunk; None: sized by the bytes a row takes
         self._rows_table: pd.DataFrame | None = None
         self._lock = threading.Lock()
         self._series: dict[str, pd.Series] = {}
