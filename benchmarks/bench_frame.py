@@ -62,7 +62,7 @@ def main() -> None:
     print(f"{rows:,} rows; LocalCluster(2), verify='hash', cache=False\n")
     with wgt.LocalCluster(workers=2) as cluster:
 
-        def ours(make: Callable[[], object], repeat: int = 3) -> float:
+        def ours(make: Callable[[], object], repeat: int = 7) -> float:
             return best_of(lambda: make().compute(on=cluster, cache=False), repeat)  # type: ignore[attr-defined]
 
         def groupby(f: object) -> object:
@@ -133,7 +133,7 @@ def main() -> None:
                 lambda: delay.agg(["min", "max"]),
             ),
         ]:
-            line(what, ours(query), best_of(reference, 5), 2.0, "pandas")
+            line(what, ours(query, 11), best_of(reference, 11), 2.0, "pandas")
         line(
             "exact quantile 0.95",
             ours(lambda: f.arr_delay.quantile(0.95)),

@@ -37,7 +37,8 @@ def frame(data: Any, *, pipeline: Any = None, chunk_rows: int | None = None) -> 
 
     Nothing runs until a result is asked for (``.compute()``, ``.run(on=...)``); every result is
     computed by generated WebAssembly on the cluster's workers and verified. ``chunk_rows``:
-    rows per chunk (default: about 8 MiB of columns a chunk, at most 1,048,576 rows).
+    rows per chunk (default: about 16 MiB of columns a chunk, at most 2,097,152 rows, in an
+    even number of chunks).
 
     The frame takes the data as it is now: columns are read (and strings coded) once, and kept.
     """

@@ -40,9 +40,12 @@ AGGREGATIONS = (
     "sum", "mean", "count", "size", "min", "max", "var", "std", "nunique", "median", "quantile",
 )  # fmt: skip
 NUMERIC_ONLY = ("sum", "mean", "var", "std", "median", "quantile")
-CHUNK_BYTES = 8 << 20  # payload per chunk the planner aims at
+CHUNK_BYTES = (
+    16 << 20
+)  # payload per chunk the planner aims at (fewer, larger chunks: less per-chunk cost)
 MIN_CHUNK_ROWS = 1 << 14
-MAX_CHUNK_ROWS = 1 << 20
+MAX_CHUNK_ROWS = 1 << 21
+BALANCE = 2  # chunk counts are rounded up to a multiple of this
 
 # runs one pass's job -> its result (q.run: the cluster's run; %wgt run: with a dashboard)
 RunPass = Callable[[Job], JobResult]
@@ -184,8 +187,14 @@ class Execution:
         if self.request.source.chunk_rows is not None:
             return self.request.source.chunk_rows
         width = sum(WIDTH[c.encoding] for c in plan.columns)
-        rows = CHUNK_BYTES // max(width, 1)
-        return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, rows))
+        rows = max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, CHUNK_BYTES // max(width, 1)))
+        total = self.request.source.rows
+        if total <= rows:
+            return rows
+        # a multiple of BALANCE chunks of equal size: two workers finish together
+        chunks = -(-total // rows)
+        chunks = -(-chunks // BALANCE) * BALANCE
+        return max(MIN_CHUNK_ROWS, -(-total // chunks))
 
     # --- the table ---------------------------------------------------------------------------
 
