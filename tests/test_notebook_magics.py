@@ -254,14 +254,15 @@ def completions(ip: InteractiveShell, line: str) -> list[str]:
 
 
 def test_tab_completion(ip):
-    run(ip, "a_job = wgt.Job('a')\nnot_a_job = 3")
+    run(ip, "import pandas as pd\na_job = wgt.Job('a')\nnot_a_job = 3")
+    run(ip, "a_query = wgt.frame(pd.DataFrame({'x': [1.0]})).x.sum()")
     assert set(completions(ip, "%wgt ")) >= {"cluster", "run", "verify", "ces", "help"}
     assert completions(ip, "%wgt ve") == ["verify", "verify-receipt"]
     assert completions(ip, "%wgt cluster ") == ["local", "dask"]
     assert completions(ip, "%wgt ces i") == ["inspect"]
-    assert completions(ip, "%wgt run a") == ["a_job"]
+    assert completions(ip, "%wgt run a") == ["a_job", "a_query"]
     assert "not_a_job" not in completions(ip, "%wgt run ")
-    assert completions(ip, "%%wgt ") == ["udf", "wat"]
+    assert completions(ip, "%%wgt ") == ["udf", "wat", "sql"]
     assert completions(ip, "%wgt trust --") == ["--plot"]
     assert completions(ip, "x = 1\n%wgt ces ") == ["encode", "decode", "inspect"]
     with pytest.warns(PendingDeprecationWarning):  # the pre-Jedi path some front ends still use

@@ -1043,10 +1043,12 @@ def _check_variable(name: str) -> None:
 
 
 def _variables(shell: Any, command: str) -> list[str]:
+    from wgtlab.frame.api import Query
     from wgtlab.jobs.job import DefinedJob, Job
     from wgtlab.jobs.result import JobResult
 
-    return _variables_of(shell.user_ns, (Job, DefinedJob) if command == "run" else JobResult)
+    runnable = (Job, DefinedJob, Query)
+    return _variables_of(shell.user_ns, runnable if command == "run" else JobResult)
 
 
 def _variables_of(namespace: dict[str, Any], kinds: type | tuple[type, ...]) -> list[str]:
