@@ -55,8 +55,8 @@ def test_a_misspelt_variable_names_the_one_meant(names, capsys, tmp_path):
     for code, line in [
         (
             "%wgt run by_carier",
-            "UsageError: no variable 'by_carier' in the namespace (a job); did you mean "
-            "'by_carrier'?",
+            "UsageError: no variable 'by_carier' in the namespace (a job or a frame query); did "
+            "you mean 'by_carrier'?",
         ),
         # nothing close: the variables of the kind wanted
         (
