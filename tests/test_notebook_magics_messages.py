@@ -61,8 +61,8 @@ def test_a_misspelt_variable_names_the_one_meant(names, capsys, tmp_path):
         # nothing close: the variables of the kind wanted
         (
             "%wgt run nosuch",
-            "UsageError: no variable 'nosuch' in the namespace (a job); those in the namespace: "
-            "'by_carrier', 'late_flights'",
+            "UsageError: no variable 'nosuch' in the namespace (a job or a frame query); those "
+            "in the namespace: 'by_carrier', 'late_flights'",
         ),
         (
             "%wgt verify reslt 1",
