@@ -32,6 +32,15 @@ def private_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def cluster():
+    """Two local sandboxed workers for a module's tests (a module may define its own)."""
+    import wgtlab as wgt
+
+    with wgt.LocalCluster(workers=2) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def echo() -> WasmModule:
     return WasmModule.from_wat(hostile.ECHO)
 

@@ -38,12 +38,6 @@ APPROX_FUNCS = {"sum", "mean", "var", "std"}
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with wgt.LocalCluster(workers=2) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def flights() -> pd.DataFrame:
     return pd.read_csv(DATA)
 

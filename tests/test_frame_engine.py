@@ -24,12 +24,6 @@ from wgtlab.frame.source import DataFrameSource
 pytestmark = pytest.mark.usefixtures("private_cache")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with wgt.LocalCluster(workers=2) as c:
-        yield c
-
-
 def first_pass(query) -> tuple[QueryJob, FrameKernel, list]:
     """The first pass's job of ``query`` (not run), its kernel and its chunks."""
     jobs = []

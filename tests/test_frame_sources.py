@@ -17,12 +17,6 @@ KEY = bytes(range(32))
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with wgt.LocalCluster(workers=2) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def flights() -> pd.DataFrame:
     return samples.flights()
 

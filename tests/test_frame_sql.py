@@ -9,7 +9,6 @@ wgt.sql keeps the exact int64; ``check`` widens exactly those columns and no oth
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -26,13 +25,6 @@ pytestmark = pytest.mark.usefixtures("private_cache")
 
 FLIGHTS = Path(__file__).resolve().parent.parent / "data" / "flights-2013-01.csv"
 NAN = np.nan
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[wgt.LocalCluster]:
-    local = wgt.LocalCluster(workers=2)
-    yield local
-    local.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import dataclasses
 import io
 import sys
 import tokenize
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -250,7 +251,41 @@ def _binary(op: str, reflected: bool = False) -> Callable[[Series, Any], Series]
     return method
 
 
-class Series:
+class _Reductions(ABC):
+    """The reductions a column offers by name, each ``_reduce(func)``."""
+
+    @abstractmethod
+    def _reduce(self, func: str, q: float = 0.5) -> Query: ...
+
+    def sum(self) -> Query:
+        return self._reduce("sum")
+
+    def mean(self) -> Query:
+        return self._reduce("mean")
+
+    def count(self) -> Query:
+        return self._reduce("count")
+
+    def min(self) -> Query:
+        return self._reduce("min")
+
+    def max(self) -> Query:
+        return self._reduce("max")
+
+    def var(self) -> Query:
+        return self._reduce("var")
+
+    def std(self) -> Query:
+        return self._reduce("std")
+
+    def median(self) -> Query:
+        return self._reduce("median")
+
+    def nunique(self) -> Query:
+        return self._reduce("nunique")
+
+
+class Series(_Reductions):
     """A column (or an expression of columns) of a frame; reductions make a ``Query``."""
 
     def __init__(self, frame: Frame, expr: Expr, name: str | None) -> None:
@@ -348,35 +383,8 @@ class Series:
         agg = Agg(self.name, func, None if func == "size" else self.expr, q)
         return Query(self.frame, (), True, True, (agg,), _scalar(0, self), func)
 
-    def sum(self) -> Query:
-        return self._reduce("sum")
-
-    def mean(self) -> Query:
-        return self._reduce("mean")
-
-    def count(self) -> Query:
-        return self._reduce("count")
-
     def size(self) -> Query:
         return self._reduce("size")
-
-    def min(self) -> Query:
-        return self._reduce("min")
-
-    def max(self) -> Query:
-        return self._reduce("max")
-
-    def var(self) -> Query:
-        return self._reduce("var")
-
-    def std(self) -> Query:
-        return self._reduce("std")
-
-    def median(self) -> Query:
-        return self._reduce("median")
-
-    def nunique(self) -> Query:
-        return self._reduce("nunique")
 
     def quantile(self, q: float | Sequence[float] = 0.5) -> Query:
         if isinstance(q, (list, tuple, np.ndarray)):
@@ -555,7 +563,7 @@ class GroupBy:
         return f"wgt frame groupby({list(self.keys)})"
 
 
-class GroupedColumn:
+class GroupedColumn(_Reductions):
     def __init__(self, groupby: GroupBy, column: str) -> None:
         self.groupby = groupby
         self.column = column
@@ -572,15 +580,6 @@ class GroupedColumn:
 
         return Query(gb.frame, gb.keys, gb.dropna, gb.sort, (agg,), finish, func)
 
-    def sum(self) -> Query:
-        return self._reduce("sum")
-
-    def mean(self) -> Query:
-        return self._reduce("mean")
-
-    def count(self) -> Query:
-        return self._reduce("count")
-
     def size(self) -> Query:
         gb = self.groupby
         agg = Agg(self.column, "size", None)
@@ -590,24 +589,6 @@ class GroupedColumn:
             return pd.Series(values, index=group_index(table, gb.frame, gb.keys), name=self.column)
 
         return Query(gb.frame, gb.keys, gb.dropna, gb.sort, (agg,), finish, "size")
-
-    def min(self) -> Query:
-        return self._reduce("min")
-
-    def max(self) -> Query:
-        return self._reduce("max")
-
-    def var(self) -> Query:
-        return self._reduce("var")
-
-    def std(self) -> Query:
-        return self._reduce("std")
-
-    def median(self) -> Query:
-        return self._reduce("median")
-
-    def nunique(self) -> Query:
-        return self._reduce("nunique")
 
     def quantile(self, q: float = 0.5) -> Query:
         return self._reduce("quantile", q)
