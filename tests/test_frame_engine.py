@@ -200,16 +200,16 @@ def test_records_that_break_the_layout_are_rejected() -> None:
     head = (2).to_bytes(8, "little") + bytes(8)
     good = head + records.tobytes()
     assert len(kernel.decode(good).records) == 2
-    repeated, negative = records.copy(), records.copy()
-    repeated["key"] = [1, 1]
+    beyond, negative = records.copy(), records.copy()
+    beyond["key"] = [1, kernel.key_bound]  # past the key space: no group has it
     negative["key"] = [-1, 0]
     for bad, why in [
         (b"", "16 plus whole"),
         (good[:-1], "16 plus whole"),
         ((3).to_bytes(8, "little") + good[8:], "said 3 records"),
         (good[:8] + (2).to_bytes(8, "little") + good[16:], "unknown flags"),
-        (head + repeated.tobytes(), "repeated"),
-        (head + negative.tobytes(), "negative"),
+        (head + beyond.tobytes(), "outside"),
+        (head + negative.tobytes(), "outside"),
     ]:
         with pytest.raises(FrameError, match=why):
             kernel.decode(bad)
@@ -266,3 +266,28 @@ def test_execution_prepares_key_dictionaries_before_the_first_pass() -> None:
     query = f.groupby(["a", "b"]).size()
     Execution(query.request, lambda job: None, None, "t")  # type: ignore[arg-type, return-value]
     assert set(f._source._dictionaries) == {"a", "b"}
+
+
+def test_many_groups_take_every_merge_path_and_stay_pandas(cluster, monkeypatch) -> None:
+    from wgtlab.frame import kernel
+
+    rng = np.random.default_rng(21)
+    rows = 60_000
+    df = pd.DataFrame({"user": rng.integers(0, 20_000, rows), "x": rng.normal(size=rows).round(2)})
+    df.loc[rng.random(rows) < 0.1, "x"] = np.nan
+    want = df.groupby("user").agg(
+        s=("x", "sum"), n=("x", "count"), m=("x", "median"), d=("x", "nunique")
+    )
+    want_q90 = df.groupby("user").x.quantile(0.9)
+    for dense in (kernel.DENSE_KEYS, 0):  # a dense table of keys, then np.unique's
+        monkeypatch.setattr(kernel, "DENSE_KEYS", dense)
+        got = (
+            wgt.frame(df, chunk_rows=7_000)
+            .groupby("user")
+            .agg(s=("x", "sum"), n=("x", "count"), m=("x", "median"), d=("x", "nunique"))
+            .compute(on=cluster)
+        )
+        q90 = wgt.frame(df).groupby("user").x.quantile(0.9).compute(on=cluster)
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12)
+        assert (got.m.to_numpy() == want.m.to_numpy()).sum() == want.m.notna().sum()  # exact
+        pd.testing.assert_series_equal(q90, want_q90, check_exact=True)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from wgtlab.errors import FrameError
-from wgtlab.frame.codegen import OUTPUT_HEADER
+from wgtlab.frame.codegen import LANES, OUTPUT_HEADER
 from wgtlab.frame.plan import FIELDS, WIDTH, PassPlan
 from wgtlab.sandbox.kernels.base import ModuleKernel
 from wgtlab.sandbox.module import WasmModule
@@ -121,6 +121,7 @@ class FrameKernel(ModuleKernel):
         label: str,
         params: bytes = b"",
         payloads: PayloadCache | None = None,
+        key_bound: int | None = None,
     ) -> None:
         if len(params) % 8:
             raise FrameError("pass parameters must be a multiple of 8 bytes")  # pragma: no cover
@@ -136,6 +137,8 @@ class FrameKernel(ModuleKernel):
         self._params = params
         self._dtype = plan.record_dtype()
         self._payloads = payloads
+        # every record key is below this: the key space, a quantile pass's buckets, the lanes
+        self.key_bound = key_bound if key_bound is not None else _key_bound(plan)
         self._columns_key = (tuple(c.key for c in plan.columns), hashlib.sha256(params).digest())
 
     @property
@@ -207,21 +210,46 @@ class FrameKernel(ModuleKernel):
             raise FrameError(f"a frame pass returned unknown flags {flags:#x}")
         records = np.frombuffer(output, dtype=self._dtype, offset=head, count=count)
         keys = records["key"]
-        if count and (keys.min() < 0 or np.unique(keys).size != count):
-            raise FrameError("a frame pass returned negative or repeated group keys")
+        if count and (keys.min() < 0 or keys.max() >= self.key_bound):
+            raise FrameError(
+                f"a frame pass returned group keys outside 0..{self.key_bound - 1}"
+            )
         return Part(records, flags)
 
     def combine(self, partials: list[Part]) -> Groups:
-        return merge(self.plan, partials)
+        return merge(self.plan, partials, self.key_bound)
 
     def empty(self) -> Groups:
-        return merge(self.plan, [])
+        return merge(self.plan, [], self.key_bound)
 
     def __repr__(self) -> str:
         return f"FrameKernel({self.name!r}, plan={self.plan.digest[:12]})"
 
 
-def merge(plan: PassPlan, partials: list[Part]) -> Groups:
+def _key_bound(plan: PassPlan) -> int:
+    if plan.histogram is not None:
+        return 1 << 62
+    return plan.key_space if plan.keys else LANES
+
+
+DENSE_KEYS = 1 << 22  # key spaces up to this (or 4 keys a record) merge through a dense table
+
+
+def group_positions(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``keys`` (sorted) and each key's position among them. Keys below a small
+    ``bound`` go through a dense table (linear time); others through ``np.unique``."""
+    if bound <= max(DENSE_KEYS, 4 * len(keys)):
+        seen = np.zeros(bound, dtype=bool)
+        seen[keys] = True
+        distinct = np.flatnonzero(seen)
+        position = np.zeros(bound, dtype=np.intp)
+        position[distinct] = np.arange(len(distinct))
+        return distinct.astype(np.int64), position[keys]
+    distinct, inverse = np.unique(keys, return_inverse=True)
+    return distinct, inverse
+
+
+def merge(plan: PassPlan, partials: list[Part], bound: int | None = None) -> Groups:
     """Records of every chunk -> one record per group, exactly (integer sums stay integers;
     Kahan sums add their compensations; Welford moments merge by Chan's formula)."""
     dtype = plan.record_dtype()
@@ -234,7 +262,7 @@ def merge(plan: PassPlan, partials: list[Part]) -> Groups:
     if not plan.keys and plan.histogram is None:  # one group, kept in lanes: add them up
         keys, inverse = np.zeros(1, dtype=np.int64), np.zeros(len(records), dtype=np.intp)
     else:
-        keys, inverse = np.unique(records["key"], return_inverse=True)
+        keys, inverse = group_positions(records["key"], bound or _key_bound(plan))
     groups = len(keys)
     merged: list[tuple[np.ndarray, ...]] = []
     counts: dict[str, np.ndarray] = {}

@@ -9,19 +9,19 @@ the bucket's first or last row, or the bucket holds one key, its value is known;
 at least 16 bits, so a quantile needs at most five passes, usually one or two; nothing is gathered
 back but counts and keys. The interpolation is pandas' own formula (numpy's for a Series, the
 group-by kernel's for groups), on the exact order statistics.
+
+The bookkeeping between passes is vectorised over every wanted rank of every group at once, so
+a million groups cost numpy operations, not a million Python steps.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wgtlab.errors import FrameError
 from wgtlab.frame.expr import Expr
-from wgtlab.frame.kernel import Groups
 from wgtlab.frame.plan import Accumulator, Histogram, PassPlan
 
 if TYPE_CHECKING:
@@ -31,32 +31,14 @@ __all__ = ["MAX_GROUP_SPACE", "quantile_values"]
 
 MAX_GROUP_SPACE = 1 << 22  # the windows' table has an entry per possible group
 BUCKET_BITS = 16
-FULL = (1 << 64) - 1
-SIGN = 1 << 63
-
-
-@dataclass
-class Window:
-    lo: int
-    hi: int
-    below: int  # the group's values ranked before this window
-    ranks: set[int] = field(default_factory=set)
-
-    @property
-    def shift(self) -> int:
-        return max(0, (self.hi - self.lo).bit_length() - BUCKET_BITS)
-
-    @property
-    def buckets(self) -> int:
-        return ((self.hi - self.lo) >> self.shift) + 1
+SIGN = np.uint64(1 << 63)
+FULL = np.uint64((1 << 64) - 1)
+Wanted = tuple[str, float]  # ("median", 0.5) or ("q", q)
 
 
 def quantile_values(
-    execution: Execution,
-    group_keys: np.ndarray,
-    expr: Expr,
-    wanted: list[tuple[str, float]],
-) -> dict[tuple[str, float], np.ndarray]:
+    execution: Execution, group_keys: np.ndarray, expr: Expr, wanted: list[Wanted]
+) -> dict[Wanted, np.ndarray]:
     """For each group of ``group_keys`` (composite keys, sorted), each wanted ``("median",
     0.5)`` or ``("q", q)`` of ``expr``: a float64 array (NaN for groups without values)."""
     keys = execution.keys
@@ -75,142 +57,211 @@ def quantile_values(
         histogram=Histogram(expr),
     )
     grouped = bool(keys)
-    gids = [int(g) for g in group_keys]
-    windows: dict[int, list[Window]] = {g: [Window(0, FULL, 0)] for g in gids}
-    counts: dict[int, int] = {}
-    known: dict[int, dict[int, int]] = defaultdict(dict)  # gid -> rank -> order key
+    gids = np.asarray(group_keys, dtype=np.int64)
+    groups = len(gids)
+    # windows: one per group at first, covering every key
+    windows = _Windows(
+        np.arange(groups, dtype=np.int64),
+        np.zeros(groups, dtype=np.uint64),
+        np.full(groups, FULL, dtype=np.uint64),
+        np.zeros(groups, dtype=np.int64),
+    )
+    counts = np.zeros(groups, dtype=np.int64)
+    targets: _Targets | None = None
     passes = 0
-    while windows:
+    while len(windows):
         passes += 1
-        params, layout, bases = _params(windows, space)
-        groups = execution.run(plan, purpose=f"quantile pass {passes}", params=params)
-        found = _buckets(groups, layout, bases)
-        next_windows: dict[int, list[Window]] = {}
-        for gid, group_windows in windows.items():
-            if gid not in counts:  # the first pass counts every value of the group
-                n = sum(int(c) for c, _, _ in found.get((gid, 0), []))
-                counts[gid] = n
-                group_windows[0].ranks = _ranks(n, wanted, grouped)
-            narrowed: dict[tuple[int, int], Window] = {}
-            for index, window in enumerate(group_windows):
-                buckets = found.get((gid, index), [])
-                at = window.below
-                for count, least, greatest in buckets:
-                    count = int(count)
-                    for rank in [r for r in window.ranks if at <= r < at + count]:
-                        if least == greatest or rank == at:
-                            known[gid][rank] = least
-                        elif rank == at + count - 1:
-                            known[gid][rank] = greatest
-                        else:
-                            inner = narrowed.setdefault(
-                                (least, greatest), Window(least, greatest, at)
-                            )
-                            inner.ranks.add(rank)
-                    at += count
-            if narrowed:
-                next_windows[gid] = sorted(narrowed.values(), key=lambda w: w.lo)
-        windows = next_windows
-    return _interpolate(gids, counts, known, expr, wanted, grouped)
+        params, bases, total = _params(windows, gids, space)
+        found = execution.run(
+            plan, purpose=f"quantile pass {passes}", params=params, key_bound=total
+        )
+        buckets = _Buckets.of(found, bases, len(windows))
+        if targets is None:  # the first pass counts every value of every group
+            counts = buckets.window_total.astype(np.int64)
+            targets = _Targets.wanted(counts, wanted, grouped)
+            targets.window = targets.group.copy()  # first windows are the groups themselves
+        windows = targets.narrow(windows, buckets)
+    if targets is None:  # no groups at all
+        targets = _Targets(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return _interpolate(counts, targets, expr, wanted, grouped)
 
 
-def _ranks(n: int, wanted: list[tuple[str, float]], grouped: bool) -> set[int]:
-    ranks: set[int] = set()
-    for kind, q in wanted:
-        if n == 0:
-            continue
-        if kind == "median":
-            ranks.update({(n - 1) // 2, n // 2})
-            continue
-        position = _position(n, q, grouped)
-        low = int(np.floor(position))
-        ranks.update({min(low, n - 1), min(low + 1, n - 1)})
-    return ranks
+class _Windows:
+    """Windows of order keys, one row each: the group (an index into the groups), the keys
+    ``lo..hi``, and how many of the group's values rank below ``lo``. Sorted by group, then lo."""
+
+    def __init__(self, group: np.ndarray, lo: np.ndarray, hi: np.ndarray, below: np.ndarray):
+        self.group, self.lo, self.hi, self.below = group, lo, hi, below
+
+    def __len__(self) -> int:
+        return len(self.group)
 
 
-def _position(n: int, q: float, grouped: bool) -> float:
+class _Buckets:
+    """A pass's merged records: per bucket (sorted ids) its count and least and greatest key,
+    each bucket's window, and per window the values counted before it and in it."""
+
+    def __init__(
+        self, size: np.ndarray, least: np.ndarray, greatest: np.ndarray, window: np.ndarray, n: int
+    ) -> None:
+        self.size, self.least, self.greatest = size, least, greatest
+        self.cumulative = np.cumsum(size)
+        first = np.searchsorted(window, np.arange(n), side="left")
+        padded = np.concatenate([[0], self.cumulative])  # values counted before bucket i: [i]
+        self.before = padded[first]
+        totals = np.zeros(n, dtype=np.int64)
+        np.add.at(totals, window, size)
+        self.window_total = totals
+
+    @classmethod
+    def of(cls, found: object, bases: np.ndarray, n: int) -> _Buckets:
+        from wgtlab.frame.kernel import Groups
+
+        assert isinstance(found, Groups)
+        size, least, greatest = (f[0] for f in found.fields)
+        window = np.searchsorted(bases, found.keys, side="right") - 1
+        return cls(size.astype(np.int64), least, greatest, window, n)
+
+
+class _Targets:
+    """Every wanted rank of every group (deduplicated), its window in the pass being run, and
+    its order key once known."""
+
+    def __init__(self, group: np.ndarray, rank: np.ndarray) -> None:
+        self.group, self.rank = group, rank
+        self.window = np.zeros(len(group), dtype=np.int64)
+        self.key = np.zeros(len(group), dtype=np.uint64)
+        self.open = np.ones(len(group), dtype=bool)
+
+    @classmethod
+    def wanted(cls, counts: np.ndarray, wanted: list[Wanted], grouped: bool) -> _Targets:
+        """The ranks ``wanted`` needs in each group with values: sorted by group, then rank,
+        each once."""
+        groups = np.flatnonzero(counts > 0)
+        n = counts[groups]
+        ranks = np.stack([r for spec in wanted for r in _ranks(n, spec, grouped)], axis=1)
+        ranks.sort(axis=1)
+        fresh = np.ones(ranks.shape, dtype=bool)
+        fresh[:, 1:] = ranks[:, 1:] != ranks[:, :-1]
+        group = np.repeat(groups, ranks.shape[1])[fresh.ravel()]
+        return cls(group.astype(np.int64), ranks.ravel()[fresh.ravel()].astype(np.int64))
+
+    def narrow(self, windows: _Windows, buckets: _Buckets) -> _Windows:
+        """Resolve what this pass's buckets tell; the windows of the next pass."""
+        live = np.flatnonzero(self.open)
+        w = self.window[live]
+        local = self.rank[live] - windows.below[w]
+        target = buckets.before[w] + local  # position among all this pass's counted values
+        j = np.searchsorted(buckets.cumulative, target, side="right")
+        start = buckets.cumulative[j] - buckets.size[j]
+        at = target - start
+        least, greatest = buckets.least[j], buckets.greatest[j]
+        first = (least == greatest) | (at == 0)
+        last = ~first & (at == buckets.size[j] - 1)
+        self.key[live[first]] = least[first]
+        self.key[live[last]] = greatest[last]
+        narrower = ~(first | last)
+        self.open[live[~narrower]] = False
+        if not narrower.any():
+            return _Windows(*(np.zeros(0, t) for t in (np.int64, np.uint64, np.uint64, np.int64)))
+        group = windows.group[w[narrower]]
+        lo, hi = least[narrower], greatest[narrower]
+        below = windows.below[w[narrower]] + (start[narrower] - buckets.before[w[narrower]])
+        # one window per (group, bucket): targets in the same bucket share it; sorted by group
+        # and lo (a bucket's lo fixes its hi and below)
+        order = np.lexsort((lo, group))
+        fresh = np.r_[
+            True, (group[order][1:] != group[order][:-1]) | (lo[order][1:] != lo[order][:-1])
+        ]
+        inverse = np.empty(len(order), dtype=np.int64)
+        inverse[order] = np.cumsum(fresh) - 1
+        self.window[live[narrower]] = inverse
+        keep = order[fresh]
+        return _Windows(group[keep], lo[keep], hi[keep], below[keep])
+
+    def lookup(self, group: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """The order keys of (group, rank) pairs, all among the targets."""
+        stride = int(self.rank.max(initial=0)) + 1
+        combined = self.group * stride + self.rank
+        return self.key[np.searchsorted(combined, group * stride + rank)]
+
+
+def _ranks(n: np.ndarray, spec: Wanted, grouped: bool) -> list[np.ndarray]:
+    kind, q = spec
+    if kind == "median":
+        return [(n - 1) // 2, n // 2]
+    low = np.floor(_positions(n, q, grouped)).astype(np.int64)
+    return [np.minimum(low, n - 1), np.minimum(low + 1, n - 1)]
+
+
+def _positions(n: np.ndarray, q: float, grouped: bool) -> np.ndarray:
     if grouped:  # pandas' group_quantile: q * (n - 1)
-        return float(q) * float(n - 1)
-    return float((n - 1) * np.float64(q))  # Series.quantile -> np.quantile's linear method
+        return np.float64(q) * (n - 1).astype(np.float64)
+    return (n - 1).astype(np.float64) * np.float64(q)  # Series.quantile: np.quantile's linear
 
 
-def _params(
-    windows: dict[int, list[Window]], space: int
-) -> tuple[bytes, list[tuple[int, int]], np.ndarray]:
+def _bit_length(x: np.ndarray) -> np.ndarray:
+    """Bits needed for each uint64 of ``x`` (0 for 0)."""
+    x = x.copy()
+    length = np.zeros(len(x), dtype=np.int64)
+    for step in (32, 16, 8, 4, 2, 1):
+        big = x >= (np.uint64(1) << np.uint64(step))
+        length[big] += step
+        x[big] >>= np.uint64(step)
+    return length + (x > 0)
+
+
+def _params(windows: _Windows, gids: np.ndarray, space: int) -> tuple[bytes, np.ndarray, int]:
     """The pass's parameters: per possible group ``u32 first, u32 count`` (first counts 32-byte
-    units from the start of the parameters), then windows ``lo, hi, shift, base`` (u64 each).
-    Also, per window in order, its (gid, index) and its first bucket id (``base``)."""
-    table = np.zeros(space * 2, dtype="<u4")
+    units from the start of the parameters), then windows ``lo, hi, shift, base`` (u64 each);
+    each window's first bucket id, and the number of bucket ids."""
     units = -(-space * 8 // 32)
-    rows: list[tuple[int, int, int, int]] = []
-    layout: list[tuple[int, int]] = []
-    base = 0
-    for gid in sorted(windows):
-        group_windows = windows[gid]
-        table[2 * gid] = units + len(rows)
-        table[2 * gid + 1] = len(group_windows)
-        for index, window in enumerate(group_windows):
-            rows.append((window.lo, window.hi, window.shift, base))
-            layout.append((gid, index))
-            base += window.buckets
-    if base >= 1 << 62:  # pragma: no cover - at most 2**16 buckets per window
+    table = np.zeros(space * 2, dtype="<u4")
+    group_of = gids[windows.group]
+    if len(windows):  # each group's windows are consecutive
+        starts = np.flatnonzero(np.r_[True, group_of[1:] != group_of[:-1]])
+        counts = np.diff(np.r_[starts, len(windows)])
+        table[2 * group_of[starts]] = units + starts
+        table[2 * group_of[starts] + 1] = counts
+    span = windows.hi - windows.lo
+    shift = np.maximum(_bit_length(span) - BUCKET_BITS, 0).astype(np.uint64)
+    buckets = (span >> shift) + np.uint64(1)
+    bases = np.concatenate([[0], np.cumsum(buckets.astype(np.int64))])
+    total = int(bases[-1])
+    if total >= 1 << 62:  # pragma: no cover - at most 2**16 buckets a window
         raise FrameError("too many quantile windows in one pass")
+    rows = np.stack([windows.lo, windows.hi, shift, bases[:-1].astype(np.uint64)], axis=1)
     head = table.tobytes().ljust(units * 32, b"\0")
-    body = np.array(rows, dtype="<u8").reshape(-1, 4).tobytes() if rows else b""
-    bases = np.array([r[3] for r in rows], dtype=np.int64)
-    return head + body, layout, bases
-
-
-def _buckets(
-    groups: Groups, layout: list[tuple[int, int]], bases: np.ndarray
-) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
-    """Merged records -> per (gid, window index) its buckets in key order: (count, least key,
-    greatest key). Bucket ids are sorted, and each window's ids start at its base."""
-    found: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
-    if not len(groups):
-        return found
-    sizes, least, greatest = (f[0] for f in groups.fields)
-    positions = np.searchsorted(bases, groups.keys, side="right") - 1
-    for position, count, lo, hi in zip(
-        positions.tolist(), sizes.tolist(), least.tolist(), greatest.tolist(), strict=True
-    ):
-        found[layout[position]].append((count, lo, hi))
-    return found
+    return head + rows.astype("<u8").tobytes(), bases[:-1], max(total, 1)
 
 
 def _interpolate(
-    gids: list[int],
-    counts: dict[int, int],
-    known: dict[int, dict[int, int]],
-    expr: Expr,
-    wanted: list[tuple[str, float]],
-    grouped: bool,
-) -> dict[tuple[str, float], np.ndarray]:
-    out: dict[tuple[str, float], np.ndarray] = {}
-    for kind, q in wanted:
-        values = np.full(len(gids), np.nan)
-        for row, gid in enumerate(gids):
-            n = counts.get(gid, 0)
-            if n == 0:
-                continue
-            ranked = known[gid]
-
-            def value(rank: int, ranked: dict[int, int] = ranked) -> np.generic:
-                return _value(ranked[rank], expr)
-
-            if kind == "median":
-                a, b = value((n - 1) // 2), value(n // 2)
-                values[row] = float(a) if n % 2 else (float(a) + float(b)) / 2.0
-                continue
-            position = _position(n, q, grouped)
-            low = int(np.floor(position))
-            a, b = value(min(low, n - 1)), value(min(low + 1, n - 1))
-            if grouped:  # pandas' group_quantile
-                frac = position % 1
-                values[row] = float(a) if frac == 0.0 else float(a) + (float(b) - float(a)) * frac
-            else:
-                values[row] = _numpy_lerp(a, b, position, low, n)
-        out[(kind, q)] = values
+    counts: np.ndarray, targets: _Targets, expr: Expr, wanted: list[Wanted], grouped: bool
+) -> dict[Wanted, np.ndarray]:
+    out: dict[Wanted, np.ndarray] = {}
+    groups = np.flatnonzero(counts > 0)
+    n = counts[groups]
+    for spec in wanted:
+        values = np.full(len(counts), np.nan)
+        if len(groups):
+            low, high = _ranks(n, spec, grouped)
+            a = _values(targets.lookup(groups, low), expr)
+            b = _values(targets.lookup(groups, high), expr)
+            if spec[0] == "median":
+                values[groups] = np.where(
+                    n % 2 == 1, a.astype(np.float64), (a.astype(np.float64) + b) / 2.0
+                )
+            elif grouped:  # pandas' group_quantile: val + (next - val) * frac, unless frac == 0
+                frac = np.mod(_positions(n, spec[1], grouped), 1.0)
+                a64, b64 = a.astype(np.float64), b.astype(np.float64)
+                with np.errstate(invalid="ignore"):
+                    values[groups] = np.where(frac == 0.0, a64, a64 + (b64 - a64) * frac)
+            else:  # one group: numpy's _lerp, on the column's own dtype
+                position = float(_positions(n, spec[1], grouped)[0])
+                values[groups] = _numpy_lerp(
+                    a[0], b[0], position, int(np.floor(position)), int(n[0])
+                )
+        out[spec] = values
     return out
 
 
@@ -232,9 +283,10 @@ def _numpy_lerp(a: np.generic, b: np.generic, position: float, low: int, n: int)
     return float(result)
 
 
-def _value(key: int, expr: Expr) -> np.generic:
-    """An order key -> the value it ranks (numpy scalar of the expression's type)."""
+def _values(keys: np.ndarray, expr: Expr) -> np.ndarray:
+    """Order keys -> the values they rank (the expression's numpy type)."""
+    keys = keys.astype(np.uint64)
     if expr.dtype == "f64":
-        bits = key ^ SIGN if key & SIGN else key ^ FULL
-        return np.array([bits], dtype="<u8").view("<f8")[0]
-    return np.int64(np.array([key ^ SIGN], dtype="<u8").view("<i8")[0])
+        bits = np.where(keys & SIGN, keys ^ SIGN, ~keys)
+        return bits.view(np.float64)
+    return (keys ^ SIGN).view(np.int64)

@@ -135,7 +135,9 @@ class Execution:
 
     # --- passes ------------------------------------------------------------------------------
 
-    def run(self, plan: PassPlan, *, purpose: str, params: bytes = b"") -> Groups:
+    def run(
+        self, plan: PassPlan, *, purpose: str, params: bytes = b"", key_bound: int | None = None
+    ) -> Groups:
         source = self.request.source
         plan = self._narrow(plan)
         source.prepare([(c.name, c.encoding) for c in plan.columns])
@@ -147,6 +149,7 @@ class Execution:
             label=f"{self.label} ({purpose})",
             params=params,
             payloads=source.payloads,
+            key_bound=key_bound,
         )
         job = self.job(kernel, purpose)
         kernel.prepare(list(job.plan().source))
