@@ -163,6 +163,25 @@ def main() -> None:
             "pandas",
         )
 
+        print()
+        rng = np.random.default_rng(3)
+        many = pd.DataFrame({"user": rng.integers(0, 1_000_000, rows), "x": rng.normal(size=rows)})
+        g = wgt.frame(many)
+        for what, query, reference in [
+            (
+                "sum and count over 1M groups (no target)",
+                lambda: g.groupby("user").agg(s=("x", "sum"), n=("x", "count")),
+                lambda: many.groupby("user").agg(s=("x", "sum"), n=("x", "count")),
+            ),
+            (
+                "exact median over 1M groups (no target)",
+                lambda: g.groupby("user").x.median(),
+                lambda: many.groupby("user").x.median(),
+            ),
+        ]:
+            query().compute(on=cluster, cache=False)
+            line(what, ours(query, 3), best_of(reference, 3), None, "pandas")
+
         sql = (
             "SELECT carrier, AVG(arr_delay) AS m, COUNT(*) AS n FROM flights "
             "WHERE distance > 500 GROUP BY carrier ORDER BY m DESC"
