@@ -17,6 +17,7 @@ PACKAGES = [
     "wgtlab.verify",
     "wgtlab.trust",
     "wgtlab.sandbox",
+    "wgtlab.frame",
 ]
 
 

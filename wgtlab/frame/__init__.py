@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Any
+from typing import Any as _Any
 
 from wgtlab.frame.api import Frame, GroupBy, Query, QueryJob, Series, frame
 
@@ -18,7 +18,9 @@ __all__ = ["Frame", "GroupBy", "Query", "QueryJob", "Series", "frame"]
 
 
 class _CallableModule(types.ModuleType):
-    def __call__(self, data: Any, *, pipeline: Any = None, chunk_rows: int | None = None) -> Frame:
+    def __call__(
+        self, data: _Any, *, pipeline: _Any = None, chunk_rows: int | None = None
+    ) -> Frame:
         return frame(data, pipeline=pipeline, chunk_rows=chunk_rows)
 
     __call__.__doc__ = frame.__doc__
