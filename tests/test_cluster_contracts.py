@@ -114,6 +114,33 @@ def test_a_task_header_round_trips():
     assert task_from_wire(header, task.payload, kernel) == task
 
 
+def test_the_managers_input_digest_never_travels_and_a_remote_worker_signs_its_own():
+    """A local worker signs the digest the manager computed (same process, no second pass over
+    the bytes); over the wire the digest is not sent, so a remote worker signs what it hashed
+    itself and a manager cannot make it vouch for an input it did not receive."""
+    import hashlib
+
+    from wgtlab.cluster.identity import result_message, verify_signature
+
+    kernel = WasmKernel(hostile_echo())
+    claimed = hashlib.sha256(b"another input").digest()
+    task = dataclasses.replace(_task(kernel), input_digest=claimed)
+    header = task_to_wire(task, "ab" * 32)
+    assert "input_digest" not in header
+    remote = task_from_wire(header, task.payload, kernel)
+    assert remote.input_digest is None
+    identity = WorkerIdentity.generate("w-9")
+    reply = run_task(remote, identity)
+    own = hashlib.sha256(task.payload).digest()
+    message = result_message("job-1", 7, 3, own, bytes.fromhex(kernel.digest), reply.outcome_digest)
+    verify_signature(identity.public_key, reply.signature, message)
+    local = run_task(task, identity)  # in the manager's process: its digest, as given
+    signed = result_message(
+        "job-1", 7, 3, claimed, bytes.fromhex(kernel.digest), local.outcome_digest
+    )
+    verify_signature(identity.public_key, local.signature, signed)
+
+
 @pytest.mark.parametrize("name", sorted(REFUSALS))
 def test_refusals_on_the_allow_list_keep_their_type(name):
     answer = refusal_to_wire(REFUSALS[name]("the module is bad"))
