@@ -203,6 +203,8 @@ def test_records_that_break_the_layout_are_rejected() -> None:
     beyond, negative = records.copy(), records.copy()
     beyond["key"] = [1, kernel.key_bound]  # past the key space: no group has it
     negative["key"] = [-1, 0]
+    minus = records.copy()
+    minus["a0_0"] = [3, -1]  # the size of a group
     for bad, why in [
         (b"", "16 plus whole"),
         (good[:-1], "16 plus whole"),
@@ -210,6 +212,7 @@ def test_records_that_break_the_layout_are_rejected() -> None:
         (good[:8] + (2).to_bytes(8, "little") + good[16:], "unknown flags"),
         (head + beyond.tobytes(), "outside"),
         (head + negative.tobytes(), "outside"),
+        (head + minus.tobytes(), "negative count"),
     ]:
         with pytest.raises(FrameError, match=why):
             kernel.decode(bad)
@@ -291,3 +294,23 @@ def test_many_groups_take_every_merge_path_and_stay_pandas(cluster, monkeypatch)
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12)
         assert (got.m.to_numpy() == want.m.to_numpy()).sum() == want.m.notna().sum()  # exact
         pd.testing.assert_series_equal(q90, want_q90, check_exact=True)
+
+
+def test_quantile_counts_that_do_not_add_up_are_a_frame_error() -> None:
+    """A worker lying in one quantile pass (hash mode: nobody outvotes it) must not crash the
+    bookkeeping with an index error: the counts it gave are checked against the first pass."""
+    from wgtlab.frame.quantiles import _Buckets, _Targets, _Windows
+
+    targets = _Targets(np.array([0]), np.array([5]))  # rank 5 of group 0, in window 0
+    windows = _Windows(
+        np.array([0]), np.zeros(1, np.uint64), np.full(1, 9, np.uint64), np.zeros(1, np.int64)
+    )
+    short = _Buckets(
+        np.array([2, 1]),
+        np.array([1, 4], np.uint64),
+        np.array([3, 4], np.uint64),
+        np.array([0, 0]),
+        1,
+    )
+    with pytest.raises(FrameError, match="do not add up"):
+        targets.narrow(windows, short)

@@ -139,6 +139,7 @@ class FrameKernel(ModuleKernel):
         self._payloads = payloads
         # every record key is below this: the key space, a quantile pass's buckets, the lanes
         self.key_bound = key_bound if key_bound is not None else _key_bound(plan)
+        self._counters = [i for i, a in enumerate(plan.accumulators) if a.kind in _COUNTERS]
         self._columns_key = (tuple(c.key for c in plan.columns), hashlib.sha256(params).digest())
 
     @property
@@ -211,9 +212,10 @@ class FrameKernel(ModuleKernel):
         records = np.frombuffer(output, dtype=self._dtype, offset=head, count=count)
         keys = records["key"]
         if count and (keys.min() < 0 or keys.max() >= self.key_bound):
-            raise FrameError(
-                f"a frame pass returned group keys outside 0..{self.key_bound - 1}"
-            )
+            raise FrameError(f"a frame pass returned group keys outside 0..{self.key_bound - 1}")
+        for index in self._counters:
+            if count and records[f"a{index}_0"].min() < 0:
+                raise FrameError("a frame pass returned a negative count")
         return Part(records, flags)
 
     def combine(self, partials: list[Part]) -> Groups:
@@ -232,6 +234,7 @@ def _key_bound(plan: PassPlan) -> int:
     return plan.key_space if plan.keys else LANES
 
 
+_COUNTERS = ("size", "count")
 DENSE_KEYS = 1 << 22  # key spaces up to this (or 4 keys a record) merge through a dense table
 
 

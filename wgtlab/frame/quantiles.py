@@ -153,6 +153,11 @@ class _Targets:
         local = self.rank[live] - windows.below[w]
         target = buckets.before[w] + local  # position among all this pass's counted values
         j = np.searchsorted(buckets.cumulative, target, side="right")
+        if len(target) and (j.max() >= len(buckets.size) or local.min() < 0):
+            raise FrameError(
+                "the quantile passes' counts do not add up (a worker answered one pass "
+                "inconsistently with another); run with verify('redundancy') to outvote it"
+            )
         start = buckets.cumulative[j] - buckets.size[j]
         at = target - start
         least, greatest = buckets.least[j], buckets.greatest[j]
