@@ -115,10 +115,12 @@ class _Emitter:
     def literal(self, e: Literal) -> str:
         if e.dtype == "str":
             raise FrameError(f"a string literal ({e.value!r}) can only be compared with a column")
+        value = e.value
+        assert isinstance(value, (int, float)) or value is None
         if e.dtype == "f64":
-            return _f64(float(e.value))  # type: ignore[arg-type]
+            return _f64(float("nan") if value is None else float(value))
         if e.dtype == "i64":
-            return f"(i64.const {int(e.value)})"  # type: ignore[arg-type]
+            return f"(i64.const {int(value or 0)})"
         return f"(i32.const {int(bool(e.value))})"
 
     def as_type(self, e: Expr, target: str) -> str:
@@ -302,7 +304,9 @@ class _Emitter:
                     f"{self.emit(x)}) (i32.lt_s (local.get {tmp}) (i32.const 0)))"
                 )
             tmp = self.temp("f64")
-            fill = _f64(float(e.fill.value))  # type: ignore[arg-type]
+            number = e.fill.value
+            assert isinstance(number, (int, float))
+            fill = _f64(float(number))
             return (
                 f"(select {fill} (local.tee {tmp} {self.emit(x)}) "
                 f"(f64.ne (local.get {tmp}) (local.get {tmp})))"

@@ -22,6 +22,7 @@ from wgtlab.frame.expr import Column, Expr, columns_of
 __all__ = [
     "ACCUMULATOR_KINDS",
     "Accumulator",
+    "AccumulatorKind",
     "Encoding",
     "GroupKey",
     "Histogram",
@@ -194,9 +195,9 @@ class PassPlan:
                 formats.append(fmt)
         return np.dtype({"names": names, "formats": formats})
 
-    def index_of(self, kind: str, expr: Expr | None = None) -> int:
+    def index_of(self, kind: AccumulatorKind, expr: Expr | None = None) -> int:
         """The position of an accumulator in this pass."""
-        wanted = Accumulator(kind, expr).key  # type: ignore[arg-type]
+        wanted = Accumulator(kind, expr).key
         for index, acc in enumerate(self.accumulators):
             if acc.key == wanted:
                 return index

@@ -25,6 +25,7 @@ from wgtlab.frame.kernel import DIVIDED_BY_ZERO, FrameKernel, Groups
 from wgtlab.frame.plan import (
     WIDTH,
     Accumulator,
+    AccumulatorKind,
     GroupKey,
     PassPlan,
     PhysicalColumn,
@@ -243,7 +244,7 @@ class Execution:
         return list(reversed(codes))
 
     def _from_records(self, agg: Agg, groups: Groups, plan: PassPlan) -> np.ndarray:
-        def field_of(kind: str, expr: Expr | None = None, part: int = 0) -> np.ndarray:
+        def field_of(kind: AccumulatorKind, expr: Expr | None = None, part: int = 0) -> np.ndarray:
             return groups.fields[plan.index_of(kind, expr)][part]
 
         if agg.func == "size":
@@ -260,8 +261,7 @@ class Execution:
                 total = field_of("sum_f" if expr.dtype == "f64" else "sum_i", expr)
                 return np.where(count > 0, total.astype(np.float64) / count, np.nan)
             if agg.func in ("min", "max"):
-                kind = f"{agg.func}_{'f' if expr.dtype == 'f64' else 'i'}"
-                return field_of(kind, expr)
+                return field_of(_extreme(agg.func, expr), expr)
             m2 = field_of("welford", expr, 1)
             var = np.where(count > 1, m2 / (count - 1), np.nan)
             return var if agg.func == "var" else np.sqrt(var)
@@ -310,6 +310,16 @@ class Execution:
                 table.values[position] = values[spec]
 
 
+_EXTREMES: dict[tuple[str, bool], AccumulatorKind] = {
+    ("min", True): "min_f", ("max", True): "max_f", ("min", False): "min_i", ("max", False): "max_i",
+}  # fmt: skip
+
+
+def _extreme(func: str, expr: Expr) -> AccumulatorKind:
+    """The accumulator of ``func`` ("min" | "max") over ``expr``: floats, or integer codes."""
+    return _EXTREMES[(func, expr.dtype == "f64")]
+
+
 def _measured(agg: Agg) -> Expr | None:
     """The expression ``agg`` accumulates: integers and bools as float64 for the moments and
     the mean (pandas sums them in float64 there), else the expression itself."""
@@ -323,8 +333,8 @@ def _accumulators(aggs: tuple[Agg, ...]) -> tuple[Accumulator, ...]:
     """What the aggregate pass keeps for ``aggs``, each once; counts before moments."""
     wanted: dict[str, Accumulator] = {}
 
-    def want(kind: str, expr: Expr | None = None) -> None:
-        acc = Accumulator(kind, expr)  # type: ignore[arg-type]
+    def want(kind: AccumulatorKind, expr: Expr | None = None) -> None:
+        acc = Accumulator(kind, expr)
         wanted.setdefault(acc.key, acc)
 
     want("size")  # groups exist by their rows; an ungrouped answer needs to know if any passed
@@ -340,7 +350,7 @@ def _accumulators(aggs: tuple[Agg, ...]) -> tuple[Accumulator, ...]:
         if agg.func in ("sum", "mean"):
             want("sum_f" if expr.dtype == "f64" else "sum_i", expr)
         elif agg.func in ("min", "max"):
-            want(f"{agg.func}_{'f' if expr.dtype == 'f64' else 'i'}", expr)
+            want(_extreme(agg.func, expr), expr)
         elif agg.func in ("var", "std"):
             want("welford", expr)
     return tuple(wanted.values())
