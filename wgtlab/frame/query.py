@@ -311,7 +311,8 @@ class Execution:
 
 
 _EXTREMES: dict[tuple[str, bool], AccumulatorKind] = {
-    ("min", True): "min_f", ("max", True): "max_f", ("min", False): "min_i", ("max", False): "max_i",
+    ("min", True): "min_f", ("max", True): "max_f",
+    ("min", False): "min_i", ("max", False): "max_i",
 }  # fmt: skip
 
 
