@@ -655,7 +655,8 @@ def generate(plan: PassPlan, dictionaries: Dictionaries) -> str:
     (local $hdr i32) (local $rec i32) (local $ns i32) (local $slot i32) (local $k i64)
     (local $h i32) (local $e i32) (local $a i32) (local $key i64) (local $gid i64)
     (local $w i32) (local $wn i32) (local $y f64) (local $s f64) (local $t f64)
-    (local $d f64) (local $base i32) (local $whole i32)
+    (local $d f64) (local $base i32) (local $whole i32) (local $full i32) (local $limit i32)
+    (local $r i32)
     {column_locals}
     {" ".join(em.locals)}
     (if (i32.lt_u (local.get $len) (i32.const {HEADER_BYTES})) (then unreachable))
@@ -710,7 +711,17 @@ def _table_code(space: int, direct: bool) -> str:
     (local.set $tab (local.get $end))
     (local.set $hdr (i32.add (local.get $tab) (i32.shl (local.get $mask) (i32.const 2))))
     (local.set $mask (i32.sub (local.get $mask) (i32.const 1)))
-    """
+    {"" if direct else _GROWING_TABLE}"""
+
+
+# A hashed table starts small and doubles (rehashing the records' keys) whenever it is half
+# full, up to the room reserved for it: a few groups stay in a few cache lines.
+_START_SLOTS_LOG2 = 12
+_GROWING_TABLE = f"""(local.set $full (local.get $mask))
+    (if (i32.gt_u (local.get $mask) (i32.const {(1 << _START_SLOTS_LOG2) - 1})) (then
+      (local.set $mask (i32.const {(1 << _START_SLOTS_LOG2) - 1}))
+      (local.set $shift (i64.const {64 - _START_SLOTS_LOG2}))))
+    (local.set $limit (i32.shr_u (i32.add (local.get $mask) (i32.const 1)) (i32.const 1)))"""
 
 
 def _key_code(plan: PassPlan, em: _Emitter) -> str:
@@ -797,11 +808,33 @@ def _slot_lookup(stride: int, init: str, direct: bool) -> str:
       (if (i32.eqz (local.get $e)) (then {new_record})
         (else (local.set $a (i32.add (local.get $rec) (i32.mul (i32.sub (local.get $e) (i32.const 1)) (i32.const {stride}))))))"""
     hashed = "(i32.wrap_i64 (i64.shr_u (i64.mul (local.get $k) (i64.const -7046029254386353131)) (local.get $shift)))"
+    rehashed = hashed.replace(
+        "(local.get $k)",
+        f"(i64.load (i32.add (local.get $rec) (i32.mul (local.get $r) (i32.const {stride}))))",
+    )
+    grow = f"""(if (i32.and (i32.gt_u (local.get $ns) (local.get $limit)) (i32.lt_u (local.get $mask) (local.get $full)))
+            (then
+              (local.set $mask (i32.add (i32.shl (local.get $mask) (i32.const 1)) (i32.const 1)))
+              (local.set $shift (i64.sub (local.get $shift) (i64.const 1)))
+              (local.set $limit (i32.shr_u (i32.add (local.get $mask) (i32.const 1)) (i32.const 1)))
+              (memory.fill (local.get $tab) (i32.const 0) (i32.shl (i32.add (local.get $mask) (i32.const 1)) (i32.const 2)))
+              (local.set $r (i32.const 0))
+              (block $rehashed (loop $again
+                (br_if $rehashed (i32.ge_u (local.get $r) (local.get $ns)))
+                (local.set $h {rehashed})
+                (block $placed (loop $seek
+                  (br_if $placed (i32.eqz (i32.load (i32.add (local.get $tab) (i32.shl (local.get $h) (i32.const 2))))))
+                  (local.set $h (i32.and (i32.add (local.get $h) (i32.const 1)) (local.get $mask)))
+                  (br $seek)))
+                (local.set $r (i32.add (local.get $r) (i32.const 1)))
+                (i32.store (i32.add (local.get $tab) (i32.shl (local.get $h) (i32.const 2))) (local.get $r))
+                (br $again)))))"""
     return f"""(local.set $h {hashed})
       (block $slotted (loop $probe
         (local.set $e (i32.load (i32.add (local.get $tab) (i32.shl (local.get $h) (i32.const 2)))))
         (if (i32.eqz (local.get $e)) (then
           {new_record}
+          {grow}
           (br $slotted)))
         (local.set $a (i32.add (local.get $rec) (i32.mul (i32.sub (local.get $e) (i32.const 1)) (i32.const {stride}))))
         (br_if $slotted (i64.eq (i64.load (local.get $a)) (local.get $k)))

@@ -31,16 +31,25 @@ __all__ = ["MAX_GROUP_SPACE", "quantile_values"]
 
 MAX_GROUP_SPACE = 1 << 22  # the windows' table has an entry per possible group
 BUCKET_BITS = 16
+MIN_FIRST_BITS = 8  # the sign and most of the exponent: a first window still splits by scale
+MIN_NEXT_BITS = 4  # later windows are clipped to their values' own range
+VALUES_A_BUCKET = 4
 SIGN = np.uint64(1 << 63)
 FULL = np.uint64((1 << 64) - 1)
 Wanted = tuple[str, float]  # ("median", 0.5) or ("q", q)
 
 
 def quantile_values(
-    execution: Execution, group_keys: np.ndarray, expr: Expr, wanted: list[Wanted]
+    execution: Execution,
+    group_keys: np.ndarray,
+    expr: Expr,
+    wanted: list[Wanted],
+    rows: np.ndarray | None = None,
 ) -> dict[Wanted, np.ndarray]:
     """For each group of ``group_keys`` (composite keys, sorted), each wanted ``("median",
-    0.5)`` or ``("q", q)`` of ``expr``: a float64 array (NaN for groups without values)."""
+    0.5)`` or ``("q", q)`` of ``expr``: a float64 array (NaN for groups without values).
+    ``rows``, each group's rows (an upper bound on its values), sizes the first buckets: a small
+    group's values would otherwise fall one to a bucket, and a bucket is a record to merge."""
     keys = execution.keys
     space = 1
     for key in keys:
@@ -60,11 +69,13 @@ def quantile_values(
     gids = np.asarray(group_keys, dtype=np.int64)
     groups = len(gids)
     # windows: one per group at first, covering every key
+    first_bits = None if rows is None else _bits_for(np.asarray(rows), MIN_FIRST_BITS)
     windows = _Windows(
         np.arange(groups, dtype=np.int64),
         np.zeros(groups, dtype=np.uint64),
         np.full(groups, FULL, dtype=np.uint64),
         np.zeros(groups, dtype=np.int64),
+        first_bits,
     )
     counts = np.zeros(groups, dtype=np.int64)
     targets: _Targets | None = None
@@ -90,8 +101,17 @@ class _Windows:
     """Windows of order keys, one row each: the group (an index into the groups), the keys
     ``lo..hi``, and how many of the group's values rank below ``lo``. Sorted by group, then lo."""
 
-    def __init__(self, group: np.ndarray, lo: np.ndarray, hi: np.ndarray, below: np.ndarray):
+    def __init__(
+        self,
+        group: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        below: np.ndarray,
+        bits: np.ndarray | None = None,
+    ) -> None:
         self.group, self.lo, self.hi, self.below = group, lo, hi, below
+        # bucket bits per window: BUCKET_BITS, or fewer for a small group's first window
+        self.bits = np.full(len(group), BUCKET_BITS, np.int64) if bits is None else bits
 
     def __len__(self) -> int:
         return len(self.group)
@@ -182,7 +202,8 @@ class _Targets:
         inverse[order] = np.cumsum(fresh) - 1
         self.window[live[narrower]] = inverse
         keep = order[fresh]
-        return _Windows(group[keep], lo[keep], hi[keep], below[keep])
+        values = buckets.size[j[narrower]][keep]  # how many values the next window holds
+        return _Windows(group[keep], lo[keep], hi[keep], below[keep], _bits_for(values))
 
     def lookup(self, group: np.ndarray, rank: np.ndarray) -> np.ndarray:
         """The order keys of (group, rank) pairs, all among the targets."""
@@ -203,6 +224,14 @@ def _positions(n: np.ndarray, q: float, grouped: bool) -> np.ndarray:
     if grouped:  # pandas' group_quantile: q * (n - 1)
         return np.float64(q) * (n - 1).astype(np.float64)
     return (n - 1).astype(np.float64) * np.float64(q)  # Series.quantile: np.quantile's linear
+
+
+def _bits_for(values: np.ndarray, least: int = MIN_NEXT_BITS) -> np.ndarray:
+    """Bucket bits for windows holding ``values`` values: about one bucket for every
+    VALUES_A_BUCKET of them (a bucket is a record to merge; one value a bucket would make the
+    records as many as the rows), between ``least`` and BUCKET_BITS."""
+    sized = _bit_length(np.maximum(values, 1).astype(np.uint64) // VALUES_A_BUCKET)
+    return np.clip(sized, least, BUCKET_BITS).astype(np.int64)
 
 
 def _bit_length(x: np.ndarray) -> np.ndarray:
@@ -229,7 +258,7 @@ def _params(windows: _Windows, gids: np.ndarray, space: int) -> tuple[bytes, np.
         table[2 * group_of[starts]] = units + starts
         table[2 * group_of[starts] + 1] = counts
     span = windows.hi - windows.lo
-    shift = np.maximum(_bit_length(span) - BUCKET_BITS, 0).astype(np.uint64)
+    shift = np.maximum(_bit_length(span) - windows.bits, 0).astype(np.uint64)
     buckets = (span >> shift) + np.uint64(1)
     bases = np.concatenate([[0], np.cumsum(buckets.astype(np.int64))])
     total = int(bases[-1])

@@ -305,7 +305,7 @@ class Execution:
             wanted.setdefault(agg.expr.key, (agg.expr, []))[1].append((position, spec))
         for expr, positions in wanted.values():
             specs = list(dict.fromkeys(spec for _, spec in positions))
-            values = quantile_values(self, table.keys, expr, specs)
+            values = quantile_values(self, table.keys, expr, specs, table.values.get("rows"))
             for position, spec in positions:
                 table.values[position] = values[spec]
 
