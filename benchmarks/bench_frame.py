@@ -167,11 +167,18 @@ def main() -> None:
         rng = np.random.default_rng(3)
         many = pd.DataFrame({"user": rng.integers(0, 1_000_000, rows), "x": rng.normal(size=rows)})
         g = wgt.frame(many)
+        tenk = pd.DataFrame({"k": many.user % 10_000, "x": many.x})
+        ten_thousand = wgt.frame(tenk)
         for what, query, reference in [
             (
                 "sum and count over 1M groups (no target)",
                 lambda: g.groupby("user").agg(s=("x", "sum"), n=("x", "count")),
                 lambda: many.groupby("user").agg(s=("x", "sum"), n=("x", "count")),
+            ),
+            (
+                "exact median over 10k groups (no target)",
+                lambda: ten_thousand.groupby("k").x.median(),
+                lambda: tenk.groupby("k").x.median(),
             ),
             (
                 "exact median over 1M groups (no target)",
