@@ -217,7 +217,6 @@ class _JobRun:
                     exhausted = True
                     break
                 self._admit(*item)
-                self._dispatch()  # workers start on this chunk while the next one is encoded
             if self.stopped_by is not None:
                 self._cancel_the_rest()
                 return
