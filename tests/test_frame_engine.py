@@ -314,3 +314,16 @@ def test_quantile_counts_that_do_not_add_up_are_a_frame_error() -> None:
     )
     with pytest.raises(FrameError, match="do not add up"):
         targets.narrow(windows, short)
+
+
+def test_a_pass_with_failed_chunks_shows_in_the_result_under_continue(cluster) -> None:
+    """With on_error('continue') a query combines the chunks that verified; a failure in any
+    pass (here the quantile pass, out of fuel) makes the returned result say so."""
+    values = np.random.default_rng(4).normal(size=40_000)
+    f = wgt.frame(pd.DataFrame({"x": values}), chunk_rows=10_000)
+    job = f.x.median().job()
+    job.on_error("continue").limits(max_cpu_cycles=400_000)  # the aggregate pass fits, not the next
+    result = job.run(on=cluster, cache=False)
+    assert not result.ok
+    assert any(c.status != "verified" for c in result.outcomes)
+    assert any(not p.ok for p in job.query.passes)

@@ -674,14 +674,17 @@ class Query:
         return self.run(on, **options).value
 
     def execute(self, run_pass: RunPass, settings: JobSettings | None, name: str) -> JobResult:
-        """Run every pass through ``run_pass``; the first pass's result, carrying the answer."""
+        """Run every pass through ``run_pass``; the result of the first pass (or, under
+        ``on_error("continue")``, of the first pass with failed chunks, so ``ok`` tells), carrying
+        the answer. Every pass's result is in ``passes``."""
         execution = Execution(self.request, run_pass, settings, name)
         table = execution.table()
         if not self.sort:
             table = _first_seen_order(table)
         value = self._finish(table, execution)
         self.passes = list(execution.results)
-        main = execution.results[0]
+        failed = [r for r in execution.results if not r.ok]
+        main = failed[0] if failed else execution.results[0]
         note = f"{len(execution.results)} verified passes: " + "; ".join(
             r.name for r in execution.results
         )
