@@ -75,10 +75,18 @@ def test_a_ces_shard_set_under_the_wrong_key_fails_before_any_chunk(flights):
 
 
 def test_a_frame_result_has_a_receipt_that_verifies(cluster, flights):
-    result = summary(wgt.frame(flights)).run(on=cluster)
+    q = summary(wgt.frame(flights))
+    result = q.run(on=cluster)
     receipt = result.receipt()
     receipt.verify()
     assert receipt.statement["predicate"]["kernel"]["digest"] == result.kernel_digest
+    # the median took more passes: the receipt commits to every pass's Merkle root, and each
+    # pass has its own result (and receipt)
+    recorded = receipt.statement["predicate"]["kernel"]["params"]["passes"]
+    assert [p["merkle_root"] for p in recorded] == [p.merkle_root for p in q.passes]
+    assert len(q.passes) >= 2
+    for one in q.passes:
+        one.receipt().verify()
 
 
 def test_a_repeated_query_is_served_by_the_verified_result_cache(

@@ -688,9 +688,21 @@ class Query:
         note = f"{len(execution.results)} verified passes: " + "; ".join(
             r.name for r in execution.results
         )
-        return dataclasses.replace(
-            main, name=name, value=value, note=note if len(execution.results) > 1 else main.note
-        )
+        if len(execution.results) == 1:
+            return dataclasses.replace(main, name=name, value=value)
+        # the answer rests on every pass: their roots go with it (and into its receipt)
+        passes = [
+            {
+                "name": r.name,
+                "kernel": r.kernel_digest,
+                "merkle_root": r.merkle_root,
+                "tree_size": r.tree_size,
+                "ok": r.ok,
+            }
+            for r in execution.results
+        ]
+        params = {**dict(main.kernel_params), "passes": passes}
+        return dataclasses.replace(main, name=name, value=value, note=note, kernel_params=params)
 
     def __repr__(self) -> str:
         return f"<lazy {self.label}: .compute() or .run(on=cluster)>"
