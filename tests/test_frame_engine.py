@@ -327,3 +327,51 @@ def test_a_pass_with_failed_chunks_shows_in_the_result_under_continue(cluster) -
     assert not result.ok
     assert any(c.status != "verified" for c in result.outcomes)
     assert any(not p.ok for p in job.query.passes)
+
+
+@pytest.fixture(scope="module")
+def dated() -> pd.DataFrame:
+    from wgtlab import samples
+
+    flights = samples.flights()
+    flights["date"] = pd.to_datetime(flights[["year", "month", "day"]])
+    flights.loc[[5, 77], "date"] = pd.NaT
+    flights["flying"] = pd.to_timedelta(flights.air_time, unit="min")
+    flights["local"] = flights.date.dt.tz_localize("America/New_York")
+    return flights
+
+
+def test_dates_and_durations_group_count_compare_and_take_extremes(cluster, dated) -> None:
+    """Dates, zoned datetimes and durations travel as dictionary codes (sorted by time), so they
+    group, count, compare with literals and take min/max exactly as pandas."""
+    f = wgt.frame(dated)
+    by_day = f.groupby("date").arr_delay.mean().compute(on=cluster)
+    pd.testing.assert_series_equal(by_day, dated.groupby("date").arr_delay.mean(), rtol=1e-12)
+    for column in ("date", "flying", "local"):
+        assert f[column].min().compute(on=cluster) == dated[column].min()
+        assert f[column].max().compute(on=cluster) == dated[column].max()
+        assert f[column].nunique().compute(on=cluster) == dated[column].nunique()
+        assert f[column].count().compute(on=cluster) == dated[column].count()
+    pd.testing.assert_series_equal(
+        f.date.value_counts().compute(on=cluster), dated.date.value_counts()
+    )
+    pd.testing.assert_series_equal(
+        f.groupby("carrier").date.max().compute(on=cluster), dated.groupby("carrier").date.max()
+    )
+    for mask, want in [
+        (f.date >= "2013-01-20", dated.date >= "2013-01-20"),
+        (f.date == pd.Timestamp("2013-01-05"), dated.date == pd.Timestamp("2013-01-05")),
+        (f.flying > pd.Timedelta(minutes=300), dated.flying > pd.Timedelta(minutes=300)),
+        (f.date.isna(), dated.date.isna()),
+    ]:
+        assert f[mask].arr_delay.count().compute(on=cluster) == dated[want].arr_delay.count()
+
+
+def test_dates_refuse_arithmetic_and_means_naming_them(dated) -> None:
+    f = wgt.frame(dated)
+    with pytest.raises(FrameError, match="column 'date' holds dates or times and cannot take"):
+        f.date + 1
+    with pytest.raises(FrameError, match="mean needs numbers; column 'date' holds dates or times"):
+        f.date.mean()
+    with pytest.raises(FrameError, match=r"describe\(\) of column 'flying' \(dates or times\)"):
+        f.flying.describe()

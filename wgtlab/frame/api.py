@@ -438,6 +438,12 @@ class Series(_Reductions):
         )
 
     def describe(self) -> Query:
+        coded = ex.coded_column(self.expr)
+        if coded is not None and coded.kind == "temporal":
+            raise FrameError(
+                f"describe() of {coded.describe()} (dates or times) is not supported; count(), "
+                "min(), max() and nunique() are"
+            )
         if self.expr.dtype in ("str", "bool"):  # pandas describes bools as it does strings
             if not isinstance(self.expr, ex.Column):
                 raise FrameError("describe() of strings needs a column")

@@ -13,9 +13,12 @@ same module.
 
 from __future__ import annotations
 
+import datetime
 import math
 from dataclasses import dataclass
 from typing import Literal as TypingLiteral
+
+import numpy as np
 
 from wgtlab.errors import FrameError
 
@@ -34,6 +37,7 @@ __all__ = [
     "case",
     "coded_column",
     "columns_of",
+    "holds",
     "is_in",
     "literal",
     "unary",
@@ -175,10 +179,10 @@ def literal(value: object) -> Literal:
         return Literal("f64", value)
     if isinstance(value, str):
         return Literal("str", value)
+    if isinstance(value, (datetime.date, datetime.timedelta, np.datetime64, np.timedelta64)):
+        return Literal("str", str(value))  # compared with a date column, as pandas parses it
     if value is None:
         return Literal("f64", math.nan)
-    import numpy as np
-
     if isinstance(value, np.generic):
         return literal(value.item())
     raise FrameError(
@@ -205,7 +209,7 @@ def binary(op: str, left: Expr, right: Expr) -> Binary:
     for side in (left, right):
         if side.dtype == "str":
             raise FrameError(
-                f"{side.describe()} holds strings and cannot take part in arithmetic "
+                f"{side.describe()} holds {holds(side)} and cannot take part in arithmetic "
                 f"({symbol!r}); only numeric and bool columns can"
             )
     if left.dtype == "bool" and right.dtype == "bool" and op != "div":
@@ -236,7 +240,7 @@ def _comparison(op: str, left: Expr, right: Expr) -> Binary:
             numeric = right if strings[0] else left
             text = left if strings[0] else right
             raise FrameError(
-                f"cannot compare {text.describe()} (strings) with {numeric.describe()} "
+                f"cannot compare {text.describe()} ({holds(text)}) with {numeric.describe()} "
                 f"({numeric.dtype})"
             )
         if isinstance(left, Literal) and coded_column(right) is not None:  # 'UA' == f.carrier
@@ -253,6 +257,12 @@ def _comparison(op: str, left: Expr, right: Expr) -> Binary:
                 "(and isin) only, as in pandas; make it ordered to use < and >"
             )
     return Binary("bool", op, left, right)
+
+
+def holds(e: Expr) -> str:
+    """What a coded expression holds, for messages: strings, or dates and times."""
+    column = coded_column(e)
+    return "dates or times" if column is not None and column.kind == "temporal" else "strings"
 
 
 def coded_column(e: Expr) -> Column | None:
@@ -303,7 +313,7 @@ def unary(op: str, operand: Expr, fill: Expr | None = None) -> Expr:
     if op not in ("neg", "abs", "sqrt", "float"):
         raise FrameError(f"the operation {op!r} is not supported in frame expressions")
     if operand.dtype == "str":
-        raise FrameError(f"{operand.describe()} holds strings and cannot take {op!r}")
+        raise FrameError(f"{operand.describe()} holds {holds(operand)} and cannot take {op!r}")
     if op in ("sqrt", "float"):
         return Unary("f64", op, operand)
     if operand.dtype == "bool":  # numpy: -b is "not b", abs(b) is b

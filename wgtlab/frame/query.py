@@ -20,7 +20,7 @@ import numpy as np
 
 from wgtlab.errors import FrameError
 from wgtlab.frame.codegen import generate
-from wgtlab.frame.expr import Column, Expr, unary
+from wgtlab.frame.expr import Column, Expr, holds, unary
 from wgtlab.frame.kernel import DIVIDED_BY_ZERO, FrameKernel, Groups
 from wgtlab.frame.plan import (
     WIDTH,
@@ -76,7 +76,7 @@ def check_aggregation(func: str, expr: Expr | None, q: float = 0.5) -> None:
             raise FrameError(f"{func} needs a column")  # pragma: no cover
         return
     if func in NUMERIC_ONLY and expr.dtype == "str":
-        raise FrameError(f"{func} needs numbers; {expr.describe()} holds strings")
+        raise FrameError(f"{func} needs numbers; {expr.describe()} holds {holds(expr)}")
     if func == "nunique" and not isinstance(expr, Column):
         raise FrameError("nunique counts the distinct values of a column, not of an expression")
     if func == "quantile" and (

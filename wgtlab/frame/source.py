@@ -84,12 +84,13 @@ class Source:
             raise NoSuchColumn(f"{self.name} has no column {column!r}; its columns: {shown}{more}")
 
     def string_kind(self, column: str) -> str:
-        """How a string column orders: "text", or as a categorical "categories" (unordered:
+        """How a coded column orders: "text", "temporal" (dates, times, durations: compared
+        with literals such as "2013-01-05"), or as a categorical "categories" (unordered:
         equality only) or "ordered"."""
         dtype = self.pandas_dtype(column)
         if isinstance(dtype, pd.CategoricalDtype):
             return "ordered" if dtype.ordered else "categories"
-        return "text"
+        return "temporal" if _is_temporal(dtype) else "text"
 
     def pandas_dtype(self, column: str) -> Any:
         return self.series(column).dtype
@@ -113,8 +114,8 @@ class Source:
                 return "i64"
             if dtype.kind == "O":
                 return "str"
-        if pd.api.types.is_string_dtype(dtype):
-            return "str"
+        if pd.api.types.is_string_dtype(dtype) or _is_temporal(dtype):
+            return "str"  # carried as dictionary codes, like strings
         raise FrameError(
             f"column {column!r} has dtype {dtype}, which frames do not compute on yet; convert "
             "it (e.g. .astype('float64'), or dates to .astype('int64')) or use a @wgt.udf"
@@ -208,6 +209,15 @@ class Source:
         with self._lock:
             self._arrays[(column, encoding)] = made
         return made
+
+
+def _is_temporal(dtype: Any) -> bool:
+    """Datetimes (with or without a time zone), timedeltas and periods: coded like strings,
+    so they group, count, compare with date literals and take min and max exactly."""
+    return bool(
+        (isinstance(dtype, np.dtype) and dtype.kind in "mM")
+        or isinstance(dtype, (pd.DatetimeTZDtype, pd.PeriodDtype))
+    )
 
 
 def _pandas_dictionary(series: pd.Series) -> Dictionary:
