@@ -1,10 +1,12 @@
 """A frame pass as an ordinary ``Kernel``: columnar payloads in, accumulator records out, merged
 exactly on the trusted side.
 
-The job's input is a DataFrame of the pass's physical columns (typed arrays and dictionary codes,
-made once per frame); the job layer cuts it into row chunks as it cuts any table; ``encode``
-lays a chunk out as the generated module reads it (one copy, vectorised), ``decode`` checks a
-worker's records (untrusted bytes: every length and key checked), and ``combine`` merges them.
+The job's input is the frame's row table (a RangeIndex and no columns); the job layer cuts it
+into row chunks as it cuts any table. ``encode`` lays a chunk's rows of the pass's columns
+(typed arrays and dictionary codes, made once per frame) out as the generated module reads them
+(one copy); ``payload`` serves repeated chunks, and their digests, from the frame's cache;
+``decode`` checks a worker's records (untrusted bytes: lengths, counts, flags, key range); and
+``combine`` merges them exactly.
 """
 
 from __future__ import annotations
@@ -107,8 +109,9 @@ def _module(wat: str, name: str) -> WasmModule:
 
 
 class FrameKernel(ModuleKernel):
-    """One pass of a frame query. ``wat`` is its generated module; ``params`` the bytes every
-    chunk carries before its columns (quantile windows), or empty."""
+    """One pass of a frame query. ``wat`` is its generated module; ``arrays`` the pass's
+    columns as they travel (one per ``plan.columns``); ``params`` the bytes every chunk carries
+    before its columns (quantile windows), or empty; ``payloads`` the frame's payload cache."""
 
     input_kind = "records"
 
