@@ -160,32 +160,40 @@ class FrameKernel(ModuleKernel):
     # --- trusted side: chunks out --------------------------------------------------------------
 
     def payload(self, chunk: Any) -> tuple[bytes, bytes]:
-        if self._payloads is None:
-            return super().payload(chunk)
-        start, stop = _rows(chunk)
+        return self._payload(*_rows(chunk))
+
+    def _payload(self, start: int, stop: int) -> tuple[bytes, bytes]:
+        """The payload of rows ``start..stop`` and its SHA-256, from the frame's cache when it
+        holds them."""
         key = (*self._columns_key, start, stop)
-        found = self._payloads.get(key)
+        found = self._payloads.get(key) if self._payloads is not None else None
         if found is None:
-            found = super().payload(chunk)
-            self._payloads.put(key, *found)
+            payload = self._encode(start, stop)
+            found = payload, hashlib.sha256(payload).digest()
+            if self._payloads is not None:
+                self._payloads.put(key, *found)
         return found
 
-    def prepare(self, chunks: Sequence[Any]) -> None:
-        """Encode and hash ``chunks`` ahead of the run, two at a time (copies and SHA-256
-        run outside the GIL), into the payload cache the run then reads."""
-        if self._payloads is None or len(chunks) < 2:
+    def prepare(self, rows: int, chunk_rows: int) -> None:
+        """Encode and hash the chunks of ``rows`` rows cut every ``chunk_rows`` ahead of the
+        run, two at a time (copies and SHA-256 run outside the GIL), into the payload cache the
+        run then reads (when they fit in it)."""
+        ranges = [(a, min(a + chunk_rows, rows)) for a in range(0, rows, chunk_rows)]
+        cache = self._payloads
+        if cache is None or len(ranges) < 2:
             return
-        todo = [c for c in chunks if self._payloads.get((*self._columns_key, *_rows(c))) is None]
-        total = sum(_rows(c)[1] - _rows(c)[0] for c in todo) * sum(a.itemsize for a in self._arrays)
-        if not todo or total > self._payloads.budget:
+        if rows * sum(a.itemsize for a in self._arrays) > cache.budget:
             return
+        todo = [r for r in ranges if cache.get((*self._columns_key, *r)) is None]
         with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(self.payload, todo))
+            list(pool.map(lambda r: self._payload(*r), todo))
 
     def encode(self, chunk: Any) -> bytes:
         """The rows ``chunk`` names (a slice of the pass's row table), laid out as the module
         reads them: header, parameters, then each column's slice, padded to 8 bytes."""
-        start, stop = _rows(chunk)
+        return self._encode(*_rows(chunk))
+
+    def _encode(self, start: int, stop: int) -> bytes:
         rows = stop - start
         head = np.array([rows, start, len(self._params)], dtype="<u8").tobytes()
         parts: list[Any] = [head, self._params]

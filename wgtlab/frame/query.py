@@ -152,9 +152,9 @@ class Execution:
             payloads=source.payloads,
             key_bound=key_bound,
         )
-        job = self.job(kernel, purpose)
-        kernel.prepare(list(job.plan().source))
-        result = self.run_pass(job)
+        chunk_rows = self.chunk_rows(plan)
+        kernel.prepare(source.rows, chunk_rows)
+        result = self.run_pass(self.job(kernel, purpose, chunk_rows))
         self.results.append(result)
         value = result.value
         if not isinstance(value, Groups):  # pragma: no cover
@@ -179,9 +179,9 @@ class Execution:
         )
         return dataclasses.replace(plan, columns=columns)
 
-    def job(self, kernel: FrameKernel, purpose: str) -> Job:
+    def job(self, kernel: FrameKernel, purpose: str, chunk_rows: int) -> Job:
         job = Job(f"{self.label}: {purpose}")
-        job.input(self.request.source.rows_table(), chunk_rows=self.chunk_rows(kernel.plan))
+        job.input(self.request.source.rows_table(), chunk_rows=chunk_rows)
         job.kernel(kernel)
         if self.settings is not None:
             job._settings_from(self.settings)

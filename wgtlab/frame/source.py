@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,10 +37,6 @@ class Dictionary:
     def __len__(self) -> int:
         return len(self.values)
 
-    @property
-    def words(self) -> Sequence[Any]:
-        return list(self.values)
-
 
 class Source:
     """A table of rows, read a column at a time. Subclasses give ``columns`` and ``_read``."""
@@ -54,7 +51,6 @@ class Source:
         self._series: dict[str, pd.Series] = {}
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
         self._dictionaries: dict[str, Dictionary] = {}
-        self._appearance: dict[str, np.ndarray] = {}
         self.payloads = PayloadCache(defaults.FRAME_PAYLOAD_CACHE_BYTES)
 
     @property
@@ -141,28 +137,12 @@ class Source:
             return self._dictionaries[column]
 
     def prepare(self, columns: Sequence[tuple[str, str]]) -> None:
-        """Make the arrays and dictionary codes of ``columns`` ((name, encoding) pairs) that
+        """Make the dictionaries, then the arrays, of ``columns`` ((name, encoding) pairs) that
         are not made yet, several at once (the work runs outside the GIL)."""
-        missing = [
-            (name, encoding)
-            for name, encoding in columns
-            if (encoding == "code" and name not in self._dictionaries)
-            or (encoding != "code" and (name, encoding) not in self._arrays)
-        ]
-        if any(encoding in ("code8", "code16") for _, encoding in missing):
-            self.prepare(
-                [
-                    (name, "code")
-                    for name, encoding in missing
-                    if encoding != "code" and encoding.startswith("code")
-                ]
-            )
-        if len(missing) < 2:
-            for name, encoding in missing:
-                self.array(name, encoding)
-            return
-        with ThreadPoolExecutor(max_workers=min(len(missing), os.cpu_count() or 1)) as pool:
-            list(pool.map(lambda pair: self.array(*pair), missing))
+        coded = {name for name, encoding in columns if encoding.startswith("code")}
+        _at_once([partial(self.dictionary, n) for n in coded if n not in self._dictionaries])
+        arrays = {(n, e) for n, e in columns if e != "code" and (n, e) not in self._arrays}
+        _at_once([partial(self.array, n, e) for n, e in sorted(arrays)])
 
     def rows_table(self) -> pd.DataFrame:
         """A DataFrame of this source's rows and no columns (a RangeIndex): what a pass's job
@@ -170,21 +150,6 @@ class Source:
         if self._rows_table is None:
             self._rows_table = pd.DataFrame(index=pd.RangeIndex(self.rows))
         return self._rows_table
-
-    def appearance(self, column: str) -> np.ndarray:
-        """For each code of ``column``'s dictionary, its rank in order of first appearance."""
-        with self._lock:
-            cached = self._appearance.get(column)
-        if cached is not None:
-            return cached
-        dictionary = self.dictionary(column)
-        _, first_seen = pd.factorize(self.series(column), sort=False, use_na_sentinel=True)
-        order = dictionary.values.get_indexer(pd.Index(first_seen))
-        rank = np.empty(len(dictionary), dtype=np.int64)
-        rank[order] = np.arange(len(order))
-        with self._lock:
-            self._appearance[column] = rank
-        return rank
 
     def array(self, column: str, encoding: str) -> np.ndarray:
         """``column`` as it travels: float64, int64, uint8 (bools) or int32 codes."""
@@ -209,6 +174,16 @@ class Source:
         with self._lock:
             self._arrays[(column, encoding)] = made
         return made
+
+
+def _at_once(work: list[Callable[[], object]]) -> None:
+    """Run ``work`` in threads (one call: here)."""
+    if len(work) < 2:
+        for call in work:
+            call()
+        return
+    with ThreadPoolExecutor(max_workers=min(len(work), os.cpu_count() or 1)) as pool:
+        list(pool.map(lambda call: call(), work))
 
 
 def _is_temporal(dtype: Any) -> bool:
