@@ -262,6 +262,37 @@ def test_the_client_never_unpickles_what_a_worker_sends(cluster, tmp_path):
         stock.close()
 
 
+def _finished(future, timeout=30.0):
+    """Waits for a Dask future to finish on its worker, without fetching its result."""
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        assert time.monotonic() < deadline, f"{future.key} did not finish"
+        time.sleep(0.01)
+    assert future.status == "finished", future.status
+
+
+def test_results_fetched_from_a_worker_are_read_as_msgpack_only(cluster, tmp_path):
+    """The cluster fetches each finished task's result straight from its worker: a worker that
+    answers with a pickle is refused there, and nothing in the pickle runs in this process."""
+    here = os.getpid()
+    name = cluster.worker_names()[0]
+    member = cluster._members[name]
+    mark = tmp_path / "fetched"
+    future = cluster.client.submit(
+        _attacks()["pickled_result"], str(mark), pure=False, workers=[member.address]
+    )
+    _finished(future)
+    with pytest.raises(TypeError, match="pickle"):
+        cluster.client.sync(cluster._get_data, member, [future.key])
+    assert not Path(f"{mark}.{here}").exists()
+    # an honest result on the same path comes back as it was sent
+    plain = cluster.client.submit(dict, a=1, pure=False, workers=[member.address])
+    _finished(plain)
+    assert cluster.client.sync(cluster._get_data, member, [plain.key]) == {plain.key: {"a": 1}}
+    future.release()
+    plain.release()
+
+
 # --- a liar, and a killed worker ---------------------------------------------------------------
 
 
